@@ -1,0 +1,131 @@
+"""PDF rasterization: pymupdf (default, in-process) or pdf2image/poppler, with the same validation."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymupdf
+from PIL import Image
+
+from engine.errors import CorruptDocument, EncryptedDocument, NoPages, TooManyPages
+
+# MuPDF prints repair chatter to stderr; we read it through TOOLS.mupdf_warnings() instead.
+pymupdf.TOOLS.mupdf_display_errors(False)
+pymupdf.TOOLS.mupdf_display_warnings(False)
+
+# Messages MuPDF emits when content is really missing (as opposed to benign repairs).
+_DAMAGE_MARKERS = ("cannot load", "premature end", "out of range", "not a stream", "non-page object")
+
+
+def effective_dpi(width_pt: float, height_pt: float, dpi: int, max_pixels: int) -> tuple[int, bool]:
+    """DPI to render a page of this size at so it stays within max_pixels; (dpi, downscaled)."""
+    pixels = (width_pt * dpi / 72.0) * (height_pt * dpi / 72.0)
+    if pixels <= max_pixels:
+        return dpi, False
+    return max(1, math.floor(dpi * math.sqrt(max_pixels / pixels))), True
+
+
+class PdfDocument:
+    """An opened, validated PDF. Pages render one at a time; nothing is cached between pages."""
+
+    def __init__(self, data: bytes, name: str, *, max_pages: int) -> None:
+        self.name = name
+        self.data = data
+        pymupdf.TOOLS.mupdf_warnings()  # drop anything left from earlier documents
+        try:
+            self.doc = pymupdf.open(stream=data, filetype="pdf")
+        except (pymupdf.FileDataError, pymupdf.EmptyFileError, RuntimeError) as exc:
+            raise CorruptDocument(f"not a readable PDF ({exc})", document=name) from exc
+        if self.doc.needs_pass and not self.doc.authenticate(""):
+            # Owner-password-only PDFs open without a password (needs_pass is False) and render normally.
+            raise EncryptedDocument(
+                "the PDF is encrypted with a user password; remove the password and upload it again",
+                document=name,
+            )
+        if self.doc.is_repaired and b"%%EOF" not in data[-2048:]:
+            raise CorruptDocument(
+                "the PDF is truncated (no %%EOF trailer and a broken cross-reference table); upload the complete file",
+                document=name,
+            )
+        if self.doc.page_count == 0:
+            raise NoPages("the PDF has no pages", document=name)
+        if self.doc.page_count > max_pages:
+            raise TooManyPages(
+                f"{self.doc.page_count} pages exceeds the limit of {max_pages} (DOCVISION_MAX_PAGES)",
+                document=name,
+                page_count=self.doc.page_count,
+            )
+        self.page_count = self.doc.page_count
+
+    def page_size_pt(self, page_number: int) -> tuple[float, float]:
+        rect = self.doc[page_number - 1].rect  # rect honours /Rotate
+        return rect.width, rect.height
+
+    def _check_damage(self, page_number: int) -> None:
+        warnings = pymupdf.TOOLS.mupdf_warnings()
+        if self.doc.is_repaired and any(m in warnings for m in _DAMAGE_MARKERS):
+            first = next(line for line in warnings.splitlines() if any(m in line for m in _DAMAGE_MARKERS))
+            raise CorruptDocument(
+                f"page {page_number} is damaged ({first})", document=self.name, page_number=page_number
+            )
+
+    def render_pymupdf(self, page_number: int, dpi: int) -> Image.Image:
+        pymupdf.TOOLS.mupdf_warnings()
+        try:
+            page = self.doc[page_number - 1]
+            zoom = dpi / 72.0
+            pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
+        except RuntimeError as exc:
+            raise CorruptDocument(
+                f"page {page_number} cannot be rendered ({exc})", document=self.name
+            ) from exc
+        self._check_damage(page_number)
+        return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+
+    def close(self) -> None:
+        self.doc.close()
+
+
+class PopplerRenderer:
+    """pdf2image (pdftoppm) one page per call, so memory stays bounded like the pymupdf path."""
+
+    def __init__(self, pdf: PdfDocument) -> None:
+        self.pdf = pdf
+        self._tmp = tempfile.TemporaryDirectory(prefix="docvision-pdf-")
+        self.path = Path(self._tmp.name) / "document.pdf"
+        self.path.write_bytes(pdf.data)
+
+    def render(self, page_number: int, dpi: int) -> Image.Image:
+        from pdf2image import convert_from_path
+        from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+
+        try:
+            images = convert_from_path(str(self.path), dpi=dpi, first_page=page_number, last_page=page_number)
+        except (PDFPageCountError, PDFSyntaxError) as exc:
+            raise CorruptDocument(
+                f"poppler cannot render page {page_number} ({exc})", document=self.pdf.name
+            ) from exc
+        if not images:
+            raise CorruptDocument(f"poppler produced no image for page {page_number}", document=self.pdf.name)
+        return images[0].convert("RGB")
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def iter_pdf_pages(
+    pdf: PdfDocument, *, dpi: int, max_page_pixels: int, backend: str, start_page: int = 1
+) -> Iterator[tuple[int, Image.Image, int, bool]]:
+    """Yield (page_number, image, effective_dpi, downscaled) lazily."""
+    poppler = PopplerRenderer(pdf) if backend == "pdf2image" else None
+    try:
+        for n in range(start_page, pdf.page_count + 1):
+            eff, downscaled = effective_dpi(*pdf.page_size_pt(n), dpi, max_page_pixels)
+            image = poppler.render(n, eff) if poppler else pdf.render_pymupdf(n, eff)
+            yield n, image, eff, downscaled
+    finally:
+        if poppler:
+            poppler.close()

@@ -1,0 +1,108 @@
+"""Typed errors with stable codes.
+
+Every error names the document (or object) it is about and says what to do next. `code` is stable and
+meant for machines (API responses, metrics dimensions, DLQ records); the message is for people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DocVisionError(Exception):
+    code = "docvision_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, document: str | None = None, **details: Any) -> None:
+        self.document = document
+        self.details = details
+        self.reason = message
+        super().__init__(f"{document}: {message}" if document else message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": str(self), "document": self.document, **self.details}
+
+
+class DocumentError(DocVisionError):
+    """The input document cannot be turned into pages."""
+
+    http_status = 422
+
+
+class EmptyDocument(DocumentError):
+    code = "empty_document"
+
+
+class UnsupportedDocument(DocumentError):
+    code = "unsupported_type"
+    http_status = 415
+
+
+class CorruptDocument(DocumentError):
+    code = "corrupt_document"
+
+
+class EncryptedDocument(DocumentError):
+    code = "encrypted_document"
+
+
+class NoPages(DocumentError):
+    code = "no_pages"
+
+
+class DocumentTooLarge(DocumentError):
+    code = "document_too_large"
+    http_status = 413
+
+
+class TooManyPages(DocumentError):
+    code = "too_many_pages"
+    http_status = 413
+
+
+class ImageTooLarge(DocumentError):
+    """Decompression-bomb guard: the image declares more pixels than the configured hard limit."""
+
+    code = "image_too_large"
+    http_status = 413
+
+
+class ConversionFailed(DocumentError):
+    code = "conversion_failed"
+
+
+class ConversionTimeout(DocumentError):
+    code = "conversion_timeout"
+
+
+class ConfigError(DocVisionError):
+    code = "config_error"
+
+
+class ModelIntegrityError(DocVisionError):
+    code = "model_integrity"
+
+
+class ModelMismatch(DocVisionError):
+    code = "model_mismatch"
+    http_status = 409
+
+
+class UpsertFailed(DocVisionError):
+    code = "upsert_failed"
+    http_status = 503
+
+
+class NotFound(DocVisionError):
+    code = "not_found"
+    http_status = 404
+
+
+class SchemaError(DocVisionError):
+    code = "schema_error"
+    http_status = 400
+
+
+class ExtractionFailed(DocVisionError):
+    code = "extraction_failed"
+    http_status = 502
