@@ -1,0 +1,210 @@
+"""The baked model format: int8 weight-only (per output channel) safetensors + manifest with hashes.
+
+    <dir>/manifest.json     source id + revision, family, embedding dim, quantization, sha256 of every file
+    <dir>/model.safetensors int8 weights (`<module>.weight`) with fp32 scales (`<module>.weight_scale`),
+                            everything else in its original dtype
+    <dir>/config.json, tokenizer/processor files
+
+Loading needs no network, verifies every file against the manifest (in a thread, overlapped with
+reading the weights), and turns the int8 weights into what the compute plan runs on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import warnings
+
+import torch
+from torch import nn
+
+from engine.errors import ModelIntegrityError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+QUANT_SCHEME = "int8-weight-only-symmetric-per-output-channel"
+SCALE_SUFFIX = "_scale"
+MIN_QUANT_NUMEL = 4096  # tiny matrices (and every 1-D tensor) stay in full precision
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    w32 = w.detach().float()
+    scale = (w32.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(w32 / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def quantizable(model: nn.Module) -> set[str]:
+    """Names of weights to store as int8: every Linear and Embedding matrix above MIN_QUANT_NUMEL."""
+    names = set()
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear | nn.Embedding) and mod.weight.numel() >= MIN_QUANT_NUMEL:
+            names.add(f"{mod_name}.weight")
+    return names
+
+
+def quantized_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    targets = quantizable(model)
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen and tensor.numel() > 0:  # tied weights are stored once
+            continue
+        seen[tensor.data_ptr()] = name
+        if name in targets:
+            q, scale = quantize_per_channel(tensor)
+            out[name], out[name + SCALE_SUFFIX] = q.contiguous(), scale.contiguous()
+        else:
+            out[name] = tensor.detach().contiguous().clone()
+    return out
+
+
+def write_manifest(directory: Path, **info: Any) -> dict:
+    files = {
+        p.relative_to(directory).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "quantization": QUANT_SCHEME,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **info,
+        "files": files,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / "manifest.json"
+    if not path.exists():
+        raise ModelIntegrityError(f"{directory} is not a baked model (no manifest.json); run `python -m models.bake`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelIntegrityError(f"{path} is not valid JSON ({exc})") from exc
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    """Sizes first (cheap, catches truncation), then sha256 of every file."""
+    for rel, meta in manifest["files"].items():
+        path = directory / rel
+        if not path.exists():
+            raise ModelIntegrityError(f"baked model file {path} is missing; rebuild the model directory")
+        if path.stat().st_size != meta["bytes"]:
+            raise ModelIntegrityError(
+                f"baked model file {path} is {path.stat().st_size} bytes, manifest says {meta['bytes']} (truncated?); rebuild it"
+            )
+    for rel, meta in manifest["files"].items():
+        if sha256_file(directory / rel) != meta["sha256"]:
+            raise ModelIntegrityError(f"baked model file {directory / rel} does not match its sha256 in manifest.json (tampered or corrupt)")
+
+
+class _Verifier(threading.Thread):
+    """Hashes the files while the main thread loads them (hashlib releases the GIL on large blocks)."""
+
+    def __init__(self, directory: Path, manifest: dict) -> None:
+        super().__init__(daemon=True)
+        self.directory, self.manifest, self.error = directory, manifest, None
+
+    def run(self) -> None:
+        try:
+            verify_files(self.directory, self.manifest)
+        except ModelIntegrityError as exc:
+            self.error = exc
+
+    def result(self) -> None:
+        self.join()
+        if self.error:
+            raise self.error
+
+
+def _int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """A dynamic-quantized Linear built straight from our int8 weights (no dequantize/requantize round trip)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    out_f, in_f = q.shape
+    with warnings.catch_warnings():  # "deprecated in favour of torchao": still the fbgemm dynamic-int8 path on CPU
+        warnings.simplefilter("ignore")
+        qw = torch._make_per_channel_quantized_tensor(q, scale.to(torch.float64), torch.zeros(out_f, dtype=torch.int64), 0)
+        layer = DynamicLinear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
+        layer.set_weight_bias(qw, None if bias is None else bias.float())
+    return layer
+
+
+def load_baked(directory: Path, model_cls: type, *, dtype: torch.dtype, int8_gemm: bool, verify: bool = True) -> tuple[nn.Module, dict]:
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+    from transformers.initialization import no_init_weights
+
+    started = time.perf_counter()
+    manifest = read_manifest(directory)
+    verifier = _Verifier(directory, manifest) if verify else None
+    if verifier:
+        verifier.start()
+    weights = directory / "model.safetensors"
+    if not weights.exists():
+        raise ModelIntegrityError(f"baked model file {weights} is missing; rebuild the model directory")
+    config = AutoConfig.from_pretrained(directory)
+    try:
+        state = load_file(weights)
+    except Exception as exc:  # safetensors raises its own error types for truncated headers
+        if verifier:
+            verifier.result()
+        raise ModelIntegrityError(f"cannot read {weights} ({exc}); rebuild the model directory") from exc
+    with no_init_weights():
+        model = model_cls(config)
+    modules = dict(model.named_modules())
+    int8_modules: dict[str, nn.Module] = {}
+    for key in [k for k in state if k.endswith(SCALE_SUFFIX)]:
+        scale, wkey = state.pop(key), key[: -len(SCALE_SUFFIX)]
+        q = state.pop(wkey)
+        mod_name = wkey.rsplit(".", 1)[0]
+        mod = modules[mod_name]
+        if int8_gemm and isinstance(mod, nn.Linear):
+            bias = state.pop(f"{mod_name}.bias", None)
+            int8_modules[mod_name] = _int8_linear(q, scale, bias)
+            continue
+        state[wkey] = (q.to(torch.float32) * scale[:, None]).to(dtype)
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and tensor.dtype != dtype:
+            state[name] = tensor.to(dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    for mod_name, layer in int8_modules.items():
+        parent, _, child = mod_name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, layer)
+    replaced = tuple(f"{m}." for m in int8_modules)
+    missing = [n for n in missing if not n.startswith(replaced)]
+    if unexpected:
+        raise ModelIntegrityError(f"{weights} holds tensors the model does not have: {unexpected[:5]}")
+    model.tie_weights()
+    still_missing = [n for n in missing if not _is_tied(model, n)]
+    if still_missing:
+        raise ModelIntegrityError(f"{weights} lacks tensors the model needs: {still_missing[:5]}")
+    model.eval()
+    if verifier:
+        verifier.result()
+    log.info("loaded baked model %s in %.2f s (verify=%s)", directory, time.perf_counter() - started, verify)
+    return model, manifest
+
+
+def _is_tied(model: nn.Module, name: str) -> bool:
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    return name in tied

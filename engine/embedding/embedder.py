@@ -1,0 +1,216 @@
+"""Embedder: pages and queries → late-interaction multivectors, on the compute path the machine supports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.embedding import compute
+from engine.embedding.baked import load_baked
+from engine.embedding.families import Family, detect_family
+from engine.embedding.loader import load_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PageEmbedding:
+    """One page's multivector (padding removed, L2-normalised rows) and where its image patches sit."""
+
+    vectors: np.ndarray  # (n_tokens, dim) float32; prompt tokens included, exactly what colpali-engine scores
+    grid: tuple[int, int] | None  # (rows, cols) of image-patch tokens on the page
+    patch_offset: int  # index in `vectors` of the first image-patch token (row-major over `grid`)
+
+    @property
+    def patches(self) -> np.ndarray:
+        """Only the image-patch rows, shaped (rows, cols, dim) when the family has a grid."""
+        if self.grid is None:
+            raise ValueError("this model family has no single patch grid")
+        r, c = self.grid
+        return self.vectors[self.patch_offset : self.patch_offset + r * c].reshape(r, c, -1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.vectors.shape),
+            "dtype": "float32",
+            "grid": list(self.grid) if self.grid else None,
+            "patch_offset": self.patch_offset,
+            "data": self.vectors.round(6).tolist(),
+        }
+
+
+def memory_budget_mb(configured: int | None) -> int:
+    """Configured budget, else the Lambda function's memory size, else half the machine's memory."""
+    if configured:
+        return configured
+    lambda_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    if lambda_mb:
+        return int(lambda_mb)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 / 2)
+
+
+class Embedder:
+    """Load once (module scope in a Lambda), then embed many pages and queries."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        family: str | None = None,
+        compute_mode: str = "auto",
+        threads: int | None = None,
+        verify: bool = True,
+        max_visual_tokens: int | None = None,
+        memory_budget: int | None = None,
+        max_batch_size: int = 8,
+    ) -> None:
+        started = time.perf_counter()
+        self.source = source
+        self.plan = compute.choose(compute_mode, threads)
+        dtype = getattr(torch, self.plan.dtype)
+        path = Path(source)
+        self.manifest: dict | None = None
+        if (path / "manifest.json").exists():
+            self.family: Family = detect_family(source, family)
+            model_cls, processor_cls = self.family.classes()
+            self.model, self.manifest = load_baked(path, model_cls, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=verify)
+            self.processor = processor_cls.from_pretrained(path)
+            src = self.manifest["source"]
+            self.model_id = src["id"] + (f"@{src['revision']}" if src.get("revision") else "")
+        else:
+            self.model, self.processor, self.family, rev = load_source(source, family_name=family, dtype=dtype)
+            if self.plan.int8_gemm:
+                self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+            self.model_id = (path.name if path.is_dir() else source) + (f"@{rev}" if rev else "")
+        tiny = path / "TINY_MODEL.json"
+        if tiny.exists() or (self.manifest and Path(self.manifest["source"]["id"], "TINY_MODEL.json").exists()):
+            self.model_id = "tiny-random-" + self.family.name
+        if self.plan.device == "cuda":
+            self.model = self.model.to("cuda")
+        if max_visual_tokens and hasattr(self.processor, "image_processor") and hasattr(self.processor.image_processor, "max_pixels"):
+            self.processor.image_processor.max_pixels = max_visual_tokens * 28 * 28
+            self.processor.image_processor.size["longest_edge"] = max_visual_tokens * 28 * 28
+        self.dim = int(getattr(self.model, "dim", 128))
+        self.max_batch_size = max_batch_size
+        self.memory_budget_mb = memory_budget_mb(memory_budget)
+        self.load_seconds = time.perf_counter() - started
+        self._image_token_id = getattr(self.model.config, self.family.image_token_attr, None)
+        log.info("model %s (%s) ready on %s in %.2f s", self.model_id, self.family.name, self.plan.name, self.load_seconds)
+
+    # ------------------------------------------------------------------------------------------ batching
+    def model_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.model.state_dict().values() if isinstance(t, torch.Tensor))
+
+    def page_activation_mb(self, visual_tokens: int) -> float:
+        """Estimated peak activation memory of one page in a batch (calibrated by bench/embed.py)."""
+        cfg = self.model.config
+        vision = getattr(cfg, "vision_config", None)
+        text = getattr(cfg, "text_config", cfg)
+        v_dim = getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", 1024)
+        merge = getattr(vision, "spatial_merge_size", 1) or 1
+        act_bytes = 2 if self.plan.dtype == "bfloat16" else 4
+        vision_mb = visual_tokens * merge * merge * v_dim * act_bytes * 16 / 2**20
+        text_mb = visual_tokens * getattr(text, "intermediate_size", 4096) * act_bytes * 4 / 2**20
+        return vision_mb + text_mb
+
+    def batch_size_for(self, visual_tokens: int, reserve_mb: int = 768) -> int:
+        free = self.memory_budget_mb - self.model_bytes() / 2**20 - reserve_mb
+        return int(max(1, min(self.max_batch_size, free // max(self.page_activation_mb(visual_tokens), 1))))
+
+    def visual_tokens(self, width: int, height: int) -> int:
+        ip = getattr(self.processor, "image_processor", None)
+        if ip is not None and hasattr(ip, "max_pixels"):
+            from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+            h, w = smart_resize(height, width, factor=28, min_pixels=ip.min_pixels, max_pixels=ip.max_pixels)
+            return (h // 28) * (w // 28)
+        return int(getattr(self.processor, "image_seq_length", 1024))
+
+    # ------------------------------------------------------------------------------------------ forward
+    def _forward(self, batch: Any) -> torch.Tensor:
+        batch = {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        dtype = getattr(torch, self.plan.dtype)
+        if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
+            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        with torch.inference_mode():
+            out = self.model(**batch)
+        return out.float().cpu()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> list[PageEmbedding]:
+        batch = self.processor.process_images(list(images))
+        out = self._forward(batch)
+        mask = batch["attention_mask"].bool()
+        results = []
+        merge = self.family.grid_param(self.model)
+        for i in range(len(images)):
+            keep = mask[i]
+            ids = batch["input_ids"][i][keep]
+            vectors = out[i][keep].numpy()
+            positions = (ids == self._image_token_id).nonzero().flatten() if self._image_token_id is not None else torch.tensor([])
+            grid = self.family.grid(batch, i, merge) if self.family.grid else None
+            offset = int(positions[0]) if len(positions) else 0
+            if grid and len(positions) != grid[0] * grid[1]:
+                grid = None  # tiling processors: no single grid
+            results.append(PageEmbedding(vectors=np.ascontiguousarray(vectors), grid=grid, patch_offset=offset))
+        return results
+
+    def embed_pages(self, frames: Iterable[Any], batch_size: int | None = None) -> Iterator[tuple[Any, PageEmbedding]]:
+        """Stream (frame, embedding) pairs; at most one batch of frames is held at a time."""
+        pending: list[Any] = []
+        size = batch_size
+        for frame in frames:
+            if size is None:
+                size = batch_size or self.batch_size_for(self.visual_tokens(frame.width, frame.height))
+                log.info("embedding batch size %d (budget %d MB)", size, self.memory_budget_mb)
+            pending.append(frame)
+            if len(pending) >= size:
+                yield from zip(pending, self.embed_images([f.image for f in pending]), strict=True)
+                pending = []
+        if pending:
+            yield from zip(pending, self.embed_images([f.image for f in pending]), strict=True)
+
+    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]:
+        batch = self.processor.process_queries(list(texts))
+        out = self._forward(batch)
+        mask = batch["attention_mask"].bool()
+        return [np.ascontiguousarray(out[i][mask[i]].numpy()) for i in range(len(texts))]
+
+    # ------------------------------------------------------------------------------------------ scoring
+    def score(self, queries: Sequence[np.ndarray], pages: Sequence[np.ndarray]) -> np.ndarray:
+        """Late-interaction (MaxSim) scores, (n_queries, n_pages): colpali-engine's own score_multi_vector."""
+        return score_multi_vector(queries, pages)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "family": self.family.name,
+            "compute": self.plan.name,
+            "threads": self.plan.threads,
+            "reason": self.plan.reason,
+            "dim": self.dim,
+            "load_seconds": round(self.load_seconds, 3),
+            "baked": self.manifest is not None,
+        }
+
+
+def score_multi_vector(queries: Sequence[np.ndarray], pages: Sequence[np.ndarray]) -> np.ndarray:
+    from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
+
+    qs = [torch.from_numpy(np.asarray(q, dtype=np.float32)) for q in queries]
+    ps = [torch.from_numpy(np.asarray(p, dtype=np.float32)) for p in pages]
+    return BaseVisualRetrieverProcessor.score_multi_vector(qs, ps, device="cpu").float().numpy()
+
+
+def load_manifest_info(path: str) -> dict | None:
+    p = Path(path) / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else None

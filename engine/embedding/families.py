@@ -1,0 +1,98 @@
+"""The ColPali-family registry: one entry per model family, one interface for all of them.
+
+A family knows its colpali-engine model/processor classes, how to recognise a checkpoint (config
+``model_type`` or hub id), and how to map a page's patch tokens back to a (rows × cols) grid on the page.
+Adding a family = adding one ``Family`` to ``FAMILIES``; nothing else branches on the family name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+
+def _qwen_grid(batch: Any, i: int, merge: int) -> tuple[int, int]:
+    _, h, w = (int(v) for v in batch["image_grid_thw"][i])
+    return h // merge, w // merge
+
+
+def _square_grid(batch: Any, i: int, merge: int) -> tuple[int, int]:
+    side = int(batch["pixel_values"].shape[-1]) // merge  # merge carries the patch size for SigLIP towers
+    return side, side
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_class: str  # in colpali_engine.models
+    processor_class: str
+    model_types: tuple[str, ...]  # config.json model_type values
+    hub_hints: tuple[str, ...]  # substrings of hub ids, e.g. "colqwen2.5"
+    image_token_attr: str  # config attribute holding the image token id
+    grid: Callable[[Any, int, int], tuple[int, int]] | None  # (batch, index, merge/patch) → (rows, cols)
+    grid_param: Callable[[Any], int]  # model → the int passed to grid()
+
+    def classes(self) -> tuple[Any, Any]:
+        mod = importlib.import_module("colpali_engine.models")
+        return getattr(mod, self.model_class), getattr(mod, self.processor_class)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family(
+            "colqwen2", "ColQwen2", "ColQwen2Processor", ("qwen2_vl",), ("colqwen2-", "colqwen2_", "/colqwen2"),
+            "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
+        ),
+        Family(
+            "colqwen2.5", "ColQwen2_5", "ColQwen2_5_Processor", ("qwen2_5_vl",), ("colqwen2.5", "colqwen2_5"),
+            "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
+        ),
+        Family(
+            "colpali", "ColPali", "ColPaliProcessor", ("paligemma",), ("colpali",),
+            "image_token_index", _square_grid, lambda m: m.config.vision_config.patch_size,
+        ),
+        Family(
+            # ColSmol / ColIdefics3 split pages into tiles plus a global view; no single patch grid exists.
+            "colidefics3", "ColIdefics3", "ColIdefics3Processor", ("idefics3",), ("colsmol", "colidefics3"),
+            "image_token_id", None, lambda m: 0,
+        ),
+    ]
+}  # fmt: skip
+
+DEFAULT_FAMILY = "colqwen2"
+
+
+def detect_family(source: str, family: str | None = None) -> Family:
+    """Pick the family: explicit name > baked manifest > config.json model_type > hub id hint."""
+    if family:
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+        return FAMILIES[family]
+    path = Path(source)
+    if path.is_dir():
+        manifest = path / "manifest.json"
+        if manifest.exists():
+            return FAMILIES[json.loads(manifest.read_text())["family"]]
+        for name in ("config.json", "adapter_config.json"):
+            if (path / name).exists():
+                data = json.loads((path / name).read_text())
+                model_type = data.get("model_type") or data.get("text_config", {}).get("model_type")
+                for f in FAMILIES.values():
+                    if model_type in f.model_types:
+                        return f
+                base = data.get("base_model_name_or_path")
+                if base:
+                    return detect_family(base)
+        raise ConfigError(f"cannot tell the model family of {source}: no manifest.json or known config.json model_type")
+    lowered = source.lower()
+    for f in sorted(FAMILIES.values(), key=lambda f: -max(len(h) for h in f.hub_hints)):
+        if any(h in lowered for h in f.hub_hints):
+            return f
+    raise ConfigError(f"cannot tell the model family of {source!r}; pass DOCVISION_MODEL_FAMILY ({', '.join(FAMILIES)})")

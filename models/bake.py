@@ -1,0 +1,86 @@
+"""Bake a ColPali-family model into the image format: adapter merged, linears int8, manifest with hashes.
+
+    python -m models.bake vidore/colqwen2-v1.0 models/baked            # hub id (network at build time)
+    python -m models.bake /models/colqwen2-v1.0 models/baked           # local dir: full model or LoRA adapter
+    python -m models.bake models/tiny-colqwen2 /tmp/baked-tiny         # what the tests do
+
+A LoRA adapter directory (adapter_config.json) is merged into its base model (`base_model_name_or_path`,
+a hub id or a local dir; override with --base). The output is written to a temp dir and renamed, so a
+half-baked directory never exists under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from engine.embedding.baked import quantized_state_dict, write_manifest
+from engine.embedding.loader import load_source
+
+log = logging.getLogger("bake")
+PROCESSOR_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
+    "processor_config.json", "chat_template.json", "chat_template.jinja", "video_preprocessor_config.json",
+    "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model",
+)  # fmt: skip
+
+
+def bake(source: str, out: Path, *, revision: str | None = None, base: str | None = None, family: str | None = None) -> dict:
+    from safetensors.torch import save_file
+
+    started = time.perf_counter()
+    model, processor, fam, rev = load_source(source, revision=revision, base=base, family_name=family, dtype=torch.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        work = Path(tmp)
+        state = quantized_state_dict(model)
+        save_file(state, work / "model.safetensors", metadata={"format": "pt", "quantization": "int8-per-channel"})
+        model.config.save_pretrained(work)
+        processor.save_pretrained(work)
+        n_int8 = sum(t.numel() for t in state.values() if t.dtype == torch.int8)
+        n_all = sum(t.numel() for k, t in state.items() if not k.endswith("_scale"))
+        manifest = write_manifest(
+            work,
+            source={"id": source, "revision": rev, "base": base},
+            family=fam.name,
+            model_class=fam.model_class,
+            embedding_dim=int(getattr(model, "dim", 128)),
+            parameters=n_all,
+            int8_fraction=round(n_int8 / n_all, 4),
+            bake_seconds=round(time.perf_counter() - started, 1),
+        )
+        for f in work.iterdir():
+            f.chmod(0o644)
+        work.chmod(0o755)  # the Lambda runtime user is not the build user
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+        Path(tmp).mkdir()  # TemporaryDirectory cleanup expects its folder
+    log.info("baked %s → %s (%s, %.1f%% int8) in %.1f s", source, out, fam.name, 100 * manifest["int8_fraction"], time.perf_counter() - started)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="hub id or local model/adapter directory")
+    parser.add_argument("out", type=Path, help="output directory")
+    parser.add_argument("--revision", help="hub revision (tag, branch or commit) to pin")
+    parser.add_argument("--base", help="base model for a LoRA adapter (default: the adapter's base_model_name_or_path)")
+    parser.add_argument("--family", help="model family (default: detected from config)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    manifest = bake(args.source, args.out, revision=args.revision, base=args.base, family=args.family)
+    print(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Build tiny random-weight ColPali-family models offline and deterministically.
+
+    python -m models.tiny models/tiny-colqwen2            # default family
+    python -m models.tiny models/tiny-colpali --family colpali
+
+They are real model directories (config, safetensors, tokenizer, processor) loaded through the same
+code as real checkpoints, so tests exercise the production loading path without downloading weights.
+Their embeddings are meaningless; their shapes, dtypes and code paths are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+QWEN_SPECIALS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+]  # fmt: skip
+CORPUS = [
+    "Describe the image.", "shipping manifest consignee shipper carrier container line items quantity weight value",
+    "invoice total due payment terms net amount tax currency date number vendor customer address",
+    "What is the total weight of the containers?", "Which port does the vessel depart from?",
+    "the quick brown fox jumps over the lazy dog 0123456789 .,;:!?()[]{}-+/%$€",
+]  # fmt: skip
+MAX_VISUAL_TOKENS = 64  # tiny: 28*28*64 pixels → at most 64 visual tokens per page
+
+
+def _train_bpe(specials: list[str], vocab_size: int = 400):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    return tok
+
+
+def build_colqwen2(out: Path, *, seed: int = 0) -> Path:
+    from transformers import Qwen2TokenizerFast, Qwen2VLConfig
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
+
+    torch.manual_seed(seed)
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=_train_bpe(QWEN_SPECIALS),
+        unk_token=None, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )  # fmt: skip
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "rope_theta": 10000.0,
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3,
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
+    )  # fmt: skip
+    model = ColQwen2(config).eval()
+    processor = ColQwen2Processor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=MAX_VISUAL_TOKENS * 28 * 28),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    _write_note(out, "colqwen2")
+    return out
+
+
+def build_colpali(out: Path, *, seed: int = 0) -> Path:
+    """Tiny ColPali (PaliGemma: SigLIP vision tower + Gemma decoder)."""
+    from transformers import GemmaTokenizerFast, PaliGemmaConfig, SiglipImageProcessor
+
+    from colpali_engine.models import ColPali, ColPaliProcessor
+
+    torch.manual_seed(seed)
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
+    tokenizer = GemmaTokenizerFast(
+        tokenizer_object=_train_bpe(specials), bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+    )  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_size, patch = 56, 14
+    n_patches = (image_size // patch) ** 2
+    config = PaliGemmaConfig(
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": image_size, "patch_size": patch, "projection_dim": 64, "model_type": "siglip_vision_model",
+        },
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16, "model_type": "gemma",
+            "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        },
+        projection_dim=64, hidden_size=64, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    config.text_config.num_image_tokens = n_patches
+    config.vision_config.num_image_tokens = n_patches
+    model = ColPali(config).eval()
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size}, image_seq_length=n_patches)
+    processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor.image_seq_length = n_patches
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    _write_note(out, "colpali")
+    return out
+
+
+def _write_note(out: Path, family: str) -> None:
+    (out / "TINY_MODEL.json").write_text(
+        json.dumps({"family": family, "note": "random weights built by models/tiny.py; embeddings are meaningless"}, indent=2)
+    )
+
+
+BUILDERS = {"colqwen2": build_colqwen2, "colpali": build_colpali}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--family", choices=sorted(BUILDERS), default="colqwen2")
+    args = parser.parse_args()
+    # Build into a temp dir and rename, so a half-written model directory never exists.
+    with tempfile.TemporaryDirectory(dir=args.out.parent if args.out.parent.exists() else None) as tmp:
+        built = BUILDERS[args.family](Path(tmp) / "model")
+        if args.out.exists():
+            import shutil
+
+            shutil.rmtree(args.out)
+        built.rename(args.out)
+    print(args.out)
+
+
+def build_fullsize_random(out: Path, config_json: Path = Path(__file__).parent / "configs" / "colqwen2-2b.json", *, seed: int = 0) -> Path:
+    """Full-size ColQwen2 architecture (Qwen2-VL-2B) with random weights, for speed benchmarks only.
+
+    Saved in bf16 (4.4 GB). The tokenizer is the tiny BPE one: token ids differ from the real model's,
+    compute does not.
+    """
+    from transformers import Qwen2TokenizerFast, Qwen2VLConfig
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
+
+    torch.manual_seed(seed)
+    spec = json.loads(config_json.read_text())
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=_train_bpe(QWEN_SPECIALS),
+        unk_token=None, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )  # fmt: skip
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    text = {**spec["text_config"], "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"]}
+    config = Qwen2VLConfig(
+        text_config=text, vision_config=spec["vision_config"],
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
+    )  # fmt: skip
+    model = ColQwen2(config).eval().to(torch.bfloat16)
+    processor = ColQwen2Processor(
+        image_processor=Qwen2VLImageProcessor(**spec["processor"]), tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor()
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+BUILDERS["colqwen2-fullsize-random"] = build_fullsize_random
+
+if __name__ == "__main__":
+    main()
