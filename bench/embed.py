@@ -48,7 +48,6 @@ def letter_pages(n: int):
 
 def run_stock(model_dir: Path, n_pages: int, out: Path) -> dict:
     import torch
-
     from colpali_engine.models import ColQwen2, ColQwen2Processor
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -81,7 +80,9 @@ def run_stock(model_dir: Path, n_pages: int, out: Path) -> dict:
     mask = batch["attention_mask"].bool()
     np.savez(out, *[many[i][mask[i]].float().numpy() for i in range(n_pages)])
     qmask = qall["attention_mask"].bool()
-    np.savez(str(out).replace(".npz", "-q.npz"), *[q[i][qmask[i]].float().numpy() for i in range(len(QUERIES))])
+    np.savez(
+        str(out).replace(".npz", "-q.npz"), *[q[i][qmask[i]].float().numpy() for i in range(len(QUERIES))]
+    )
     return {
         "variant": "stock colpali-engine fp32",
         "load_seconds": round(load_s, 2),
@@ -135,11 +136,15 @@ def fidelity(ref: Path, ours: Path) -> dict:
     cos = [float((a * b).sum(-1).mean()) for a, b in zip(r, o, strict=True)]
     s_ref, s_ours = score_multi_vector(rq, r), score_multi_vector(oq, o)
     k = min(10, len(r))
-    same_topk = [list(np.argsort(-a)[:k]) == list(np.argsort(-b)[:k]) for a, b in zip(s_ref, s_ours, strict=True)]
+    same_topk = [
+        list(np.argsort(-a)[:k]) == list(np.argsort(-b)[:k]) for a, b in zip(s_ref, s_ours, strict=True)
+    ]
     return {
         "mean_token_cosine_pages": round(float(np.mean(cos)), 5),
         "min_page_cosine": round(float(np.min(cos)), 5),
-        "mean_token_cosine_queries": round(float(np.mean([(a * b).sum(-1).mean() for a, b in zip(rq, oq, strict=True)])), 5),
+        "mean_token_cosine_queries": round(
+            float(np.mean([(a * b).sum(-1).mean() for a, b in zip(rq, oq, strict=True)])), 5
+        ),
         "top_k": k,
         "queries_with_identical_top_k": f"{sum(same_topk)}/{len(same_topk)}",
         "max_abs_score_diff": round(float(np.abs(s_ref - s_ours).max()), 4),
@@ -157,7 +162,11 @@ def main() -> None:
     full, baked = WORK / "colqwen2-full-random", WORK / "colqwen2-full-random-baked"
     if args.worker:
         out = WORK / f"{args.label}-{args.worker}.npz"
-        fn = run_stock(full, args.pages, out) if args.worker == "stock" else run_ours(baked, args.pages, out, args.compute)
+        fn = (
+            run_stock(full, args.pages, out)
+            if args.worker == "stock"
+            else run_ours(baked, args.pages, out, args.compute)
+        )
         print("RESULT " + json.dumps(fn))
         return
     WORK.mkdir(parents=True, exist_ok=True)
@@ -189,15 +198,23 @@ def main() -> None:
         print(results[variant], file=sys.stderr, flush=True)
     payload = {
         "label": args.label,
-        "env": {k: v for k, v in os.environ.items() if k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "DOCVISION_COMPUTE")},
+        "env": {
+            k: v
+            for k, v in os.environ.items()
+            if k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "DOCVISION_COMPUTE")
+        },
         "model": "ColQwen2 architecture (Qwen2-VL-2B, random weights), models/configs/colqwen2-2b.json",
         "input": f"US-letter pages at 300 DPI → processor default max_pixels=602112; batch of {args.pages}",
         "prep": prep,
         **results,
     }
     if "stock" in results:
-        payload["fidelity_vs_stock_fp32"] = fidelity(WORK / f"{args.label}-stock.npz", WORK / f"{args.label}-ours.npz")
-        payload["speedup_batch8"] = round(results["stock"]["seconds_per_page_batch8"] / results["ours"]["seconds_per_page_batch8"], 2)
+        payload["fidelity_vs_stock_fp32"] = fidelity(
+            WORK / f"{args.label}-stock.npz", WORK / f"{args.label}-ours.npz"
+        )
+        payload["speedup_batch8"] = round(
+            results["stock"]["seconds_per_page_batch8"] / results["ours"]["seconds_per_page_batch8"], 2
+        )
     print(write_result(f"embed-{args.label}", payload))
 
 

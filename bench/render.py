@@ -63,9 +63,17 @@ def main() -> None:
             for backend in args.backends:
                 for png in ("0", "1") if backend == "pymupdf" else ("0",):
                     out = subprocess.run(
-                        [sys.executable, __file__, "--worker", backend, str(pdf), png], capture_output=True, text=True, check=True
+                        [sys.executable, __file__, "--worker", backend, str(pdf), png],
+                        capture_output=True,
+                        text=True,
+                        check=True,
                     )
-                    row = {"backend": backend, "page_count": n, "png_encode": png == "1", **json.loads(out.stdout)}
+                    row = {
+                        "backend": backend,
+                        "page_count": n,
+                        "png_encode": png == "1",
+                        **json.loads(out.stdout),
+                    }
                     print(row, file=sys.stderr)
                     runs.append(row)
         office = {}
@@ -84,21 +92,38 @@ def main() -> None:
                 with open_document(path) as doc:
                     pages = doc.page_count
                 times.append(time.perf_counter() - t)
-            office[kind] = {"pages": pages, "conversion_seconds_median": round(statistics.median(times), 2), "runs": [round(x, 2) for x in times]}
+            office[kind] = {
+                "pages": pages,
+                "conversion_seconds_median": round(statistics.median(times), 2),
+                "runs": [round(x, 2) for x in times],
+            }
             print(kind, office[kind], file=sys.stderr)
 
     def rss(backend: str, n: int) -> float | None:
-        return next((r["peak_rss_mb"] for r in runs if r["backend"] == backend and r["page_count"] == n and not r["png_encode"]), None)
+        return next(
+            (
+                r["peak_rss_mb"]
+                for r in runs
+                if r["backend"] == backend and r["page_count"] == n and not r["png_encode"]
+            ),
+            None,
+        )
 
     ratios = {
-        b: round(rss(b, max(args.sizes)) / rss(b, min(args.sizes)), 3) for b in args.backends if rss(b, min(args.sizes))
+        b: round(rss(b, max(args.sizes)) / rss(b, min(args.sizes)), 3)
+        for b in args.backends
+        if rss(b, min(args.sizes))
     }
     path = write_result(
         "render",
         {
             "dpi": 300,
             "page": "US letter, text + filled rectangle (bench/render.py long_pdf)",
-            "versions": {"pymupdf": __import__("pymupdf").VersionBind, "pdftoppm": tool_version(["pdftoppm", "-v"]) or "", "libreoffice": tool_version(["soffice", "--version"])},
+            "versions": {
+                "pymupdf": __import__("pymupdf").VersionBind,
+                "pdftoppm": tool_version(["pdftoppm", "-v"]) or "",
+                "libreoffice": tool_version(["soffice", "--version"]),
+            },
             "runs": runs,
             "peak_rss_ratio_largest_vs_smallest": ratios,
             "office_conversion": office,

@@ -33,16 +33,22 @@ PROCESSOR_FILES = (
 )  # fmt: skip
 
 
-def bake(source: str, out: Path, *, revision: str | None = None, base: str | None = None, family: str | None = None) -> dict:
+def bake(
+    source: str, out: Path, *, revision: str | None = None, base: str | None = None, family: str | None = None
+) -> dict:
     from safetensors.torch import save_file
 
     started = time.perf_counter()
-    model, processor, fam, rev = load_source(source, revision=revision, base=base, family_name=family, dtype=torch.float32)
+    model, processor, fam, rev = load_source(
+        source, revision=revision, base=base, family_name=family, dtype=torch.float32
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         work = Path(tmp)
         state = quantized_state_dict(model)
-        save_file(state, work / "model.safetensors", metadata={"format": "pt", "quantization": "int8-per-channel"})
+        save_file(
+            state, work / "model.safetensors", metadata={"format": "pt", "quantization": "int8-per-channel"}
+        )
         model.config.save_pretrained(work)
         processor.save_pretrained(work)
         n_int8 = sum(t.numel() for t in state.values() if t.dtype == torch.int8)
@@ -64,16 +70,27 @@ def bake(source: str, out: Path, *, revision: str | None = None, base: str | Non
             shutil.rmtree(out)
         work.rename(out)
         Path(tmp).mkdir()  # TemporaryDirectory cleanup expects its folder
-    log.info("baked %s → %s (%s, %.1f%% int8) in %.1f s", source, out, fam.name, 100 * manifest["int8_fraction"], time.perf_counter() - started)
+    log.info(
+        "baked %s → %s (%s, %.1f%% int8) in %.1f s",
+        source,
+        out,
+        fam.name,
+        100 * manifest["int8_fraction"],
+        time.perf_counter() - started,
+    )
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("source", help="hub id or local model/adapter directory")
     parser.add_argument("out", type=Path, help="output directory")
     parser.add_argument("--revision", help="hub revision (tag, branch or commit) to pin")
-    parser.add_argument("--base", help="base model for a LoRA adapter (default: the adapter's base_model_name_or_path)")
+    parser.add_argument(
+        "--base", help="base model for a LoRA adapter (default: the adapter's base_model_name_or_path)"
+    )
     parser.add_argument("--family", help="model family (default: detected from config)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

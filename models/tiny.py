@@ -37,17 +37,19 @@ def _train_bpe(specials: list[str], vocab_size: int = 400):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 20, trainer=trainer)
     return tok
 
 
 def build_colqwen2(out: Path, *, seed: int = 0) -> Path:
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
     from transformers import Qwen2TokenizerFast, Qwen2VLConfig
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    from colpali_engine.models import ColQwen2, ColQwen2Processor
 
     torch.manual_seed(seed)
     tokenizer = Qwen2TokenizerFast(
@@ -85,9 +87,8 @@ def build_colqwen2(out: Path, *, seed: int = 0) -> Path:
 
 def build_colpali(out: Path, *, seed: int = 0) -> Path:
     """Tiny ColPali (PaliGemma: SigLIP vision tower + Gemma decoder)."""
-    from transformers import GemmaTokenizerFast, PaliGemmaConfig, SiglipImageProcessor
-
     from colpali_engine.models import ColPali, ColPaliProcessor
+    from transformers import GemmaTokenizerFast, PaliGemmaConfig, SiglipImageProcessor
 
     torch.manual_seed(seed)
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
@@ -113,7 +114,9 @@ def build_colpali(out: Path, *, seed: int = 0) -> Path:
     config.text_config.num_image_tokens = n_patches
     config.vision_config.num_image_tokens = n_patches
     model = ColPali(config).eval()
-    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size}, image_seq_length=n_patches)
+    image_processor = SiglipImageProcessor(
+        size={"height": image_size, "width": image_size}, image_seq_length=n_patches
+    )
     processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tokenizer)
     processor.image_seq_length = n_patches
     out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +128,10 @@ def build_colpali(out: Path, *, seed: int = 0) -> Path:
 
 def _write_note(out: Path, family: str) -> None:
     (out / "TINY_MODEL.json").write_text(
-        json.dumps({"family": family, "note": "random weights built by models/tiny.py; embeddings are meaningless"}, indent=2)
+        json.dumps(
+            {"family": family, "note": "random weights built by models/tiny.py; embeddings are meaningless"},
+            indent=2,
+        )
     )
 
 
@@ -133,7 +139,9 @@ BUILDERS = {"colqwen2": build_colqwen2, "colpali": build_colpali}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out", type=Path)
     parser.add_argument("--family", choices=sorted(BUILDERS), default="colqwen2")
     args = parser.parse_args()
@@ -148,16 +156,17 @@ def main() -> None:
     print(args.out)
 
 
-def build_fullsize_random(out: Path, config_json: Path = Path(__file__).parent / "configs" / "colqwen2-2b.json", *, seed: int = 0) -> Path:
+def build_fullsize_random(
+    out: Path, config_json: Path = Path(__file__).parent / "configs" / "colqwen2-2b.json", *, seed: int = 0
+) -> Path:
     """Full-size ColQwen2 architecture (Qwen2-VL-2B) with random weights, for speed benchmarks only.
 
     Saved in bf16 (4.4 GB). The tokenizer is the tiny BPE one: token ids differ from the real model's,
     compute does not.
     """
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
     from transformers import Qwen2TokenizerFast, Qwen2VLConfig
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    from colpali_engine.models import ColQwen2, ColQwen2Processor
 
     torch.manual_seed(seed)
     spec = json.loads(config_json.read_text())
@@ -166,7 +175,12 @@ def build_fullsize_random(out: Path, config_json: Path = Path(__file__).parent /
         unk_token=None, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
     )  # fmt: skip
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-    text = {**spec["text_config"], "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"]}
+    text = {
+        **spec["text_config"],
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|endoftext|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
     config = Qwen2VLConfig(
         text_config=text, vision_config=spec["vision_config"],
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -175,7 +189,9 @@ def build_fullsize_random(out: Path, config_json: Path = Path(__file__).parent /
     )  # fmt: skip
     model = ColQwen2(config).eval().to(torch.bfloat16)
     processor = ColQwen2Processor(
-        image_processor=Qwen2VLImageProcessor(**spec["processor"]), tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor()
+        image_processor=Qwen2VLImageProcessor(**spec["processor"]),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
     )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -31,3 +31,43 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def settings() -> Settings:
     return Settings()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny(family: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model `make setup` builds under models/, or a fresh one when it is missing."""
+    from models.tiny import BUILDERS
+
+    built = REPO / "models" / f"tiny-{family}"
+    if (built / "config.json").exists():
+        return built
+    return BUILDERS[family](tmp_path_factory.mktemp(f"tiny-{family}") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_colqwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny("colqwen2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_colpali(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny("colpali", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def baked_tiny(tiny_colqwen2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models.bake import bake
+
+    out = tmp_path_factory.mktemp("baked") / "colqwen2"
+    bake(str(tiny_colqwen2), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def embedder(baked_tiny: Path):
+    """The production path on the tiny model: baked int8 dir, auto compute plan."""
+    from engine.embedding import Embedder
+
+    return Embedder(str(baked_tiny))

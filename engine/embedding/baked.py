@@ -16,11 +16,10 @@ import json
 import logging
 import threading
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 import torch
 from torch import nn
@@ -95,7 +94,9 @@ def write_manifest(directory: Path, **info: Any) -> dict:
 def read_manifest(directory: Path) -> dict:
     path = directory / "manifest.json"
     if not path.exists():
-        raise ModelIntegrityError(f"{directory} is not a baked model (no manifest.json); run `python -m models.bake`")
+        raise ModelIntegrityError(
+            f"{directory} is not a baked model (no manifest.json); run `python -m models.bake`"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -114,7 +115,9 @@ def verify_files(directory: Path, manifest: dict) -> None:
             )
     for rel, meta in manifest["files"].items():
         if sha256_file(directory / rel) != meta["sha256"]:
-            raise ModelIntegrityError(f"baked model file {directory / rel} does not match its sha256 in manifest.json (tampered or corrupt)")
+            raise ModelIntegrityError(
+                f"baked model file {directory / rel} does not match its sha256 in manifest.json (tampered or corrupt)"
+            )
 
 
 class _Verifier(threading.Thread):
@@ -141,15 +144,21 @@ def _int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
     out_f, in_f = q.shape
-    with warnings.catch_warnings():  # "deprecated in favour of torchao": still the fbgemm dynamic-int8 path on CPU
+    with (
+        warnings.catch_warnings()
+    ):  # "deprecated in favour of torchao": still the fbgemm dynamic-int8 path on CPU
         warnings.simplefilter("ignore")
-        qw = torch._make_per_channel_quantized_tensor(q, scale.to(torch.float64), torch.zeros(out_f, dtype=torch.int64), 0)
+        qw = torch._make_per_channel_quantized_tensor(
+            q, scale.to(torch.float64), torch.zeros(out_f, dtype=torch.int64), 0
+        )
         layer = DynamicLinear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
         layer.set_weight_bias(qw, None if bias is None else bias.float())
     return layer
 
 
-def load_baked(directory: Path, model_cls: type, *, dtype: torch.dtype, int8_gemm: bool, verify: bool = True) -> tuple[nn.Module, dict]:
+def load_baked(
+    directory: Path, model_cls: type, *, dtype: torch.dtype, int8_gemm: bool, verify: bool = True
+) -> tuple[nn.Module, dict]:
     from safetensors.torch import load_file
     from transformers import AutoConfig
     from transformers.initialization import no_init_weights

@@ -1,9 +1,9 @@
 """Choose how to run the model on this machine: device, compute dtype, weight format, threads.
 
-    cuda            → bf16 on the GPU (bulk backfills)
-    CPU with AMX or AVX512-BF16 → bf16 compute (oneDNN uses AMX tiles / VNNI-BF16)
-    other CPUs (AVX2, AVX512 without BF16) → fp32 activations with int8 weights and dynamic int8 GEMMs
-                      (fbgemm), since bf16 there is emulated and slower than fp32
+cuda            → bf16 on the GPU (bulk backfills)
+CPU with AMX or AVX512-BF16 → bf16 compute (oneDNN uses AMX tiles / VNNI-BF16)
+other CPUs (AVX2, AVX512 without BF16) → fp32 activations with int8 weights and dynamic int8 GEMMs
+                  (fbgemm), since bf16 there is emulated and slower than fp32
 """
 
 from __future__ import annotations

@@ -83,21 +83,31 @@ class Embedder:
         if (path / "manifest.json").exists():
             self.family: Family = detect_family(source, family)
             model_cls, processor_cls = self.family.classes()
-            self.model, self.manifest = load_baked(path, model_cls, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=verify)
+            self.model, self.manifest = load_baked(
+                path, model_cls, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=verify
+            )
             self.processor = processor_cls.from_pretrained(path)
             src = self.manifest["source"]
             self.model_id = src["id"] + (f"@{src['revision']}" if src.get("revision") else "")
         else:
-            self.model, self.processor, self.family, rev = load_source(source, family_name=family, dtype=dtype)
+            self.model, self.processor, self.family, rev = load_source(
+                source, family_name=family, dtype=dtype
+            )
             if self.plan.int8_gemm:
-                self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+                self.model = torch.ao.quantization.quantize_dynamic(
+                    self.model, {torch.nn.Linear}, dtype=torch.qint8
+                )
             self.model_id = (path.name if path.is_dir() else source) + (f"@{rev}" if rev else "")
         tiny = path / "TINY_MODEL.json"
-        if tiny.exists() or (self.manifest and Path(self.manifest["source"]["id"], "TINY_MODEL.json").exists()):
+        if tiny.exists() or (
+            self.manifest and Path(self.manifest["source"]["id"], "TINY_MODEL.json").exists()
+        ):
             self.model_id = "tiny-random-" + self.family.name
         if self.plan.device == "cuda":
             self.model = self.model.to("cuda")
-        if max_visual_tokens and hasattr(self.processor, "image_processor") and hasattr(self.processor.image_processor, "max_pixels"):
+        if max_visual_tokens and "longest_edge" in (
+            getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
+        ):
             self.processor.image_processor.max_pixels = max_visual_tokens * 28 * 28
             self.processor.image_processor.size["longest_edge"] = max_visual_tokens * 28 * 28
         self.dim = int(getattr(self.model, "dim", 128))
@@ -105,11 +115,21 @@ class Embedder:
         self.memory_budget_mb = memory_budget_mb(memory_budget)
         self.load_seconds = time.perf_counter() - started
         self._image_token_id = getattr(self.model.config, self.family.image_token_attr, None)
-        log.info("model %s (%s) ready on %s in %.2f s", self.model_id, self.family.name, self.plan.name, self.load_seconds)
+        log.info(
+            "model %s (%s) ready on %s in %.2f s",
+            self.model_id,
+            self.family.name,
+            self.plan.name,
+            self.load_seconds,
+        )
 
     # ------------------------------------------------------------------------------------------ batching
     def model_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.model.state_dict().values() if isinstance(t, torch.Tensor))
+        return sum(
+            t.numel() * t.element_size()
+            for t in self.model.state_dict().values()
+            if isinstance(t, torch.Tensor)
+        )
 
     def page_activation_mb(self, visual_tokens: int) -> float:
         """Estimated peak activation memory of one page in a batch (calibrated by bench/embed.py)."""
@@ -128,11 +148,13 @@ class Embedder:
         return int(max(1, min(self.max_batch_size, free // max(self.page_activation_mb(visual_tokens), 1))))
 
     def visual_tokens(self, width: int, height: int) -> int:
-        ip = getattr(self.processor, "image_processor", None)
-        if ip is not None and hasattr(ip, "max_pixels"):
+        size = getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
+        if "longest_edge" in size:  # Qwen2-VL style processors: size holds the pixel budget
             from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-            h, w = smart_resize(height, width, factor=28, min_pixels=ip.min_pixels, max_pixels=ip.max_pixels)
+            h, w = smart_resize(
+                height, width, factor=28, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"]
+            )
             return (h // 28) * (w // 28)
         return int(getattr(self.processor, "image_seq_length", 1024))
 
@@ -156,15 +178,23 @@ class Embedder:
             keep = mask[i]
             ids = batch["input_ids"][i][keep]
             vectors = out[i][keep].numpy()
-            positions = (ids == self._image_token_id).nonzero().flatten() if self._image_token_id is not None else torch.tensor([])
+            positions = (
+                (ids == self._image_token_id).nonzero().flatten()
+                if self._image_token_id is not None
+                else torch.tensor([])
+            )
             grid = self.family.grid(batch, i, merge) if self.family.grid else None
             offset = int(positions[0]) if len(positions) else 0
             if grid and len(positions) != grid[0] * grid[1]:
                 grid = None  # tiling processors: no single grid
-            results.append(PageEmbedding(vectors=np.ascontiguousarray(vectors), grid=grid, patch_offset=offset))
+            results.append(
+                PageEmbedding(vectors=np.ascontiguousarray(vectors), grid=grid, patch_offset=offset)
+            )
         return results
 
-    def embed_pages(self, frames: Iterable[Any], batch_size: int | None = None) -> Iterator[tuple[Any, PageEmbedding]]:
+    def embed_pages(
+        self, frames: Iterable[Any], batch_size: int | None = None
+    ) -> Iterator[tuple[Any, PageEmbedding]]:
         """Stream (frame, embedding) pairs; at most one batch of frames is held at a time."""
         pending: list[Any] = []
         size = batch_size

@@ -90,9 +90,13 @@ def detect_family(source: str, family: str | None = None) -> Family:
                 base = data.get("base_model_name_or_path")
                 if base:
                     return detect_family(base)
-        raise ConfigError(f"cannot tell the model family of {source}: no manifest.json or known config.json model_type")
+        raise ConfigError(
+            f"cannot tell the model family of {source}: no manifest.json or known config.json model_type"
+        )
     lowered = source.lower()
     for f in sorted(FAMILIES.values(), key=lambda f: -max(len(h) for h in f.hub_hints)):
         if any(h in lowered for h in f.hub_hints):
             return f
-    raise ConfigError(f"cannot tell the model family of {source!r}; pass DOCVISION_MODEL_FAMILY ({', '.join(FAMILIES)})")
+    raise ConfigError(
+        f"cannot tell the model family of {source!r}; pass DOCVISION_MODEL_FAMILY ({', '.join(FAMILIES)})"
+    )

@@ -26,7 +26,12 @@ def resolve(source: str, revision: str | None) -> tuple[Path, str | None]:
 
 
 def load_source(
-    source: str, *, revision: str | None = None, base: str | None = None, family_name: str | None = None, dtype: torch.dtype = torch.float32
+    source: str,
+    *,
+    revision: str | None = None,
+    base: str | None = None,
+    family_name: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Any, Any, Family, str | None]:
     src, resolved_rev = resolve(source, revision)
     has_config = (src / "config.json").exists() or (src / "adapter_config.json").exists()

@@ -1,0 +1,244 @@
+"""Embedding engine on the tiny random-weight models: loading, baking, registry, fidelity, scoring, batching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.embedding import Embedder, compute, detect_family, score_multi_vector
+from engine.errors import ConfigError, ModelIntegrityError
+from tests.fixtures.documents import text_image
+
+pytestmark = pytest.mark.integration
+
+
+def pages(n: int = 6) -> list[Image.Image]:
+    colours = ["white", "red", "navy", "yellow", "green", "grey", "black", "orange"]
+    out = []
+    for i in range(n):
+        img = text_image(size=(850 + 40 * i, 1100), text=f"PAGE {i} {'X' * i}")
+        img.paste(Image.new("RGB", (300, 200 + 30 * i), colours[i % len(colours)]), (100, 400))
+        out.append(img)
+    return out
+
+
+QUERIES = ["total weight", "consignee address", "invoice number", "port of loading"]
+
+
+# ------------------------------------------------------------------------------------------- registry
+@pytest.mark.parametrize(
+    ("source", "family"),
+    [
+        ("vidore/colqwen2-v1.0", "colqwen2"),
+        ("vidore/colqwen2.5-v0.2", "colqwen2.5"),
+        ("vidore/colpali-v1.3", "colpali"),
+        ("vidore/colpali-v1.2", "colpali"),
+        ("vidore/colSmol-256M", "colidefics3"),
+    ],
+)
+def test_family_from_hub_id(source: str, family: str) -> None:
+    assert detect_family(source).name == family
+
+
+def test_family_from_model_directory(tiny_colqwen2: Path, tiny_colpali: Path) -> None:
+    assert detect_family(str(tiny_colqwen2)).name == "colqwen2"
+    assert detect_family(str(tiny_colpali)).name == "colpali"
+
+
+def test_unknown_family_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DOCVISION_MODEL_FAMILY"):
+        detect_family("someone/unknown-model")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConfigError, match="cannot tell the model family"):
+        detect_family(str(tmp_path))
+
+
+def test_second_family_runs_through_the_same_interface(tiny_colpali: Path) -> None:
+    emb = Embedder(str(tiny_colpali), compute_mode="fp32")
+    result = emb.embed_images(pages(2))
+    assert emb.family.name == "colpali"
+    assert all(p.vectors.shape[1] == 128 and p.grid == (4, 4) for p in result)
+    assert result[0].patches.shape == (4, 4, 128)
+    scores = emb.score(emb.embed_queries(QUERIES[:2]), [p.vectors for p in result])
+    assert scores.shape == (2, 2) and np.isfinite(scores).all()
+
+
+# ----------------------------------------------------------------------------------------- compute plan
+def test_compute_plan_follows_cpu_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(compute, "cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
+    assert compute.choose("auto", 2).name == "cpu-bfloat16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert compute.choose("auto", 2).name == "cpu-float32-int8"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(compute, "cpu_flags", lambda: {"avx2"})
+    plan = compute.choose("auto", 2)
+    assert plan.name == "cpu-float32-int8" and "AVX2" in plan.reason
+    assert compute.choose("fp32", 1).threads == 1
+    with pytest.raises(ConfigError):
+        compute.choose("fp8")
+
+
+# ---------------------------------------------------------------------------------------------- bake
+def test_baked_manifest(baked_tiny: Path) -> None:
+    manifest = json.loads((baked_tiny / "manifest.json").read_text())
+    assert manifest["family"] == "colqwen2" and manifest["embedding_dim"] == 128
+    assert manifest["quantization"] == "int8-weight-only-symmetric-per-output-channel"
+    assert set(manifest["files"]) >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    from safetensors import safe_open
+
+    with safe_open(baked_tiny / "model.safetensors", "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert "I8" in dtypes
+
+
+def test_tampered_and_truncated_files_are_refused(baked_tiny: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "baked"
+    shutil.copytree(baked_tiny, copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match=r"model\.safetensors.*sha256"):
+        Embedder(str(copy))
+    weights.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ModelIntegrityError, match=r"model\.safetensors.*truncated"):
+        Embedder(str(copy))
+    shutil.copy(baked_tiny / "model.safetensors", weights)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(ModelIntegrityError, match="tokenizer.json"):
+        Embedder(str(copy))
+
+
+def test_lora_adapter_is_merged_when_baking(tiny_colqwen2: Path, tmp_path: Path) -> None:
+    """A LoRA adapter directory bakes into a model that reproduces the adapter's outputs."""
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
+    from peft import LoraConfig, get_peft_model
+
+    from models.bake import bake
+
+    torch.manual_seed(1)
+    base = ColQwen2.from_pretrained(tiny_colqwen2, dtype=torch.float32).eval()
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(tiny_colqwen2)
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    ColQwen2Processor.from_pretrained(tiny_colqwen2).save_pretrained(adapter)
+
+    baked = tmp_path / "baked"
+    bake(str(adapter), baked)
+    processor = ColQwen2Processor.from_pretrained(tiny_colqwen2)
+    batch = processor.process_images(pages(2))
+    with torch.no_grad():
+        with_adapter = peft_model(**batch)
+    merged = Embedder(str(baked), compute_mode="fp32").embed_images(pages(2))
+    mask = batch["attention_mask"].bool()
+    ref = with_adapter[0][mask[0]].numpy()
+    cos = (ref * merged[0].vectors).sum(-1).mean()
+    assert cos > 0.995
+
+
+# ------------------------------------------------------------------------------------------ fidelity
+@pytest.mark.parametrize("mode", ["int8", "bf16", "fp32"])
+def test_baked_paths_match_the_fp32_reference(tiny_colqwen2: Path, baked_tiny: Path, mode: str) -> None:
+    """Per-token cosine and MaxSim ranking of each compute path against stock fp32 colpali-engine."""
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
+
+    imgs = pages(6)
+    model = ColQwen2.from_pretrained(tiny_colqwen2, dtype=torch.float32).eval()
+    processor = ColQwen2Processor.from_pretrained(tiny_colqwen2)
+    with torch.no_grad():
+        b = processor.process_images(imgs)
+        ref = model(**b)
+        qb = processor.process_queries(QUERIES)
+        ref_q = model(**qb)
+    ref_pages = [ref[i][b["attention_mask"][i].bool()].numpy() for i in range(len(imgs))]
+    ref_queries = [ref_q[i][qb["attention_mask"][i].bool()].numpy() for i in range(len(QUERIES))]
+
+    emb = Embedder(str(baked_tiny), compute_mode=mode)
+    ours = emb.embed_images(imgs)
+    ours_q = emb.embed_queries(QUERIES)
+    cos = np.mean([(a * p.vectors).sum(-1).mean() for a, p in zip(ref_pages, ours, strict=True)])
+    assert cos >= 0.995, f"{mode}: mean per-token cosine {cos:.5f}"
+    s_ref = score_multi_vector(ref_queries, ref_pages)
+    s_ours = emb.score(ours_q, [p.vectors for p in ours])
+    assert (s_ref.argmax(1) == s_ours.argmax(1)).all()
+    assert np.abs(s_ref - s_ours).max() < 0.05 * np.abs(s_ref).max()
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def test_score_equals_colpali_engine_and_plain_maxsim(embedder: Embedder) -> None:
+    from colpali_engine.models import ColQwen2Processor
+
+    ps = [p.vectors for p in embedder.embed_images(pages(3))]
+    qs = embedder.embed_queries(QUERIES)
+    ours = embedder.score(qs, ps)
+    stock = ColQwen2Processor.score_multi_vector(
+        [torch.tensor(q) for q in qs], [torch.tensor(p) for p in ps]
+    ).numpy()
+    plain = np.array([[(q @ p.T).max(axis=1).sum() for p in ps] for q in qs])
+    np.testing.assert_allclose(ours, stock, rtol=1e-5)
+    np.testing.assert_allclose(ours, plain, rtol=1e-4)
+
+
+def test_page_embedding_shape_grid_and_json(embedder: Embedder) -> None:
+    (page,) = embedder.embed_images([Image.new("RGB", (2550, 3300), "white")])
+    rows, cols = page.grid
+    assert rows * cols <= 64 and rows > cols  # portrait page → more rows than columns
+    assert page.patches.shape == (rows, cols, 128)
+    norms = np.linalg.norm(page.vectors, axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-3)
+    as_json = page.to_json()
+    assert as_json["shape"] == list(page.vectors.shape) and len(as_json["data"]) == page.vectors.shape[0]
+    assert embedder.describe()["model_id"] == "tiny-random-colqwen2"
+
+
+def test_queries_have_no_padding_rows(embedder: Embedder) -> None:
+    short, long = embedder.embed_queries(["a", "a much longer query about container weights and ports"])
+    assert short.shape[0] < long.shape[0]
+    assert np.isfinite(short).all() and np.isfinite(long).all()
+
+
+# ------------------------------------------------------------------------------------------ batching
+def test_embed_pages_streams_in_bounded_batches(embedder: Embedder) -> None:
+    from engine.documents.frames import PageFrame
+
+    pulled: list[int] = []
+
+    def frames():
+        for i, img in enumerate(pages(5) * 2, 1):
+            pulled.append(i)
+            yield PageFrame("d" * 64, i, 10, 300, "png", img)
+
+    seen = []
+    for frame, emb in embedder.embed_pages(frames(), batch_size=3):
+        seen.append(frame.page_number)
+        assert len(pulled) - len(seen) <= 2  # never more than one batch ahead
+        assert emb.vectors.shape[1] == 128
+    assert seen == list(range(1, 11))
+
+
+def test_batch_size_follows_the_memory_budget(baked_tiny: Path) -> None:
+    probe = Embedder(str(baked_tiny))
+    per_page, model_mb = probe.page_activation_mb(744), probe.model_bytes() / 2**20
+    small = Embedder(str(baked_tiny), memory_budget=int(768 + model_mb + 1.5 * per_page) + 1)
+    large = Embedder(str(baked_tiny), memory_budget=64_000, max_batch_size=16)
+    assert small.batch_size_for(744) == 1
+    assert (
+        Embedder(str(baked_tiny), memory_budget=int(768 + model_mb + 3.5 * per_page) + 1).batch_size_for(744)
+        == 3
+    )
+    assert large.batch_size_for(744) == 16
+    assert small.visual_tokens(2550, 3300) <= 64
