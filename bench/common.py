@@ -11,7 +11,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+# On the device machine results go to $OUT, which is what comes back.
+RESULTS = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path(__file__).parent / "results"
 
 
 def peak_rss_mb() -> float:

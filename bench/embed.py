@@ -36,14 +36,25 @@ QUERIES = [
 
 
 def letter_pages(n: int):
-    """n different US-letter pages rendered at 300 DPI through engine.documents."""
+    """n different US-letter pages at 300 DPI: rendered through engine.documents, or drawn with PIL where
+    pymupdf is not installed (the device machine); both are 2550×3300 → 744 visual tokens."""
     import tempfile
 
-    from engine.documents import render_pages
-    from tests.fixtures import documents as d
+    try:
+        from engine.documents import render_pages
+        from tests.fixtures import documents as d
+    except ImportError:
+        from bench.embed_gpu import page
 
+        return [page(i) for i in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
         return [f.image for f in render_pages(d.long_pdf(Path(tmp) / "p.pdf", n))]
+
+
+def pin(cpus: str | None) -> None:
+    """Restrict a worker to the given CPUs (the device host has 16; the Lambda-like budget is 2)."""
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
 
 
 def run_stock(model_dir: Path, n_pages: int, out: Path) -> dict:
@@ -157,10 +168,12 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=8)
     parser.add_argument("--compute", default="auto")
     parser.add_argument("--skip-stock", action="store_true")
+    parser.add_argument("--cpus", help="pin workers to these CPUs, e.g. 0,1")
     parser.add_argument("--worker", choices=["stock", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     full, baked = WORK / "colqwen2-full-random", WORK / "colqwen2-full-random-baked"
     if args.worker:
+        pin(args.cpus)
         out = WORK / f"{args.label}-{args.worker}.npz"
         fn = (
             run_stock(full, args.pages, out)
@@ -188,7 +201,8 @@ def main() -> None:
     for variant in ([] if args.skip_stock else ["stock"]) + ["ours"]:
         print(f"running {variant} ({args.label})...", file=sys.stderr, flush=True)
         proc = subprocess.run(
-            [sys.executable, __file__, "--worker", variant, "--label", args.label, "--pages", str(args.pages), "--compute", args.compute],
+            [sys.executable, __file__, "--worker", variant, "--label", args.label, "--pages", str(args.pages), "--compute", args.compute]
+            + (["--cpus", args.cpus] if args.cpus else []),
             capture_output=True, text=True, env=os.environ,
         )  # fmt: skip
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
