@@ -72,7 +72,7 @@ class Embedder:
         verify: bool = True,
         max_visual_tokens: int | None = None,
         memory_budget: int | None = None,
-        max_batch_size: int = 8,
+        max_batch_size: int | None = None,
     ) -> None:
         started = time.perf_counter()
         self.source = source
@@ -111,7 +111,9 @@ class Embedder:
             self.processor.image_processor.max_pixels = max_visual_tokens * 28 * 28
             self.processor.image_processor.size["longest_edge"] = max_visual_tokens * 28 * 28
         self.dim = int(getattr(self.model, "dim", 128))
-        self.max_batch_size = max_batch_size
+        # Measured (bench/results/embed-*.json): on CPU a batch of 8 is slower per page than 1 (cache pressure),
+        # so CPU batches stay small; GPUs want large ones.
+        self.max_batch_size = max_batch_size or (32 if self.plan.device == "cuda" else 2)
         self.memory_budget_mb = memory_budget_mb(memory_budget)
         self.load_seconds = time.perf_counter() - started
         self._image_token_id = getattr(self.model.config, self.family.image_token_attr, None)
