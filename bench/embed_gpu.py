@@ -30,7 +30,11 @@ def page(i: int) -> Image.Image:
     img = Image.new("RGB", (2550, 3300), "white")
     d = ImageDraw.Draw(img)
     for line in range(60):
-        d.text((150, 150 + line * 50), f"Page {i} line {line}: container MSKU{i:04d}{line:03d} weight {line * 7.5} kg", fill="black")
+        d.text(
+            (150, 150 + line * 50),
+            f"Page {i} line {line}: container MSKU{i:04d}{line:03d} weight {line * 7.5} kg",
+            fill="black",
+        )
     d.rectangle((1800, 2800, 2300, 3100), fill=(20, 40, 200))
     return img
 
@@ -60,7 +64,13 @@ def build(device: str):
     from models.tiny import QWEN_SPECIALS, _train_bpe
 
     spec = json.loads((ROOT / "models/configs/colqwen2-2b.json").read_text())
-    tok = Qwen2TokenizerFast(tokenizer_object=_train_bpe(QWEN_SPECIALS), unk_token=None, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok = Qwen2TokenizerFast(
+        tokenizer_object=_train_bpe(QWEN_SPECIALS),
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     cfg = Qwen2VLConfig(
         text_config={**spec["text_config"], "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|endoftext|>"], "pad_token_id": ids["<|endoftext|>"]},
@@ -71,7 +81,11 @@ def build(device: str):
     torch.manual_seed(0)
     with torch.device(device):
         model = ColQwen2(cfg).to(torch.bfloat16).eval()
-    proc = ColQwen2Processor(image_processor=Qwen2VLImageProcessor(**spec["processor"]), tokenizer=tok, video_processor=Qwen2VLVideoProcessor())
+    proc = ColQwen2Processor(
+        image_processor=Qwen2VLImageProcessor(**spec["processor"]),
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(),
+    )
     return model, proc
 
 
@@ -79,10 +93,19 @@ def run(model, proc, n_pages: int, batch: int, workers: int) -> dict:
     ds = Pages(n_pages)
     if workers:
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=batch, num_workers=workers, collate_fn=proc.process_images, pin_memory=True, prefetch_factor=2, persistent_workers=False
+            ds,
+            batch_size=batch,
+            num_workers=workers,
+            collate_fn=proc.process_images,
+            pin_memory=True,
+            prefetch_factor=2,
+            persistent_workers=False,
         )
     else:
-        loader = ((proc.process_images([ds[j] for j in range(i, min(i + batch, n_pages))])) for i in range(0, n_pages, batch))
+        loader = (
+            (proc.process_images([ds[j] for j in range(i, min(i + batch, n_pages))]))
+            for i in range(0, n_pages, batch)
+        )
     done, started, first = 0, None, None
     checksum = 0.0
     with torch.inference_mode():
@@ -98,7 +121,14 @@ def run(model, proc, n_pages: int, batch: int, workers: int) -> dict:
             checksum += float(out[:, -1, 0].float().sum())
     torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
-    return {"batch": batch, "workers": workers, "pages_timed": done, "seconds": round(elapsed, 2), "pages_per_s": round(done / elapsed, 1), "_first": first}
+    return {
+        "batch": batch,
+        "workers": workers,
+        "pages_timed": done,
+        "seconds": round(elapsed, 2),
+        "pages_per_s": round(done / elapsed, 1),
+        "_first": first,
+    }
 
 
 def gpu_only(model, proc, batch: int, reps: int = 5) -> dict:
@@ -129,7 +159,9 @@ def main() -> None:
     for bs in args.batch_sizes:
         s = run(model, proc, args.pages + bs, bs, 0)
         o = run(model, proc, args.pages + bs, bs, args.workers)
-        fidelity = float(torch.nn.functional.cosine_similarity(s.pop("_first"), o.pop("_first"), dim=-1).mean())
+        fidelity = float(
+            torch.nn.functional.cosine_similarity(s.pop("_first"), o.pop("_first"), dim=-1).mean()
+        )
         results["stock"].append(s)
         results["ours"].append(o)
         print(bs, s, o, file=sys.stderr, flush=True)

@@ -101,6 +101,147 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# --------------------------------------------------------------------------------- ingest / search
+def _service(args: argparse.Namespace):
+    from engine.config import Settings
+    from engine.service import DocVision
+
+    overrides = {"collection": args.collection} if getattr(args, "collection", None) else {}
+    return DocVision(Settings(**overrides))
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += (
+            sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            if p.is_dir()
+            else [p]
+        )
+    return files
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    dv = _service(args)
+    files = _expand(args.paths)
+    err.print(
+        f"model {dv.embedder.model_id} on {dv.embedder.plan.name}; index {dv.index.backend}; store {dv.store.uri}",
+        highlight=False,
+    )
+    if dv.embedder.model_id.startswith("tiny-random"):
+        err.print(
+            "[yellow]note:[/yellow] tiny random-weight model: scores are meaningless. Set DOCVISION_MODEL to a baked "
+            "directory (python -m models.bake vidore/colqwen2-v1.0 models/baked) or a hub id for real retrieval."
+        )
+    rows, failures, started, pages_total = [], 0, time.monotonic(), 0
+    with _progress() as progress:
+        overall = progress.add_task("all documents", total=len(files), rate="")
+        for file in files:
+            task = progress.add_task(file.name, total=None, rate="")
+            t0 = time.monotonic()
+
+            def on_progress(done: int, total: int, task=task, t0=t0) -> None:
+                progress.update(
+                    task,
+                    completed=done,
+                    total=total,
+                    rate=f"{done / max(time.monotonic() - t0, 1e-9):.2f} pages/s",
+                )
+
+            try:
+                r = dv.ingest(file, on_progress=on_progress)
+                pages_total += r.pages_embedded
+                rows.append(
+                    (
+                        file.name,
+                        r.source_type,
+                        str(r.page_count),
+                        str(r.pages_embedded),
+                        str(r.pages_already_stored),
+                        r.document_id[:12],
+                        "ok" + (f", replaced {len(r.replaced_documents)}" if r.replaced_documents else ""),
+                    )
+                )
+            except DocVisionError as exc:
+                failures += 1
+                progress.update(task, description=f"[red]{file.name} ({exc.code})")
+                rows.append((file.name, "", "", "", "", "", f"[red]{exc.code}[/red]: {exc.reason}"))
+            progress.update(overall, advance=1)
+    table = Table(title=f"ingested into {dv.index.backend} collection {dv.settings.collection!r}")
+    for col in ("document", "type", "pages", "embedded", "already stored", "document_id", "status"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    elapsed = time.monotonic() - started
+    out.print(
+        f"{len(files) - failures} of {len(files)} documents, {pages_total} pages embedded in {elapsed:.1f} s ({pages_total / max(elapsed, 1e-9):.2f} pages/s); {failures} failed",
+        highlight=False,
+    )
+    return 1 if failures else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    dv = _service(args)
+    result = dv.search(args.query, top_k=args.top_k, document_ids=args.document or None, mode=args.mode)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    table = Table(title=f"{args.query!r} ({result['mode']}, {result['timing_ms']['search']} ms)")
+    for col in ("#", "score", "document", "page", "document_id"):
+        table.add_column(col)
+    for i, h in enumerate(result["hits"], 1):
+        table.add_row(
+            str(i),
+            f"{h['score']:.4f}",
+            Path(h["source_uri"]).name,
+            str(h["page_number"]),
+            h["document_id"][:12],
+        )
+    out.print(table)
+    if result["model_id"].startswith("tiny-random"):
+        err.print(
+            "[yellow]note:[/yellow] tiny random-weight model: these scores are meaningless (see README: real models)."
+        )
+    return 0
+
+
+def _page_ref(text: str) -> dict:
+    doc, _, page = text.rpartition(":")
+    if not doc or not page.isdigit():
+        raise SystemExit(f"--page expects DOCUMENT_ID:PAGE_NUMBER, got {text!r}")
+    return {"document_id": doc, "page_number": int(page)}
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    dv = _service(args)
+    images = [Image.open(p).convert("RGB") for p in args.image]
+    print(
+        json.dumps(
+            dv.score(args.query, pages=[_page_ref(p) for p in args.page], images=images or None), indent=2
+        )
+    )
+    return 0
+
+
+def cmd_heatmap(args: argparse.Namespace) -> int:
+    dv = _service(args)
+    Path(args.out).write_bytes(dv.heatmap_png(args.query, args.document, args.page))
+    smap = dv.similarity_map(args.query, args.document, args.page)
+    top = smap["patches"][0]
+    out.print(
+        f"wrote {args.out}: page {args.page}, grid {smap['grid'][0]}x{smap['grid'][1]}, score {smap['score']:.4f}, hottest patch box {top['box']}",
+        highlight=False,
+    )
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {}
 
@@ -117,13 +258,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (one sub-folder per document)")
     p.set_defaults(func=cmd_render)
 
-    for register in _EXTENSIONS:
+    p = sub.add_parser("ingest", help="render, embed and index documents (files or folders)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--collection", help="collection name (default DOCVISION_COLLECTION)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="top pages for a text query (late interaction)")
+    p.add_argument("query")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--document", action="append", help="restrict to this document_id (repeatable)")
+    p.add_argument(
+        "--mode",
+        choices=["rerank", "exact", "dense"],
+        default="rerank",
+        help="prefetch+MaxSim rerank (default), exhaustive MaxSim, or single mean vector",
+    )
+    p.add_argument("--collection")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "score", help="late-interaction scores of queries against indexed pages or image files"
+    )
+    p.add_argument("--query", action="append", required=True)
+    p.add_argument("--page", action="append", default=[], metavar="DOC_ID:PAGE")
+    p.add_argument("--image", action="append", default=[])
+    p.add_argument("--collection")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("heatmap", help="write a similarity heatmap PNG of a query over an indexed page")
+    p.add_argument("query")
+    p.add_argument("--document", required=True)
+    p.add_argument("--page", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--collection")
+    p.set_defaults(func=cmd_heatmap)
+
+    for register in EXTENSIONS:
         register(sub)
     return parser
 
 
-# Later subsystems (ingest/search/extract) register their sub-commands here to keep this file readable.
-_EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
+# Sub-commands of later subsystems (extract) register here.
+EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,49 @@ class Settings(BaseSettings):
     soffice: str = Field("soffice", description="LibreOffice binary used for Office/ODF/HTML documents.")
     work_dir: Path | None = Field(
         None, description="Scratch folder for conversions (default: system temp, /tmp on Lambda)."
+    )
+
+    # --- model ---------------------------------------------------------------------------------------
+    model: str = Field(
+        "models/baked", description="Model: a baked directory, a Hugging Face directory, or a hub id."
+    )
+    model_family: str | None = Field(
+        None, description="Force the model family (colqwen2, colqwen2.5, colpali, colidefics3)."
+    )
+    compute: str = Field("auto", description="Compute path: auto, bf16, fp32, int8 (CPU) or cuda.")
+    threads: int | None = Field(None, description="CPU threads for the model (default: all available).")
+    memory_budget_mb: int | None = Field(
+        None,
+        description="Memory budget for embedding batches (default: Lambda memory size, else half of RAM).",
+    )
+    max_batch_size: int | None = Field(
+        None, description="Upper bound on pages per embedding batch (default 2 on CPU, 32 on GPU)."
+    )
+    max_visual_tokens: int | None = Field(
+        None, description="Visual tokens per page (default: the processor's, 768 for ColQwen2)."
+    )
+    verify_weights: bool = Field(True, description="Verify baked weight files against their sha256 at load.")
+
+    # --- index and storage ---------------------------------------------------------------------------
+    qdrant_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("QDRANT_URL"),
+        description="Qdrant server URL; unset = embedded index.",
+    )
+    qdrant_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("QDRANT_API_KEY"), description="Qdrant server API key."
+    )
+    index_backend: Literal["edge", "local"] = Field(
+        "edge", description="Embedded index engine: edge (qdrant-edge, Rust) or local (qdrant-client)."
+    )
+    index_path: Path = Field(Path(".docvision/qdrant"), description="Folder of the embedded index.")
+    collection: str = Field("pages", description="Collection (one per model).")
+    store: str = Field(
+        ".docvision/store",
+        description="Blob store for page images and results: a folder or s3://bucket/prefix.",
+    )
+    prefetch_limit: int = Field(
+        100, description="Candidates the pooled-vector prefetch passes to the MaxSim rerank."
     )
 
 

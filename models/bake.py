@@ -62,6 +62,7 @@ def bake(
             parameters=n_all,
             int8_fraction=round(n_int8 / n_all, 4),
             bake_seconds=round(time.perf_counter() - started, 1),
+            tiny_random=(Path(source) / "TINY_MODEL.json").exists(),
         )
         for f in work.iterdir():
             f.chmod(0o644)

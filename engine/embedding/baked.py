@@ -157,7 +157,9 @@ def load_baked(
     except Exception as exc:  # safetensors raises its own error types for truncated headers
         raise ModelIntegrityError(f"cannot read {weights} ({exc}); rebuild the model directory") from exc
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # placeholder parameters in the compute dtype (never touched, replaced below)
+    torch.set_default_dtype(
+        dtype
+    )  # placeholder parameters in the compute dtype (never touched, replaced below)
     try:
         with no_init_weights():
             model = model_cls(config)

@@ -1,0 +1,68 @@
+"""Late-interaction page index in Qdrant: one interface, three backends chosen by configuration.
+
+    QDRANT_URL set                       → Qdrant server through qdrant-client (production)
+    DOCVISION_INDEX_BACKEND=edge (default) → qdrant-edge, Qdrant's in-process Rust engine
+    DOCVISION_INDEX_BACKEND=local        → qdrant-client's pure-Python local mode
+
+Per page: the full multivector (MaxSim, no HNSW) for reranking, row/column-pooled multivectors (HNSW) for
+the prefetch, and one mean vector (the dense baseline). See bench/search.py for why edge is the default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.config import Settings, get_settings
+from engine.errors import ConfigError
+from engine.index.base import PageRecord, SearchHit, point_id
+
+__all__ = ["PageIndex", "PageRecord", "SearchHit", "open_index", "point_id"]
+
+
+class PageIndex(Protocol):
+    backend: str
+
+    def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None: ...
+    def delete_document(self, document_id: str) -> None: ...
+    def stored_pages(self, document_id: str) -> set[int]: ...
+    def documents_for_source(self, source_uri: str) -> set[str]: ...
+    def count(self, document_id: str | None = None) -> int: ...
+    def get_page(self, document_id: str, page_number: int) -> tuple[dict[str, Any], np.ndarray] | None: ...
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        top_k: int = 10,
+        document_ids: list[str] | None = None,
+        mode: str = "rerank",
+        prefetch_limit: int = 100,
+    ) -> list[SearchHit]: ...
+    def info(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def open_index(
+    model_id: str, dim: int = 128, settings: Settings | None = None, backend: str | None = None
+) -> PageIndex:
+    s = settings or get_settings()
+    if s.qdrant_url:
+        from engine.index.client import ClientIndex
+
+        return ClientIndex(
+            model_id=model_id, dim=dim, collection=s.collection, url=s.qdrant_url, api_key=s.qdrant_api_key
+        )
+    chosen = backend or s.index_backend
+    path = s.index_path / s.collection
+    if chosen == "edge":
+        from engine.index.edge import EdgeIndex
+
+        return EdgeIndex(path / "edge", model_id=model_id, dim=dim)
+    if chosen == "local":
+        from engine.index.client import ClientIndex
+
+        return ClientIndex(model_id=model_id, dim=dim, collection=s.collection, path=str(path / "local"))
+    raise ConfigError(
+        f"DOCVISION_INDEX_BACKEND={chosen!r} is not one of edge, local (or set QDRANT_URL for a server)"
+    )

@@ -1,0 +1,134 @@
+"""What every index backend stores and answers; pooling and point ids live here, once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from engine.errors import ModelMismatch, UpsertFailed
+
+POINT_NAMESPACE = uuid.UUID("6f1c0d8e-7c1a-4c57-9a55-2f0f5d7a9b11")
+FULL, ROWS, COLS, MEAN = "colqwen", "rows", "cols", "mean"
+PAYLOAD_INDEXES = {"document_id": "keyword", "page_number": "integer", "source_uri": "keyword"}
+
+
+def point_id(document_id: str, page_number: int, model_id: str) -> str:
+    """Deterministic: the same page of the same bytes under the same model is always the same point."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{page_number}:{model_id}"))
+
+
+@dataclass
+class PageRecord:
+    document_id: str
+    page_number: int
+    page_count: int
+    vectors: np.ndarray  # (n_tokens, dim) float32
+    grid: tuple[int, int] | None
+    patch_offset: int
+    model_id: str
+    source_uri: str = ""
+    image_key: str = ""
+    width: int = 0
+    height: int = 0
+    ingested_at: float = field(default_factory=time.time)
+
+    def pooled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, mean): row- and column-pooled patch vectors for the first stage, and one dense mean.
+
+        Pooling over the patch grid keeps each row/column's content while cutting ~700 vectors to ~55,
+        which is what makes the HNSW prefetch cheap; families without a grid pool fixed-size chunks.
+        """
+        if self.grid:
+            r, c = self.grid
+            patches = self.vectors[self.patch_offset : self.patch_offset + r * c].reshape(r, c, -1)
+            rows, cols = patches.mean(axis=1), patches.mean(axis=0)
+        else:
+            chunks = np.array_split(self.vectors, max(1, len(self.vectors) // 16))
+            rows = cols = np.stack([ch.mean(axis=0) for ch in chunks])
+        mean = self.vectors.mean(axis=0)
+        return _unit(rows), _unit(cols), _unit(mean[None])[0]
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "document_id": self.document_id,
+            "page_number": self.page_number,
+            "page_count": self.page_count,
+            "source_uri": self.source_uri,
+            "image_key": self.image_key,
+            "grid_rows": self.grid[0] if self.grid else None,
+            "grid_cols": self.grid[1] if self.grid else None,
+            "patch_offset": self.patch_offset,
+            "width": self.width,
+            "height": self.height,
+            "model_id": self.model_id,
+            "ingested_at": self.ingested_at,
+        }
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)).astype(np.float32)
+
+
+@dataclass
+class SearchHit:
+    point_id: str
+    score: float
+    payload: dict[str, Any]
+
+    @property
+    def document_id(self) -> str:
+        return self.payload["document_id"]
+
+    @property
+    def page_number(self) -> int:
+        return int(self.payload["page_number"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": round(self.score, 5), "point_id": self.point_id, **self.payload}
+
+
+def check_model(
+    stored_model: str | None, stored_dim: int | None, model_id: str, dim: int, where: str
+) -> None:
+    if stored_dim is not None and stored_dim != dim:
+        raise ModelMismatch(
+            f"the index holds {stored_dim}-d vectors but the model produces {dim}-d; use another collection "
+            "(DOCVISION_COLLECTION) or re-ingest", document=where,
+        )  # fmt: skip
+    if stored_model is not None and stored_model != model_id:
+        raise ModelMismatch(
+            f"the index was built with model {stored_model!r}, not {model_id!r}; embeddings of different models "
+            "cannot be compared. Use the same DOCVISION_MODEL, or another DOCVISION_COLLECTION", document=where,
+        )  # fmt: skip
+
+
+T = TypeVar("T")
+
+
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    document_id: str,
+    last_safe_page: int,
+    attempts: int = 4,
+    base_delay: float = 0.2,
+    transient: tuple[type[BaseException], ...] = (OSError,),
+) -> T:
+    """Exponential backoff on transient errors; after the last attempt a typed error says what is safe."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except transient as exc:
+            if attempt == attempts - 1:
+                raise UpsertFailed(
+                    f"{what} failed after {attempts} attempts ({exc}); pages up to {last_safe_page} are stored, "
+                    "re-run ingest to resume from there", document=document_id, last_safe_page=last_safe_page,
+                ) from exc  # fmt: skip
+            time.sleep(base_delay * 2**attempt)
+    raise AssertionError("unreachable")

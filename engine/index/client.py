@@ -1,0 +1,196 @@
+"""Index through qdrant-client: a Qdrant server (QDRANT_URL + QDRANT_API_KEY) or qdrant-client's local mode."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from engine.index.base import (
+    COLS,
+    FULL,
+    MEAN,
+    PAYLOAD_INDEXES,
+    ROWS,
+    PageRecord,
+    SearchHit,
+    check_model,
+    point_id,
+    with_retries,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    return (OSError, httpx.TransportError, ResponseHandlingException)
+
+
+class ClientIndex:
+    def __init__(self, *, model_id: str, dim: int = 128, collection: str = "pages", url: str | None = None,
+                 api_key: str | None = None, path: str | None = None, float16: bool = True, timeout: int = 30) -> None:  # fmt: skip
+        self.model_id, self.dim, self.collection = model_id, dim, collection
+        self.backend = "qdrant-server" if url else "qdrant-client-local"
+        self.client = (
+            QdrantClient(url=url, api_key=api_key, timeout=timeout) if url else QdrantClient(path=path)
+        )
+        self.where = f"{url or path}/{collection}"
+        if self.client.collection_exists(collection):
+            params = self.client.get_collection(collection).config.params.vectors
+            stored_dim = params[FULL].size if isinstance(params, dict) and FULL in params else None
+            sample, _ = self.client.scroll(collection, limit=1, with_payload=["model_id"], with_vectors=False)
+            check_model(
+                sample[0].payload.get("model_id") if sample else None, stored_dim, model_id, dim, self.where
+            )
+        else:
+            self._create(float16)
+
+    def _create(self, float16: bool) -> None:
+        maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+        dtype = models.Datatype.FLOAT16 if float16 else None
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                FULL: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim,
+                                          datatype=dtype, hnsw_config=models.HnswConfigDiff(m=0)),
+                ROWS: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim),
+                COLS: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim),
+                MEAN: models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+            },
+        )  # fmt: skip
+        kinds = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
+        for field, kind in PAYLOAD_INDEXES.items():
+            self.client.create_payload_index(self.collection, field, kinds[kind])
+
+    def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
+        points = []
+        for r in records:
+            rows, cols, mean = r.pooled()
+            vectors = {
+                FULL: r.vectors.tolist(),
+                ROWS: rows.tolist(),
+                COLS: cols.tolist(),
+                MEAN: mean.tolist(),
+            }
+            points.append(
+                models.PointStruct(
+                    id=point_id(r.document_id, r.page_number, r.model_id), vector=vectors, payload=r.payload()
+                )
+            )
+        if points:
+            with_retries(lambda: self.client.upsert(self.collection, points=points, wait=True), what="upsert",
+                         document_id=records[0].document_id, last_safe_page=last_safe_page, transient=_transient())  # fmt: skip
+
+    def delete_document(self, document_id: str) -> None:
+        self.client.delete(
+            self.collection,
+            points_selector=models.FilterSelector(filter=_match("document_id", document_id)),
+            wait=True,
+        )
+
+    def _scroll(self, flt: models.Filter, fields: list[str]) -> list[dict[str, Any]]:
+        out, offset = [], None
+        while True:
+            recs, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=flt,
+                limit=1000,
+                offset=offset,
+                with_payload=fields,
+                with_vectors=False,
+            )
+            out += [r.payload or {} for r in recs]
+            if offset is None:
+                return out
+
+    def stored_pages(self, document_id: str) -> set[int]:
+        return {
+            int(p["page_number"]) for p in self._scroll(_match("document_id", document_id), ["page_number"])
+        }
+
+    def documents_for_source(self, source_uri: str) -> set[str]:
+        return {p["document_id"] for p in self._scroll(_match("source_uri", source_uri), ["document_id"])}
+
+    def count(self, document_id: str | None = None) -> int:
+        return self.client.count(
+            self.collection,
+            count_filter=_match("document_id", document_id) if document_id else None,
+            exact=True,
+        ).count
+
+    def get_page(self, document_id: str, page_number: int) -> tuple[dict[str, Any], np.ndarray] | None:
+        recs = self.client.retrieve(
+            self.collection,
+            [point_id(document_id, page_number, self.model_id)],
+            with_payload=True,
+            with_vectors=[FULL],
+        )
+        if not recs:
+            return None
+        return dict(recs[0].payload or {}), np.asarray(recs[0].vector[FULL], dtype=np.float32)  # type: ignore[index]
+
+    def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
+               mode: str = "rerank", prefetch_limit: int = 100) -> list[SearchHit]:  # fmt: skip
+        flt = (
+            models.Filter(
+                must=[models.FieldCondition(key="document_id", match=models.MatchAny(any=list(document_ids)))]
+            )
+            if document_ids
+            else None
+        )
+        q = np.asarray(query, dtype=np.float32)
+        if mode == "dense":
+            mean = q.mean(axis=0)
+            res = self.client.query_points(
+                self.collection,
+                query=(mean / np.linalg.norm(mean)).tolist(),
+                using=MEAN,
+                limit=top_k,
+                query_filter=flt,
+                with_payload=True,
+            )
+        elif mode == "exact":
+            res = self.client.query_points(
+                self.collection,
+                query=q.tolist(),
+                using=FULL,
+                limit=top_k,
+                query_filter=flt,
+                with_payload=True,
+            )
+        else:
+            ql = q.tolist()
+            prefetch = [
+                models.Prefetch(query=ql, using=v, limit=prefetch_limit, filter=flt) for v in (ROWS, COLS)
+            ]
+            res = self.client.query_points(
+                self.collection,
+                prefetch=prefetch,
+                query=ql,
+                using=FULL,
+                limit=top_k,
+                query_filter=flt,
+                with_payload=True,
+            )
+        return [SearchHit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "where": self.where,
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "points": self.count(),
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _match(field: str, value: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key=field, match=models.MatchValue(value=value))])

@@ -1,0 +1,169 @@
+"""Embedded index on qdrant-edge (Qdrant's in-process Rust engine): the default when QDRANT_URL is unset."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from engine.index.base import (
+    COLS,
+    FULL,
+    MEAN,
+    PAYLOAD_INDEXES,
+    ROWS,
+    PageRecord,
+    SearchHit,
+    check_model,
+    point_id,
+    with_retries,
+)
+
+log = logging.getLogger(__name__)
+_SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
+
+
+class EdgeIndex:
+    backend = "qdrant-edge"
+
+    def __init__(self, path: str | Path, *, model_id: str, dim: int = 128, float16: bool = True) -> None:
+        self.path = Path(path)
+        self.model_id, self.dim = model_id, dim
+        meta_path = self.path / "docvision-collection.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            check_model(meta["model_id"], meta["dim"], model_id, dim, str(self.path))
+            self.shard = qe.EdgeShard.load(str(self.path / "shard"))
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.shard = qe.EdgeShard.create(str(self.path / "shard"), self._config(dim, float16))
+            for field, kind in PAYLOAD_INDEXES.items():
+                self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
+            meta_path.write_text(json.dumps({"model_id": model_id, "dim": dim, "float16": float16}))
+
+    @staticmethod
+    def _config(dim: int, float16: bool) -> qe.EdgeConfig:
+        dtype = qe.VectorStorageDatatype.Float16 if float16 else None
+        maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
+        hnsw = qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1000)
+        return qe.EdgeConfig(
+            vectors={
+                # The full multivector is only ever used to rerank a prefetch: no graph for it (m=0).
+                FULL: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, datatype=dtype,
+                                          hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000)),
+                ROWS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
+                COLS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
+                MEAN: qe.EdgeVectorParams(dim, qe.Distance.Cosine, hnsw_config=hnsw),
+            },
+            hnsw_config=hnsw,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ writes
+    def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
+        points = []
+        for r in records:
+            rows, cols, mean = r.pooled()
+            vectors = {
+                FULL: r.vectors.tolist(),
+                ROWS: rows.tolist(),
+                COLS: cols.tolist(),
+                MEAN: mean.tolist(),
+            }
+            points.append(qe.Point(point_id(r.document_id, r.page_number, r.model_id), vectors, r.payload()))
+        if points:
+            with_retries(lambda: self.shard.update(qe.UpdateOperation.upsert_points(points)),
+                         what="upsert", document_id=records[0].document_id, last_safe_page=last_safe_page)  # fmt: skip
+            self.shard.flush()
+
+    def delete_document(self, document_id: str) -> None:
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(_match("document_id", document_id)))
+        self.shard.flush()
+
+    # ------------------------------------------------------------------------------------------- reads
+    def _scroll(self, flt: qe.Filter | None, fields: list[str]) -> list[dict[str, Any]]:
+        out, offset = [], None
+        while True:
+            records, offset = self.shard.scroll(
+                qe.ScrollRequest(
+                    limit=1000, offset=offset, filter=flt, with_payload=fields, with_vector=False
+                )
+            )
+            out += [r.payload for r in records]
+            if offset is None:
+                return out
+
+    def stored_pages(self, document_id: str) -> set[int]:
+        return {
+            int(p["page_number"]) for p in self._scroll(_match("document_id", document_id), ["page_number"])
+        }
+
+    def documents_for_source(self, source_uri: str) -> set[str]:
+        return {p["document_id"] for p in self._scroll(_match("source_uri", source_uri), ["document_id"])}
+
+    def count(self, document_id: str | None = None) -> int:
+        return self.shard.count(
+            qe.CountRequest(filter=_match("document_id", document_id) if document_id else None, exact=True)
+        )
+
+    def get_page(self, document_id: str, page_number: int) -> tuple[dict[str, Any], np.ndarray] | None:
+        recs = self.shard.retrieve(
+            [point_id(document_id, page_number, self.model_id)], with_payload=True, with_vector=[FULL]
+        )
+        if not recs:
+            return None
+        return recs[0].payload, np.asarray(recs[0].vector[FULL], dtype=np.float32)
+
+    def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
+               mode: str = "rerank", prefetch_limit: int = 100) -> list[SearchHit]:  # fmt: skip
+        flt = (
+            qe.Filter(must=[qe.FieldCondition("document_id", match=qe.MatchAny(list(document_ids)))])
+            if document_ids
+            else None
+        )
+        q = np.asarray(query, dtype=np.float32)
+        if mode == "dense":
+            mean = q.mean(axis=0)
+            req = qe.QueryRequest(
+                limit=top_k,
+                query=qe.Query.Nearest((mean / np.linalg.norm(mean)).tolist(), using=MEAN),
+                filter=flt,
+                with_payload=True,
+            )
+        elif mode == "exact":
+            req = qe.QueryRequest(
+                limit=top_k, query=qe.Query.Nearest(q.tolist(), using=FULL), filter=flt, with_payload=True
+            )
+        else:
+            ql = q.tolist()
+            prefetches = [
+                qe.Prefetch(limit=prefetch_limit, query=qe.Query.Nearest(ql, using=v), filter=flt)
+                for v in (ROWS, COLS)
+            ]
+            req = qe.QueryRequest(
+                limit=top_k,
+                query=qe.Query.Nearest(ql, using=FULL),
+                prefetches=prefetches,
+                filter=flt,
+                with_payload=True,
+            )
+        return [SearchHit(str(p.id), float(p.score), dict(p.payload)) for p in self.shard.query(req)]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "path": str(self.path),
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "points": self.count(),
+        }
+
+    def close(self) -> None:
+        self.shard.close()
+
+
+def _match(field: str, value: str) -> qe.Filter:
+    return qe.Filter(must=[qe.FieldCondition(field, match=qe.MatchValue(value))])

@@ -1,0 +1,214 @@
+"""The core API, one object per process (a Lambda container, the CLI): search, score, embed, similarity maps.
+
+Model, index and store are created lazily on first use and then reused (warm Lambda invocations).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from engine.config import Settings, get_settings
+from engine.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class DocVision:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedder: Any = None,
+        index: Any = None,
+        store: Any = None,
+        s3_client: Any = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.s3_client = s3_client
+        if embedder is not None:
+            self.__dict__["embedder"] = embedder
+        if index is not None:
+            self.__dict__["index"] = index
+        if store is not None:
+            self.__dict__["store"] = store
+
+    @cached_property
+    def embedder(self) -> Any:
+        from engine.embedding import Embedder
+
+        s = self.settings
+        return Embedder(s.model, family=s.model_family, compute_mode=s.compute, threads=s.threads, verify=s.verify_weights,
+                        max_visual_tokens=s.max_visual_tokens, memory_budget=s.memory_budget_mb, max_batch_size=s.max_batch_size)  # fmt: skip
+
+    @cached_property
+    def index(self) -> Any:
+        from engine.index import open_index
+
+        return open_index(self.embedder.model_id, self.embedder.dim, self.settings)
+
+    @cached_property
+    def store(self) -> Any:
+        from engine.storage import open_store
+
+        return open_store(self.settings.store, self.s3_client)
+
+    # ------------------------------------------------------------------------------------------- ingest
+    def ingest(self, source: Any, **kwargs: Any) -> Any:
+        from engine.ingest import ingest_document
+
+        return ingest_document(
+            source,
+            embedder=self.embedder,
+            index=self.index,
+            store=self.store,
+            settings=self.settings,
+            s3_client=self.s3_client,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------------------------- search
+    def search(
+        self, query: str, *, top_k: int = 10, document_ids: list[str] | None = None, mode: str = "rerank"
+    ) -> dict[str, Any]:
+        t = time.perf_counter()
+        (q,) = self.embedder.embed_queries([query])
+        t_embed = time.perf_counter() - t
+        hits = self.index.search(
+            q, top_k=top_k, document_ids=document_ids, mode=mode, prefetch_limit=self.settings.prefetch_limit
+        )
+        return {
+            "query": query,
+            "mode": mode,
+            "model_id": self.embedder.model_id,
+            "hits": [h.to_dict() for h in hits],
+            "timing_ms": {
+                "query_encode": round(t_embed * 1000, 1),
+                "search": round((time.perf_counter() - t - t_embed) * 1000, 1),
+            },
+        }
+
+    # -------------------------------------------------------------------------------------------- score
+    def page_vectors(self, document_id: str, page_number: int) -> tuple[dict[str, Any], np.ndarray]:
+        found = self.index.get_page(document_id, page_number)
+        if found is None:
+            raise NotFound(
+                f"page {page_number} is not in the index (ingest the document first)", document=document_id
+            )
+        return found
+
+    def score(
+        self,
+        queries: list[str],
+        *,
+        pages: list[dict[str, Any]] | None = None,
+        images: list[Image.Image] | None = None,
+    ) -> dict[str, Any]:
+        """Late-interaction scores (n_queries × n_pages) against indexed pages and/or ad-hoc images."""
+        page_vecs, labels = [], []
+        for ref in pages or []:
+            _, vec = self.page_vectors(ref["document_id"], int(ref["page_number"]))
+            page_vecs.append(vec)
+            labels.append({"document_id": ref["document_id"], "page_number": int(ref["page_number"])})
+        for i, emb in enumerate(self.embedder.embed_images(images) if images else []):
+            page_vecs.append(emb.vectors)
+            labels.append({"image": i})
+        if not page_vecs:
+            raise ValueError("give at least one page reference or image to score against")
+        scores = self.embedder.score(self.embedder.embed_queries(queries), page_vecs)
+        return {
+            "queries": queries,
+            "pages": labels,
+            "scores": scores.round(5).tolist(),
+            "model_id": self.embedder.model_id,
+        }
+
+    def embed_multivector(
+        self, *, texts: list[str] | None = None, images: list[Image.Image] | None = None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"model_id": self.embedder.model_id, "dim": self.embedder.dim}
+        if texts:
+            out["queries"] = [
+                {"shape": list(v.shape), "dtype": "float32", "data": v.round(6).tolist()}
+                for v in self.embedder.embed_queries(texts)
+            ]
+        if images:
+            out["images"] = [e.to_json() for e in self.embedder.embed_images(images)]
+        return out
+
+    # ---------------------------------------------------------------------------------- similarity maps
+    def similarity_map(self, query: str, document_id: str, page_number: int) -> dict[str, Any]:
+        """Per-patch MaxSim contributions mapped to page-pixel boxes.
+
+        MaxSim = Σ over query tokens of the best page token; each query token's best match is credited to
+        that patch, so the patch contributions (plus what prompt tokens won) sum to the page score.
+        """
+        payload, vectors = self.page_vectors(document_id, page_number)
+        rows, cols = payload.get("grid_rows"), payload.get("grid_cols")
+        if not rows or not cols:
+            raise NotFound("this model family has no patch grid, so no similarity map", document=document_id)
+        (q,) = self.embedder.embed_queries([query])
+        sims = q @ vectors.T  # (query tokens, page tokens)
+        best = sims.argmax(axis=1)
+        offset, n = int(payload["patch_offset"]), rows * cols
+        contrib = np.zeros(n, dtype=np.float32)
+        for t, tok in enumerate(best):
+            if offset <= tok < offset + n:
+                contrib[tok - offset] += sims[t, tok]
+        patch_max = sims[:, offset : offset + n].max(axis=0)
+        w, h = int(payload["width"]), int(payload["height"])
+        patches = []
+        for i in np.argsort(-patch_max):
+            r, c = divmod(int(i), cols)
+            box = [
+                round(c * w / cols),
+                round(r * h / rows),
+                round((c + 1) * w / cols),
+                round((r + 1) * h / rows),
+            ]
+            patches.append(
+                {
+                    "row": r,
+                    "col": c,
+                    "box": box,
+                    "contribution": round(float(contrib[i]), 5),
+                    "max_similarity": round(float(patch_max[i]), 5),
+                }
+            )
+        return {
+            "query": query, "document_id": document_id, "page_number": page_number, "grid": [rows, cols],
+            "page_size": [w, h], "score": round(float(sims.max(axis=1).sum()), 5),
+            "patch_contribution_total": round(float(contrib.sum()), 5), "patches": patches,
+        }  # fmt: skip
+
+    def heatmap_png(self, query: str, document_id: str, page_number: int, alpha: float = 0.45) -> bytes:
+        smap = self.similarity_map(query, document_id, page_number)
+        payload, _ = self.page_vectors(document_id, page_number)
+        page = Image.open(io.BytesIO(self.store.get(payload["image_key"]))).convert("RGB")
+        rows, cols = smap["grid"]
+        grid = np.zeros((rows, cols), dtype=np.float32)
+        for p in smap["patches"]:
+            grid[p["row"], p["col"]] = p["max_similarity"]
+        lo, hi = float(grid.min()), float(grid.max())
+        norm = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
+        heat = np.zeros((rows, cols, 3), dtype=np.uint8)
+        heat[..., 0] = (255 * norm).astype(np.uint8)  # red = most similar
+        heat[..., 2] = (255 * (1 - norm)).astype(np.uint8)
+        overlay = Image.fromarray(heat).resize(page.size, Image.NEAREST)
+        buf = io.BytesIO()
+        Image.blend(page, overlay, alpha).save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+
+    def health(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"model": self.embedder.describe()}
+        try:
+            info["index"] = {"reachable": True, **self.index.info()}
+        except Exception as exc:  # health reports, it does not raise
+            info["index"] = {"reachable": False, "error": str(exc)}
+        return info
