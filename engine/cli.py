@@ -167,6 +167,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             except DocVisionError as exc:
                 failures += 1
                 progress.update(task, description=f"[red]{file.name} ({exc.code})")
+                _report_error(exc)
                 rows.append((file.name, "", "", "", "", "", f"[red]{exc.code}[/red]: {exc.reason}"))
             progress.update(overall, advance=1)
     table = Table(title=f"ingested into {dv.index.backend} collection {dv.settings.collection!r}")
