@@ -21,7 +21,7 @@ $(STAMPS)/system:
 	fi
 	@touch $@
 
-$(STAMPS)/python: pyproject.toml
+$(STAMPS)/python: pyproject.toml baml_src/*.baml
 	@mkdir -p $(STAMPS)
 	@command -v uv >/dev/null || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@# uv installs torch 2.13.0 + torchvision 0.28.0 together from PyPI (pip's local torch wheel breaks torchvision).
@@ -29,6 +29,8 @@ $(STAMPS)/python: pyproject.toml
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e ".[dev]"
 	@# re-link the editable install (packages added after the first install are then importable everywhere)
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --reinstall-package docvision -e .
+	@# the generated BAML client (never edited by hand, never committed)
+	$(VENV)/bin/baml-cli generate --from baml_src > /dev/null
 	@touch $@
 
 # The tiny random-weight ColQwen2 (built offline) and its baked int8 form: what tests and the demo run on.
@@ -46,6 +48,12 @@ demo: setup
 	$(PY) -m engine render .demo/samples/* --out .demo/rendered
 	$(DEMO_ENV) $(PY) -m engine ingest .demo/samples
 	$(DEMO_ENV) $(PY) -m engine search "total weight of the containers" --top-k 5
+	$(PY) -m engine schema show schemas/shipping_manifest.json | head -20
+	@if [ -n "$$DOCVISION_LLM_MODEL" ]; then \
+	  $(DEMO_ENV) $(PY) -m engine extract .demo/samples/shipping_manifest.pdf --schema schemas/shipping_manifest.json --format csv; \
+	else \
+	  echo "extraction skipped: set DOCVISION_LLM_MODEL and DOCVISION_LLM_BASE_URL (any OpenAI-compatible endpoint) to run it"; \
+	fi
 
 ## test: the whole test suite (unit + integration); what CI runs
 test: setup

@@ -67,10 +67,19 @@ def build(backend: str, path: Path, n: int) -> dict:
     index = open_backend(backend, path)
     t = time.perf_counter()
     for start in range(0, n, 64):
-        index.upsert([PageRecord(f"doc{i // 20:06d}", i % 20 + 1, 20, page_vectors(i), GRID, OFFSET, "bench-model") for i in range(start, min(n, start + 64))])
+        index.upsert(
+            [
+                PageRecord(f"doc{i // 20:06d}", i % 20 + 1, 20, page_vectors(i), GRID, OFFSET, "bench-model")
+                for i in range(start, min(n, start + 64))
+            ]
+        )
     elapsed = time.perf_counter() - t
     index.close()
-    return {"upsert_seconds": round(elapsed, 1), "upsert_pages_per_s": round(n / elapsed, 1), "build_peak_rss_mb": round(peak_rss_mb())}
+    return {
+        "upsert_seconds": round(elapsed, 1),
+        "upsert_pages_per_s": round(n / elapsed, 1),
+        "build_peak_rss_mb": round(peak_rss_mb()),
+    }
 
 
 def measure(backend: str, path: Path, n: int, n_queries: int) -> dict:
@@ -80,7 +89,11 @@ def measure(backend: str, path: Path, n: int, n_queries: int) -> dict:
     reopen = time.perf_counter() - t
     rss_open = peak_rss_mb()
     qs = queries(n_queries, n)
-    res: dict = {"reopen_seconds": round(reopen, 2), "rss_after_open_mb": round(rss_open), "rss_per_page_kb": round((rss_open - rss0) * 1024 / n, 1)}
+    res: dict = {
+        "reopen_seconds": round(reopen, 2),
+        "rss_after_open_mb": round(rss_open),
+        "rss_per_page_kb": round((rss_open - rss0) * 1024 / n, 1),
+    }
     tops: dict[str, list[list[str]]] = {}
     for mode in ("exact", "rerank", "dense"):
         index.search(qs[0], top_k=10, mode=mode)  # warm-up
@@ -93,7 +106,12 @@ def measure(backend: str, path: Path, n: int, n_queries: int) -> dict:
         res[f"{mode}_p50_ms"] = round(float(np.percentile(times, 50)) * 1000, 1)
         res[f"{mode}_p95_ms"] = round(float(np.percentile(times, 95)) * 1000, 1)
     for mode in ("rerank", "dense"):
-        res[f"{mode}_recall_at_10"] = round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops[mode], tops["exact"], strict=True)])), 3)
+        res[f"{mode}_recall_at_10"] = round(
+            float(
+                np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops[mode], tops["exact"], strict=True)])
+            ),
+            3,
+        )
     res["peak_rss_mb"] = round(peak_rss_mb())
     index.close()
     return res
@@ -104,12 +122,18 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--backends", nargs="+", default=["edge", "local"])
     ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--max-local", type=int, default=1000, help="largest size tried with qdrant-client local mode")
+    ap.add_argument(
+        "--max-local", type=int, default=1000, help="largest size tried with qdrant-client local mode"
+    )
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         phase, backend, path, n = args.worker
-        out = build(backend, Path(path), int(n)) if phase == "build" else measure(backend, Path(path), int(n), args.queries)
+        out = (
+            build(backend, Path(path), int(n))
+            if phase == "build"
+            else measure(backend, Path(path), int(n), args.queries)
+        )
         print("RESULT " + json.dumps(out))
         return
     work = ROOT / "bench" / "work" / "search"
@@ -117,13 +141,33 @@ def main() -> None:
     for backend in args.backends:
         for n in args.sizes:
             if backend == "local" and n > args.max_local:
-                runs.append({"backend": backend, "pages": n, "skipped": f"qdrant-client local mode keeps every vector in Python objects and reloads them all on open; above {args.max_local} pages it exceeds this machine's time/memory budget (see the {args.max_local}-page row)"})
+                runs.append(
+                    {
+                        "backend": backend,
+                        "pages": n,
+                        "skipped": f"qdrant-client local mode keeps every vector in Python objects and reloads them all on open; above {args.max_local} pages it exceeds this machine's time/memory budget (see the {args.max_local}-page row)",
+                    }
+                )
                 continue
             path = work / f"{backend}-{n}"
             shutil.rmtree(path, ignore_errors=True)
             row = {"backend": backend, "pages": n}
             for phase in ("build", "measure"):
-                proc = subprocess.run([sys.executable, __file__, "--worker", phase, backend, str(path), str(n), "--queries", str(args.queries)], capture_output=True, text=True)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        phase,
+                        backend,
+                        str(path),
+                        str(n),
+                        "--queries",
+                        str(args.queries),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if line is None:
                     row["error"] = proc.stderr[-500:]

@@ -243,6 +243,58 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- extract
+def cmd_extract(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from engine.config import Settings
+    from engine.extraction import extract_document
+    from engine.service import DocVision
+    from engine.storage import open_store
+
+    settings = Settings()
+    if not settings.llm_model:
+        err.print(
+            "[red]error[/red] config_error: no LLM endpoint configured. Set DOCVISION_LLM_MODEL and DOCVISION_LLM_BASE_URL "
+            "(any OpenAI-compatible endpoint), or DOCVISION_LLM_PROVIDER=anthropic|aws-bedrock with its credentials."
+        )
+        return 2
+    schema = json.loads(Path(args.schema).read_text())
+    store = open_store(args.out) if args.out else open_store(settings.store)
+    t = time.monotonic()
+    with err.status(f"extracting {Path(args.file).name} with {settings.llm_provider}:{settings.llm_model}…"):
+        result = extract_document(args.file, schema, settings=settings, store=store, service=DocVision(settings, store=store),
+                                  csv=args.format == "csv", use_cache=not args.no_cache)  # fmt: skip
+    prov = result.result["provenance"]
+    table = Table(
+        title=f"{Path(args.file).name}: {'cached result' if result.cached else f'{prov["attempts"]} LLM attempt(s)'}, pages {prov['pages_used']}"
+    )
+    for col in ("table", "rows", "file"):
+        table.add_column(col)
+    for name, info in result.keys["tables"].items():
+        table.add_row(name, str(info["rows"]), info.get("csv") or info["parquet"])
+    out.print(table)
+    q = result.quality
+    checks = ", ".join(f"{c['name']}: {c['status']}" for c in q["consistency"]) or "none declared"
+    out.print(
+        f"quality {q['quality_score']:.2f} (required filled {q['completeness']['required_filled']}/{q['completeness']['required_total']}, "
+        f"optional {q['completeness']['optional_filled']}/{q['completeness']['optional_total']}; consistency: {checks})",
+        highlight=False,
+    )
+    out.print(
+        f"result: {result.keys['result']}  quality: {result.keys['quality']}  ({time.monotonic() - t:.1f} s)",
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_schema_show(args: argparse.Namespace) -> int:
+    from engine.extraction import compile_schema, render_baml
+
+    print(render_baml(compile_schema(Path(args.schema).read_text())))
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {}
 
@@ -294,6 +346,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--collection")
     p.set_defaults(func=cmd_heatmap)
+
+    p = sub.add_parser("extract", help="extract schema-shaped data from a document with a vision LLM (BAML)")
+    p.add_argument("file")
+    p.add_argument("--schema", required=True, help="JSON Schema file (see schemas/)")
+    p.add_argument("--out", help="store for results (default DOCVISION_STORE)")
+    p.add_argument(
+        "--format",
+        choices=["parquet", "csv"],
+        default="parquet",
+        help="csv writes CSV beside the Parquet tables",
+    )
+    p.add_argument("--no-cache", action="store_true")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("schema", help="schema tools")
+    ssub = p.add_subparsers(dest="schema_command", required=True)
+    p = ssub.add_parser(
+        "show", help="print the BAML types a JSON Schema compiles to (what the model is asked for)"
+    )
+    p.add_argument("schema")
+    p.set_defaults(func=cmd_schema_show)
 
     for register in EXTENSIONS:
         register(sub)

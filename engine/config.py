@@ -80,6 +80,44 @@ class Settings(BaseSettings):
         100, description="Candidates the pooled-vector prefetch passes to the MaxSim rerank."
     )
 
+    # --- extraction ----------------------------------------------------------------------------------
+    llm_provider: str = Field(
+        "openai-generic", description="LLM provider for extraction: openai-generic, anthropic or aws-bedrock."
+    )
+    llm_model: str | None = Field(None, description="LLM model id (required to extract).")
+    llm_base_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible endpoint (openai-generic)."
+    )
+    llm_api_key: str | None = Field(
+        None, description="API key for the LLM endpoint (anthropic also reads ANTHROPIC_API_KEY)."
+    )
+    llm_fallback: str | None = Field(
+        None, description="Fallback clients, comma-separated provider|model|base_url."
+    )
+    llm_timeout_s: float = Field(120.0, description="Timeout of one LLM request.")
+    llm_debug: bool = Field(
+        False,
+        description="Log prompts and answers (BAML_LOG=info). Off by default: documents stay out of logs.",
+    )
+    extract_attempts: int = Field(
+        3, description="Attempts per call when the answer does not parse or does not validate."
+    )
+    page_budget: int = Field(
+        8, description="Most pages sent to the LLM; longer documents are narrowed by retrieval."
+    )
+    pages_per_call: int = Field(
+        4, description="Pages per LLM call; more pages are split over calls and merged."
+    )
+    llm_image_max_side: int = Field(
+        1568, description="Longest side in pixels of page images sent to the LLM."
+    )
+    cache_ttl_s: int = Field(
+        30 * 24 * 3600, description="How long a cached extraction result is reused (seconds)."
+    )
+    prompt_version: str = Field(
+        "extract-v1", description="Part of the cache key; bump when the prompt changes."
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -32,7 +32,9 @@ def test_render_exit_zero_when_all_succeed(docs: dict[str, Path], tmp_path: Path
     assert main(["render", str(docs["tiff"]), "--out", str(tmp_path)]) == 0
 
 
-def test_ingest_and_search_cli_report_failures_without_stopping(docs, baked_tiny, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_ingest_and_search_cli_report_failures_without_stopping(
+    docs, baked_tiny, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.setenv("DOCVISION_MODEL", str(baked_tiny))
     monkeypatch.setenv("DOCVISION_INDEX_PATH", str(tmp_path / "q"))
     monkeypatch.setenv("DOCVISION_STORE", str(tmp_path / "store"))
@@ -44,7 +46,9 @@ def test_ingest_and_search_cli_report_failures_without_stopping(docs, baked_tiny
     assert main(["ingest", str(folder)]) == 1
     captured = capsys.readouterr()
     assert "2 of 3 documents, 4 pages embedded" in captured.out
-    assert "corrupt_document" in captured.err and "broken.pdf" in captured.err and "meaningless" in captured.err
+    assert (
+        "corrupt_document" in captured.err and "broken.pdf" in captured.err and "meaningless" in captured.err
+    )
     assert main(["search", "receipt", "--json", "--top-k", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["hits"]) == 2 and result["model_id"] == "tiny-random-colqwen2"

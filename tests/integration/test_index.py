@@ -20,9 +20,13 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def record(doc: str, page: int, vectors: np.ndarray | None = None, model: str = "m1", source: str = "") -> PageRecord:
+def record(
+    doc: str, page: int, vectors: np.ndarray | None = None, model: str = "m1", source: str = ""
+) -> PageRecord:
     v = unit(RNG.normal(size=(6 + 4 * 5, 128))) if vectors is None else vectors
-    return PageRecord(doc, page, 10, v, (4, 5), 6, model, source_uri=source or f"s3://b/{doc}", width=500, height=400)
+    return PageRecord(
+        doc, page, 10, v, (4, 5), 6, model, source_uri=source or f"s3://b/{doc}", width=500, height=400
+    )
 
 
 @pytest.fixture(params=BACKENDS)
@@ -32,7 +36,11 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 def test_point_ids_are_deterministic_uuids() -> None:
     a = point_id("d" * 64, 3, "m1")
-    assert a == point_id("d" * 64, 3, "m1") and a != point_id("d" * 64, 4, "m1") and a != point_id("d" * 64, 3, "m2")
+    assert (
+        a == point_id("d" * 64, 3, "m1")
+        and a != point_id("d" * 64, 4, "m1")
+        and a != point_id("d" * 64, 3, "m2")
+    )
     assert len(a) == 36
 
 
@@ -48,7 +56,9 @@ def test_planted_page_wins_and_filters_apply(settings: Settings) -> None:
     for mode in ("rerank", "exact"):
         hits = index.search(query, top_k=3, mode=mode)
         assert (hits[0].document_id, hits[0].page_number) == ("doc1", 3), mode
-        assert hits[0].score == pytest.approx(8.0, abs=0.02)  # MaxSim of 8 identical unit vectors (float16 storage)
+        assert hits[0].score == pytest.approx(
+            8.0, abs=0.02
+        )  # MaxSim of 8 identical unit vectors (float16 storage)
         assert {"source_uri", "image_key", "grid_rows", "model_id", "ingested_at"} <= set(hits[0].payload)
     only = index.search(query, top_k=10, document_ids=["doc0", "doc2"])
     assert only and {h.document_id for h in only} <= {"doc0", "doc2"}
@@ -108,4 +118,8 @@ def test_transient_upsert_errors_are_retried_then_typed(tmp_path: Path) -> None:
     Flaky.failures = 99
     with pytest.raises(UpsertFailed) as info:
         index.upsert([record("docA", 2)], last_safe_page=1)
-    assert info.value.details["last_safe_page"] == 1 and "docA" in str(info.value) and "resume" in str(info.value)
+    assert (
+        info.value.details["last_safe_page"] == 1
+        and "docA" in str(info.value)
+        and "resume" in str(info.value)
+    )

@@ -101,7 +101,9 @@ def test_search_score_embed_and_similarity_map(service: DocVision, tmp_path: Pat
     res = service.search("shipping manifest", top_k=3)
     assert len(res["hits"]) == 3 and res["hits"][0]["document_id"] == r.document_id
     hit = res["hits"][0]
-    scored = service.score(["shipping manifest"], pages=[{"document_id": r.document_id, "page_number": hit["page_number"]}])
+    scored = service.score(
+        ["shipping manifest"], pages=[{"document_id": r.document_id, "page_number": hit["page_number"]}]
+    )
     assert scored["scores"][0][0] == pytest.approx(hit["score"], rel=1e-3)
     emb = service.embed_multivector(texts=["a query"])
     assert emb["queries"][0]["shape"][1] == 128 and emb["queries"][0]["dtype"] == "float32"

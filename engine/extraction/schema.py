@@ -1,0 +1,330 @@
+"""JSON Schema (a draft 2020-12 subset) → an intermediate form → BAML types (TypeBuilder) and `.baml` text.
+
+Supported: object (nested), array of objects or scalars, string/number/integer/boolean, enum, required vs
+optional, description, $ref/$defs inside the schema, format date/date-time, nullable via type ["x","null"]
+or anyOf [X, {"type": "null"}]. Anything else raises SchemaError naming the JSON pointer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import SchemaError
+
+SCALARS = {"string", "integer", "number", "boolean"}
+UNSUPPORTED = (
+    "oneOf",
+    "allOf",
+    "not",
+    "patternProperties",
+    "if",
+    "then",
+    "else",
+    "dependentSchemas",
+    "prefixItems",
+    "unevaluatedProperties",
+)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class TypeNode:
+    kind: str  # string | integer | number | boolean | date | datetime | enum | object | array
+    name: str = ""  # class name for objects
+    fields: list[Field] = field(default_factory=list)  # objects
+    item: TypeNode | None = None  # arrays
+    values: list[str] = field(default_factory=list)  # enums
+    description: str | None = None
+
+
+@dataclass
+class Field:
+    name: str
+    type: TypeNode
+    required: bool  # must have a value (required and not nullable)
+    description: str | None = None
+    listed_required: bool = False  # named in the JSON Schema's `required` (may still be nullable)
+
+
+@dataclass
+class CompiledSchema:
+    root: TypeNode
+    schema: dict[str, Any]
+    fingerprint: str  # sha256 of the canonical JSON of the schema
+
+    def classes(self) -> list[TypeNode]:
+        seen: dict[str, TypeNode] = {}
+
+        def walk(node: TypeNode) -> None:
+            if node.kind == "object" and node.name not in seen:
+                seen[node.name] = node
+                for f in node.fields:
+                    walk(f.type)
+            elif node.kind == "array" and node.item:
+                walk(node.item)
+
+        walk(self.root)
+        return list(seen.values())
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _pascal(text: str) -> str:
+    parts = re.split(r"[^A-Za-z0-9]+", text)
+    name = "".join(p[:1].upper() + p[1:] for p in parts if p)
+    return name if name and name[0].isalpha() else f"T{name}"
+
+
+class _Compiler:
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self.names: set[str] = set()
+        self.ref_stack: list[str] = []
+        self.by_ref: dict[
+            str, tuple[TypeNode, bool]
+        ] = {}  # one class per $ref target, however often it is used
+
+    def unique(self, base: str) -> str:
+        name, i = base, 2
+        while name in self.names:
+            name, i = f"{base}{i}", i + 1
+        self.names.add(name)
+        return name
+
+    def resolve(self, ref: str, pointer: str) -> dict[str, Any]:
+        if not ref.startswith("#/"):
+            raise SchemaError(f"{pointer}: only $ref inside the schema (#/...) is supported, not {ref!r}")
+        node: Any = self.schema
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node, dict) or part not in node:
+                raise SchemaError(f"{pointer}: $ref {ref!r} points nowhere")
+            node = node[part]
+        return node
+
+    def node(self, s: Any, pointer: str, name_hint: str) -> tuple[TypeNode, bool]:
+        """Returns (type, nullable)."""
+        if not isinstance(s, dict):
+            raise SchemaError(f"{pointer}: a schema must be an object, got {type(s).__name__}")
+        for key in UNSUPPORTED:
+            if key in s:
+                raise SchemaError(
+                    f"{pointer}/{key}: '{key}' is not supported (use one object type per field)"
+                )
+        if "$ref" in s:
+            ref = s["$ref"]
+            if ref in self.ref_stack:
+                raise SchemaError(
+                    f"{pointer}: recursive $ref {ref!r} is not supported (extraction output must be finite)"
+                )
+            if ref in self.by_ref:
+                return self.by_ref[ref]
+            self.ref_stack.append(ref)
+            try:
+                target = self.resolve(ref, pointer)
+                self.by_ref[ref] = self.node(target, ref[1:] or pointer, ref.rsplit("/", 1)[-1])
+                return self.by_ref[ref]
+            finally:
+                self.ref_stack.pop()
+        if "anyOf" in s:
+            options = s["anyOf"]
+            non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            if len(non_null) != 1 or len(options) > 2:
+                raise SchemaError(
+                    f"{pointer}/anyOf: only anyOf [X, {{'type': 'null'}}] (a nullable X) is supported"
+                )
+            inner, _ = self.node(non_null[0], f"{pointer}/anyOf/0", name_hint)
+            return inner, True
+        type_ = s.get("type")
+        nullable = False
+        if isinstance(type_, list):
+            rest = [t for t in type_ if t != "null"]
+            nullable = len(rest) < len(type_)
+            if len(rest) != 1:
+                raise SchemaError(f"{pointer}/type: unions of types {type_} are not supported")
+            type_ = rest[0]
+        desc = s.get("description")
+        if "enum" in s:
+            values = s["enum"]
+            if not values or not all(isinstance(v, str) for v in values):
+                raise SchemaError(f"{pointer}/enum: only non-empty lists of strings are supported")
+            return TypeNode("enum", values=list(values), description=desc), nullable or None in values
+        if "const" in s:
+            if not isinstance(s["const"], str):
+                raise SchemaError(f"{pointer}/const: only string constants are supported")
+            return TypeNode("enum", values=[s["const"]], description=desc), nullable
+        if type_ is None and "properties" in s:
+            type_ = "object"
+        if type_ == "object":
+            extra = s.get("additionalProperties")
+            if isinstance(extra, dict) and extra:
+                raise SchemaError(
+                    f"{pointer}/additionalProperties: maps with free-form keys are not supported; list the properties"
+                )
+            props = s.get("properties")
+            if not props:
+                raise SchemaError(f"{pointer}: an object needs 'properties'")
+            required = set(s.get("required", []))
+            missing = required - set(props)
+            if missing:
+                raise SchemaError(f"{pointer}/required: {sorted(missing)} are not in properties")
+            node = TypeNode("object", name=self.unique(_pascal(name_hint)), description=desc)
+            for key, sub in props.items():
+                child, child_nullable = self.node(sub, f"{pointer}/properties/{key}", key)
+                node.fields.append(
+                    Field(
+                        key,
+                        child,
+                        key in required and not child_nullable,
+                        sub.get("description") if isinstance(sub, dict) else None,
+                        key in required,
+                    )
+                )
+            return node, nullable
+        if type_ == "array":
+            if "items" not in s or not isinstance(s["items"], dict):
+                raise SchemaError(f"{pointer}/items: an array needs one 'items' schema")
+            hint = name_hint[:-1] if name_hint.endswith("s") and len(name_hint) > 3 else f"{name_hint}_item"
+            item, _ = self.node(s["items"], f"{pointer}/items", hint)
+            if item.kind == "array":
+                raise SchemaError(
+                    f"{pointer}/items: arrays of arrays are not supported (name the inner object)"
+                )
+            return TypeNode("array", item=item, description=desc), nullable
+        if type_ == "string":
+            fmt = s.get("format")
+            kind = {"date": "date", "date-time": "datetime"}.get(fmt or "", "string")
+            return TypeNode(kind, description=desc), nullable
+        if type_ in SCALARS:
+            return TypeNode(type_, description=desc), nullable
+        if type_ is None:
+            raise SchemaError(f"{pointer}: no 'type' (and no properties, enum or $ref)")
+        raise SchemaError(f"{pointer}/type: type {type_!r} is not supported")
+
+
+def compile_schema(schema: dict[str, Any] | str) -> CompiledSchema:
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"the schema is not valid JSON ({exc})") from exc
+    if not isinstance(schema, dict):
+        raise SchemaError("the schema must be a JSON object")
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError as JSError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except JSError as exc:
+        raise SchemaError(
+            f"/{'/'.join(map(str, exc.path))}: not a valid JSON Schema ({exc.message})"
+        ) from exc
+    compiler = _Compiler(schema)
+    compiler.names.add("Extraction")
+    root, _ = compiler.node(schema, "#", schema.get("title") or "Extraction")
+    if root.kind != "object":
+        raise SchemaError("#: the root of an extraction schema must be an object")
+    fingerprint = hashlib.sha256(canonical_json(schema).encode()).hexdigest()
+    return CompiledSchema(root, schema, fingerprint)
+
+
+# ------------------------------------------------------------------------------------------ BAML output
+def _baml_type(node: TypeNode) -> str:
+    if node.kind == "object":
+        return node.name
+    if node.kind == "array":
+        assert node.item
+        return f"{_baml_type(node.item)}[]"
+    if node.kind == "enum":
+        return " | ".join(json.dumps(v) for v in node.values)
+    return {
+        "string": "string",
+        "integer": "int",
+        "number": "float",
+        "boolean": "bool",
+        "date": "string",
+        "datetime": "string",
+    }[node.kind]
+
+
+def _describe(f: Field) -> str | None:
+    desc = f.description or ""
+    if f.type.kind == "date":
+        desc = f"{desc} (date, YYYY-MM-DD)".strip()
+    elif f.type.kind == "datetime":
+        desc = f"{desc} (timestamp, ISO 8601)".strip()
+    return desc or None
+
+
+def _prop_name(name: str) -> str:
+    return name if _IDENT.match(name) else re.sub(r"\W", "_", name)
+
+
+def render_baml(compiled: CompiledSchema) -> str:
+    """The compiled types as .baml text: what the model is asked for (`docvision schema show`)."""
+    lines = []
+    for cls in compiled.classes():
+        name = "Extraction" if cls is compiled.root else cls.name
+        lines.append(f"class {name} {{")
+        for f in cls.fields:
+            t = _baml_type(f.type)
+            if not f.required and f.type.kind != "array":
+                t = f"({t})?" if f.type.kind == "enum" and len(f.type.values) > 1 else f"{t}?"
+            attrs = ""
+            if _prop_name(f.name) != f.name:
+                attrs += f" @alias({json.dumps(f.name)})"
+            if d := _describe(f):
+                attrs += f" @description({json.dumps(d)})"
+            lines.append(f"  {_prop_name(f.name)} {t}{attrs}")
+        lines.append("}\n")
+    return "\n".join(lines)
+
+
+def build_type_builder(compiled: CompiledSchema) -> Any:
+    """A baml_client TypeBuilder whose dynamic `Extraction` class has the schema's fields."""
+    from baml_client.type_builder import TypeBuilder
+
+    tb = TypeBuilder()
+    built: dict[str, Any] = {}
+
+    def field_type(node: TypeNode) -> Any:
+        if node.kind == "object":
+            if node.name not in built:
+                cls = tb.add_class(node.name)
+                built[node.name] = cls
+                add_fields(cls, node)
+            return built[node.name].type()
+        if node.kind == "array":
+            assert node.item
+            return field_type(node.item).list()
+        if node.kind == "enum":
+            literals = [tb.literal_string(v) for v in node.values]
+            return literals[0] if len(literals) == 1 else tb.union(literals)
+        return {
+            "string": tb.string,
+            "integer": tb.int,
+            "number": tb.float,
+            "boolean": tb.bool,
+            "date": tb.string,
+            "datetime": tb.string,
+        }[node.kind]()
+
+    def add_fields(target: Any, node: TypeNode) -> None:
+        for f in node.fields:
+            t = field_type(f.type)
+            if not f.required and f.type.kind != "array":
+                t = t.optional()
+            prop = target.add_property(_prop_name(f.name), t)
+            if _prop_name(f.name) != f.name:
+                prop.alias(f.name)
+            if d := _describe(f):
+                prop.description(d)
+
+    add_fields(tb.Extraction, compiled.root)
+    return tb

@@ -1,0 +1,234 @@
+"""Extraction through the real BAML runtime against a local OpenAI-compatible server (127.0.0.1)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from engine.config import Settings
+from engine.errors import ExtractionFailed
+from engine.extraction.runner import extract_document
+from engine.extraction.schema import compile_schema
+from engine.extraction.shape import rebuild
+from engine.storage import LocalStore
+from tests.fixtures import documents as d
+from tests.fixtures.llm_server import ScriptedLLM
+
+pytestmark = pytest.mark.integration
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "shipping_manifest.json").read_text())
+
+
+def manifest(**over) -> dict:
+    data = {
+        "manifest_number": "4711",
+        "shipper": {"name": "Acme Export GmbH", "address": "Hamburg", "country": "DE"},
+        "consignee": {"name": "Northwind Traders", "address": None, "country": "IE"},
+        "carrier": "Maersk",
+        "vessel": None,
+        "port_of_loading": "DEHAM",
+        "port_of_discharge": "IEDUB",
+        "departure_date": "2026-11-02",
+        "arrival_date": None,
+        "incoterm": "FOB",
+        "currency": "EUR",
+        "containers": [
+            {
+                "container_number": "MSKU1234565",
+                "size_type": "40HC",
+                "seal_numbers": ["S1", "S2"],
+                "gross_weight_kg": 1628.5,
+            }
+        ],
+        "line_items": [
+            {
+                "description": "Pumps",
+                "hs_code": "8413",
+                "quantity": 12,
+                "unit": "PCS",
+                "gross_weight_kg": 340.5,
+                "value": 1200.0,
+                "container_number": "MSKU1234565",
+            },
+            {
+                "description": "Valves",
+                "hs_code": None,
+                "quantity": 40,
+                "unit": "PCS",
+                "gross_weight_kg": 88.0,
+                "value": 800.0,
+                "container_number": "MSKU1234565",
+            },
+            {
+                "description": "Pipes",
+                "hs_code": None,
+                "quantity": 7,
+                "unit": "PLT",
+                "gross_weight_kg": 1200.0,
+                "value": 500.0,
+                "container_number": None,
+            },
+        ],
+        "total_gross_weight_kg": 1628.5,
+        "total_value": 2500.0,
+    }
+    data.update(over)
+    return data
+
+
+def run(llm: ScriptedLLM, path: Path, store: LocalStore, **settings):
+    s = Settings(llm_base_url=llm.base_url, llm_model="test-vlm", **settings)
+    return extract_document(
+        path, SCHEMA, settings=s, store=store, csv=settings.pop("csv", False) if "csv" in settings else True
+    )
+
+
+@pytest.fixture
+def pdf(tmp_path: Path) -> Path:
+    return d.multipage_pdf(tmp_path / "manifest.pdf")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+def test_valid_answer_writes_canonical_tables_and_quality(pdf: Path, store: LocalStore) -> None:
+    with ScriptedLLM([{"content": json.dumps(manifest())}]) as llm:
+        out = run(llm, pdf, store)
+        (req,) = llm.requests
+    # the request carries every page as an image and the schema-derived output format
+    assert len(llm.images_in(req)) == 4 and all(
+        u.startswith("data:image/png;base64,") for u in llm.images_in(req)
+    )
+    prompt = llm.prompt_text(req)
+    assert "container_number" in prompt and "ISO 6346 container number" in prompt and "YYYY-MM-DD" in prompt
+    assert req["model"] == "test-vlm"
+    data = out.result["data"]
+    assert data["shipper"]["name"] == "Acme Export GmbH" and len(data["line_items"]) == 3
+    prov = out.result["provenance"]
+    assert prov["pages_used"] == [1, 2, 3, 4] and prov["attempts"] == 1 and prov["retries"] == 0
+    assert prov["client"] == "openai-generic:test-vlm" and prov["usage"]["input_tokens"] == 1000
+    assert prov["field_sources"]["shipper"] == [1, 2, 3, 4]
+    # tables: typed, with lineage, and they rebuild the canonical JSON exactly
+    base = f"results/{prov['document_id']}/{out.cache_key[:16]}"
+    tables = {
+        Path(k).stem: pq.read_table(io.BytesIO(store.get(k)))
+        for k in store.list(f"{base}/tables/")
+        if k.endswith(".parquet")
+    }
+    assert set(tables) == {"root", "containers", "containers__seal_numbers", "line_items"}
+    root = tables["root"]
+    assert root.schema.field("departure_date").type == pa.date32()
+    assert root.schema.field("total_value").type == pa.float64()
+    assert root.schema.field("shipper__name").type == pa.string()
+    items = tables["line_items"]
+    assert items.schema.field("quantity").type == pa.int64()
+    assert items.column("_parent_row_id").to_pylist() == ["$"] * 3
+    assert items.column("_row_id").to_pylist() == ["$.line_items[0]", "$.line_items[1]", "$.line_items[2]"]
+    assert set(items.column("_document_id").to_pylist()) == {prov["document_id"]}
+    seals = tables["containers__seal_numbers"]
+    assert (
+        seals.column("value").to_pylist() == ["S1", "S2"]
+        and seals.column("_parent_row_id").to_pylist() == ["$.containers[0]"] * 2
+    )
+    assert rebuild(tables, compile_schema(SCHEMA)) == data
+    csv = pacsv.read_csv(io.BytesIO(store.get(f"{base}/tables/line_items.csv")))
+    assert csv.num_rows == 3
+    quality = json.loads(store.get(f"{base}/quality.json"))
+    assert quality["schema_valid"] and quality["completeness"]["required_ratio"] == 1.0
+    assert [c["status"] for c in quality["consistency"]] == ["pass", "pass"]
+
+
+def test_fenced_answer_with_prose_is_parsed(pdf: Path, store: LocalStore) -> None:
+    answer = (
+        "Sure! Here is the data:\n```json\n" + json.dumps(manifest()) + "\n```\nLet me know if you need more."
+    )
+    with ScriptedLLM([{"content": answer}]) as llm:
+        out = run(llm, pdf, store)
+    assert out.result["data"]["manifest_number"] == "4711"
+
+
+def test_invalid_json_then_valid_counts_a_retry(pdf: Path, store: LocalStore) -> None:
+    with ScriptedLLM([{"content": "I cannot read this {"}, {"content": json.dumps(manifest())}]) as llm:
+        out = run(llm, pdf, store)
+        assert len(llm.requests) == 2
+    assert out.result["provenance"]["attempts"] == 2 and out.quality["attempts"] == 2
+
+
+def test_schema_violation_fails_and_writes_no_result(pdf: Path, store: LocalStore) -> None:
+    bad = manifest(departure_date="next Tuesday", incoterm="FOB")
+    with ScriptedLLM([{"content": json.dumps(bad)}]) as llm, pytest.raises(ExtractionFailed) as info:
+        run(llm, pdf, store, extract_attempts=2)
+    assert len(llm.requests) == 2
+    assert "departure_date" in str(info.value) and "manifest.pdf" in str(info.value)
+    location = info.value.details["raw_answer_location"]
+    assert Path(location).exists() and "next Tuesday" in Path(location).read_text()
+    assert not [k for k in store.list() if k.startswith("results/")]
+
+
+def test_server_errors_are_retried_then_fallback_client_answers(pdf: Path, store: LocalStore) -> None:
+    with ScriptedLLM([{"status": 500}, {"status": 503}, {"content": json.dumps(manifest())}]) as llm:
+        out = run(llm, pdf, store)
+        assert len(llm.requests) == 3  # the Exponential retry policy covered two 5xx answers
+    assert out.result["data"]["carrier"] == "Maersk"
+    with ScriptedLLM([{"content": json.dumps(manifest(carrier="CMA CGM"))}]) as backup:
+        s = Settings(
+            llm_base_url="http://127.0.0.1:9/v1",
+            llm_model="dead",
+            llm_fallback=f"openai-generic|backup-vlm|{backup.base_url}",
+        )
+        out = extract_document(pdf, SCHEMA, settings=s, store=LocalStore(store.root / "other"))
+        assert len(backup.requests) == 1 and backup.requests[0]["model"] == "backup-vlm"
+    assert out.result["data"]["carrier"] == "CMA CGM"
+    assert out.result["provenance"]["client"] == "openai-generic:dead > openai-generic:backup-vlm"
+
+
+def test_cache_hit_makes_no_request_and_changes_miss(pdf: Path, store: LocalStore) -> None:
+    with ScriptedLLM([{"content": json.dumps(manifest())}]) as llm:
+        first = run(llm, pdf, store)
+        second = run(llm, pdf, store)
+        assert len(llm.requests) == 1 and second.cached and second.result == first.result
+        third = run(llm, pdf, store, prompt_version="extract-v2")
+        assert len(llm.requests) == 2 and not third.cached
+        s = Settings(llm_base_url=llm.base_url, llm_model="test-vlm")
+        extract_document(pdf, SCHEMA, settings=s, store=store, use_cache=False)
+        assert len(llm.requests) == 3
+        expired = run(llm, pdf, store, cache_ttl_s=0)
+        assert not expired.cached and len(llm.requests) == 4
+
+
+def test_multi_call_documents_are_merged(pdf: Path, store: LocalStore) -> None:
+    first = manifest(line_items=manifest()["line_items"][:2], total_value=None, carrier="Maersk")
+    second = manifest(
+        line_items=manifest()["line_items"][1:], manifest_number="4711", carrier="Maersk Line", containers=[]
+    )
+    with ScriptedLLM([{"content": json.dumps(first)}, {"content": json.dumps(second)}]) as llm:
+        out = run(llm, pdf, store, pages_per_call=2)
+        assert [len(llm.images_in(r)) for r in llm.requests] == [2, 2]
+    data, prov = out.result["data"], out.result["provenance"]
+    assert [li["description"] for li in data["line_items"]] == ["Pumps", "Valves", "Pipes"]  # Valves once
+    assert data["carrier"] == "Maersk" and data["total_value"] == 2500.0  # first non-null wins
+    assert any(c["field"] == "carrier" and c["other"] == "Maersk Line" for c in prov["merge_conflicts"])
+    assert prov["calls"] == [{"pages": [1, 2]}, {"pages": [3, 4]}]
+    assert prov["field_sources"]["total_value"] == [3, 4]
+
+
+def test_consistency_failures_are_reported(pdf: Path, store: LocalStore) -> None:
+    with ScriptedLLM([{"content": json.dumps(manifest(total_value=9999.0))}]) as llm:
+        out = run(llm, pdf, store)
+    value_rule = out.quality["consistency"][0]
+    assert value_rule["status"] == "fail" and value_rule["sum"] == 2500.0 and value_rule["expected"] == 9999.0
+    assert out.quality["quality_score"] < 1.0
+
+
+def test_missing_llm_configuration_says_what_to_set(pdf: Path, store: LocalStore) -> None:
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="DOCVISION_LLM_MODEL"):
+        extract_document(pdf, SCHEMA, settings=Settings(), store=store)
