@@ -266,9 +266,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         result = extract_document(args.file, schema, settings=settings, store=store, service=DocVision(settings, store=store),
                                   csv=args.format == "csv", use_cache=not args.no_cache)  # fmt: skip
     prov = result.result["provenance"]
-    table = Table(
-        title=f"{Path(args.file).name}: {'cached result' if result.cached else f'{prov["attempts"]} LLM attempt(s)'}, pages {prov['pages_used']}"
-    )
+    how = "cached result" if result.cached else f"{prov['attempts']} LLM attempt(s)"
+    table = Table(title=f"{Path(args.file).name}: {how}, pages {prov['pages_used']}")
     for col in ("table", "rows", "file"):
         table.add_column(col)
     for name, info in result.keys["tables"].items():
