@@ -48,7 +48,7 @@ demo: setup
 	$(PY) -m engine render .demo/samples/* --out .demo/rendered
 	$(DEMO_ENV) $(PY) -m engine ingest .demo/samples
 	$(DEMO_ENV) $(PY) -m engine search "total weight of the containers" --top-k 5
-	$(PY) -m engine schema show schemas/shipping_manifest.json | head -20
+	$(PY) -m engine schema show schemas/shipping_manifest.json
 	@if [ -n "$$DOCVISION_LLM_MODEL" ]; then \
 	  $(DEMO_ENV) $(PY) -m engine extract .demo/samples/shipping_manifest.pdf --schema schemas/shipping_manifest.json --format csv; \
 	else \
