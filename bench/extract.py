@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import math
 import sys
@@ -59,7 +58,12 @@ def main() -> None:
         answer = json.dumps(manifest())
         runs = []
         with ScriptedLLM([{"content": answer}]) as llm:
-            s = Settings(llm_base_url=llm.base_url, llm_model="bench", page_budget=args.pages, pages_per_call=args.pages)
+            s = Settings(
+                llm_base_url=llm.base_url,
+                llm_model="bench",
+                page_budget=args.pages,
+                pages_per_call=args.pages,
+            )
             for i in range(3):
                 store = LocalStore(Path(tmp) / f"store{i}")
                 t = time.perf_counter()
@@ -81,7 +85,8 @@ def main() -> None:
         "request_bytes_per_page": request_bytes // args.pages,
         "estimated_prompt_tokens_per_page": {
             "anthropic (w*h/750)": round(lw * lh / 750),
-            "openai high detail": 85 + 170 * math.ceil(min(lw, lh * 768 / max(lw, lh)) / 512) * math.ceil(768 / 512),
+            "openai high detail": 85
+            + 170 * math.ceil(min(lw, lh * 768 / max(lw, lh)) / 512) * math.ceil(768 / 512),
         },
         "note": "the local server answers instantly, so the end-to-end figure is the service's own overhead",
     }
