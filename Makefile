@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils fonts-dejavu-core fonts-liberation
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint typecheck bench clean
 
 ## setup: Debian packages (LibreOffice, poppler, fonts), uv, the Python env, generated BAML client, tiny model
 setup: $(STAMPS)/system $(STAMPS)/python models/tiny-colqwen2-baked/manifest.json
@@ -57,16 +57,25 @@ demo: setup
 
 ## test: the whole test suite (unit + integration); what CI runs
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q $(PYTEST_ARGS)
 
+## lint: ruff, the template linters (cfn-lint, sam validate --lint) and hadolint; CI runs it after the tests
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/cfn-lint template.yaml
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0 $(UV) tool run --quiet --from aws-sam-cli==1.170.0 sam validate --lint --template template.yaml
+	$(VENV)/bin/hadolint Dockerfile.lambda
+
+typecheck: setup
 	$(PY) -m mypy
 
 ## bench: rendering benchmark → bench/results/*.json
 bench: setup
 	$(PY) bench/render.py
+	$(PY) bench/search.py
+	$(PY) bench/extract.py
+	$(PY) bench/embed.py --label cpu-$$(uname -m)
 
 clean:
 	rm -rf .demo $(STAMPS) .pytest_cache
