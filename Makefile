@@ -66,6 +66,7 @@ lint: setup
 	$(VENV)/bin/cfn-lint template.yaml
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0 $(UV) tool run --quiet --from aws-sam-cli==1.170.0 sam validate --lint --template template.yaml
 	$(VENV)/bin/hadolint Dockerfile.lambda
+	$(PY) -m mypy
 
 typecheck: setup
 	$(PY) -m mypy

@@ -283,6 +283,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     out.print(
         f"result: {result.keys['result']}  quality: {result.keys['quality']}  ({time.monotonic() - t:.1f} s)",
         highlight=False,
+        soft_wrap=True,  # paths stay copyable
     )
     return 0
 

@@ -200,15 +200,24 @@ class DocVision:
         heat = np.zeros((rows, cols, 3), dtype=np.uint8)
         heat[..., 0] = (255 * norm).astype(np.uint8)  # red = most similar
         heat[..., 2] = (255 * (1 - norm)).astype(np.uint8)
-        overlay = Image.fromarray(heat).resize(page.size, Image.NEAREST)
+        overlay = Image.fromarray(heat).resize(page.size, Image.Resampling.NEAREST)
         buf = io.BytesIO()
         Image.blend(page, overlay, alpha).save(buf, format="PNG", compress_level=1)
         return buf.getvalue()
 
     def health(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"model": self.embedder.describe()}
+        from importlib.metadata import version
+
+        info: dict[str, Any] = {
+            "model": self.embedder.describe(),
+            "versions": {
+                p: version(p) for p in ("qdrant-client", "qdrant-edge-py", "colpali-engine", "torch")
+            },
+        }
         try:
             info["index"] = {"reachable": True, **self.index.info()}
+            if self.settings.qdrant_url:
+                info["index"]["server_version"] = self.index.client.info().version
         except Exception as exc:  # health reports, it does not raise
             info["index"] = {"reachable": False, "error": str(exc)}
         return info

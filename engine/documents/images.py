@@ -75,7 +75,8 @@ class ImageDocument:
             if declared and declared[0] and float(declared[0]) > dpi:
                 scale = dpi / float(declared[0])
                 frame = frame.resize(
-                    (max(1, round(frame.width * scale)), max(1, round(frame.height * scale))), Image.LANCZOS
+                    (max(1, round(frame.width * scale)), max(1, round(frame.height * scale))),
+                    Image.Resampling.LANCZOS,
                 )
             elif declared and declared[0]:
                 eff_dpi = round(float(declared[0]))
@@ -83,7 +84,8 @@ class ImageDocument:
             if frame.width * frame.height > max_page_pixels:
                 scale = math.sqrt(max_page_pixels / (frame.width * frame.height))
                 frame = frame.resize(
-                    (max(1, int(frame.width * scale)), max(1, int(frame.height * scale))), Image.LANCZOS
+                    (max(1, int(frame.width * scale)), max(1, int(frame.height * scale))),
+                    Image.Resampling.LANCZOS,
                 )
                 eff_dpi, downscaled = max(1, int(eff_dpi * scale)), True
             yield n, frame, eff_dpi, downscaled

@@ -138,7 +138,7 @@ class Embedder:
         cfg = self.model.config
         vision = getattr(cfg, "vision_config", None)
         text = getattr(cfg, "text_config", cfg)
-        v_dim = getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", 1024)
+        v_dim = int(getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", None) or 1024)
         merge = getattr(vision, "spatial_merge_size", 1) or 1
         act_bytes = 2 if self.plan.dtype == "bfloat16" else 4
         vision_mb = visual_tokens * merge * merge * v_dim * act_bytes * 16 / 2**20
@@ -162,7 +162,8 @@ class Embedder:
 
     # ------------------------------------------------------------------------------------------ forward
     def _forward(self, batch: Any) -> torch.Tensor:
-        batch = {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        device = next(self.model.parameters()).device
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         dtype = getattr(torch, self.plan.dtype)
         if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(dtype)

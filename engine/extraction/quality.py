@@ -29,7 +29,7 @@ def _path_values(data: Any, path: str) -> list[Any]:
     for part in path.split("."):
         many = part.endswith("[]")
         key = part[:-2] if many else part
-        nxt = []
+        nxt: list[Any] = []
         for c in current:
             v = c.get(key) if isinstance(c, dict) else None
             if many:

@@ -188,7 +188,9 @@ def extract_document(
         chunks = [
             pages[i : i + settings.pages_per_call] for i in range(0, len(pages), settings.pages_per_call)
         ]
-        per_call, attempts_total, failures = [], 0, []
+        per_call: list[tuple[list[int], dict[str, Any]]] = []
+        attempts_total = 0
+        failures: list[dict[str, Any]] = []
         for ci, chunk in enumerate(chunks):
             if on_progress:
                 on_progress(ci, len(chunks))

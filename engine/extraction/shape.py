@@ -174,7 +174,7 @@ def _from_arrow(value: Any, kind: str) -> Any:
     return value
 
 
-def _get(obj: dict[str, Any], flat: str) -> Any:
+def _get(obj: Any, flat: str) -> Any:
     for part in flat.split("__"):
         obj = obj.get(part) if isinstance(obj, dict) else None
     return obj

@@ -45,7 +45,11 @@ class ClientIndex:
             stored_dim = params[FULL].size if isinstance(params, dict) and FULL in params else None
             sample, _ = self.client.scroll(collection, limit=1, with_payload=["model_id"], with_vectors=False)
             check_model(
-                sample[0].payload.get("model_id") if sample else None, stored_dim, model_id, dim, self.where
+                (sample[0].payload or {}).get("model_id") if sample else None,
+                stored_dim,
+                model_id,
+                dim,
+                self.where,
             )
         else:
             self._create(float16)
@@ -132,7 +136,9 @@ class ClientIndex:
         )
         if not recs:
             return None
-        return dict(recs[0].payload or {}), np.asarray(recs[0].vector[FULL], dtype=np.float32)  # type: ignore[index]
+        vectors = recs[0].vector
+        assert isinstance(vectors, dict)
+        return dict(recs[0].payload or {}), np.asarray(vectors[FULL], dtype=np.float32)
 
     def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
                mode: str = "rerank", prefetch_limit: int = 100) -> list[SearchHit]:  # fmt: skip

@@ -92,7 +92,7 @@ class EdgeIndex:
                     limit=1000, offset=offset, filter=flt, with_payload=fields, with_vector=False
                 )
             )
-            out += [r.payload for r in records]
+            out += [r.payload or {} for r in records]
             if offset is None:
                 return out
 
@@ -115,7 +115,9 @@ class EdgeIndex:
         )
         if not recs:
             return None
-        return recs[0].payload, np.asarray(recs[0].vector[FULL], dtype=np.float32)
+        vectors = recs[0].vector
+        assert isinstance(vectors, dict)
+        return dict(recs[0].payload or {}), np.asarray(vectors[FULL], dtype=np.float32)
 
     def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
                mode: str = "rerank", prefetch_limit: int = 100) -> list[SearchHit]:  # fmt: skip
@@ -150,7 +152,7 @@ class EdgeIndex:
                 filter=flt,
                 with_payload=True,
             )
-        return [SearchHit(str(p.id), float(p.score), dict(p.payload)) for p in self.shard.query(req)]
+        return [SearchHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(req)]
 
     def info(self) -> dict[str, Any]:
         return {

@@ -232,3 +232,70 @@ def test_missing_llm_configuration_says_what_to_set(pdf: Path, store: LocalStore
 
     with pytest.raises(ConfigError, match="DOCVISION_LLM_MODEL"):
         extract_document(pdf, SCHEMA, settings=Settings(), store=store)
+
+
+def test_long_documents_are_narrowed_by_retrieval(
+    pdf: Path, store: LocalStore, embedder, tmp_path: Path
+) -> None:
+    from engine.service import DocVision
+
+    s = Settings(index_path=tmp_path / "q", store=str(store.root))
+    svc = DocVision(s, embedder=embedder, store=store)
+    with ScriptedLLM([{"content": json.dumps(manifest())}]) as llm:
+        settings = Settings(
+            llm_base_url=llm.base_url,
+            llm_model="test-vlm",
+            page_budget=2,
+            index_path=tmp_path / "q",
+            store=str(store.root),
+        )
+        out = extract_document(pdf, SCHEMA, settings=settings, store=store, service=svc)
+        (req,) = llm.requests
+    prov = out.result["provenance"]
+    assert len(prov["pages_used"]) == 2 and len(llm.images_in(req)) == 2
+    assert prov["page_selection"]["method"].startswith("late-interaction retrieval")
+    assert set(prov["page_selection"]["pages"]) == {str(p) for p in prov["pages_used"]}
+    assert svc.index.count(prov["document_id"]) == 4  # the document was indexed to pick its pages
+
+
+def test_cli_extract_prints_tables_and_quality(pdf: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from engine.cli import main
+
+    with ScriptedLLM([{"content": json.dumps(manifest())}]) as llm:
+        monkeypatch.setenv("DOCVISION_LLM_BASE_URL", llm.base_url)
+        monkeypatch.setenv("DOCVISION_LLM_MODEL", "test-vlm")
+        schema = Path(__file__).resolve().parents[2] / "schemas" / "shipping_manifest.json"
+        assert (
+            main(
+                [
+                    "extract",
+                    str(pdf),
+                    "--schema",
+                    str(schema),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--format",
+                    "csv",
+                ]
+            )
+            == 0
+        )
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    assert (
+        "quality 1.00" in flat
+        and "result: " in flat
+        and "consistency: line values add up to the total value: pass" in flat
+    )
+    assert list((tmp_path / "out").rglob("line_items.csv"))
+    monkeypatch.delenv("DOCVISION_LLM_MODEL")
+    assert main(["extract", str(pdf), "--schema", str(schema)]) == 2
+    assert "DOCVISION_LLM_MODEL" in capsys.readouterr().err
+
+
+def test_prompts_stay_out_of_logs_by_default() -> None:
+    import os
+
+    import engine.extraction.clients  # noqa: F401  (sets the default)
+
+    assert os.environ.get("BAML_LOG") == "warn"
