@@ -31,7 +31,7 @@ def worker(model: str, pages: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         pdf = d.long_pdf(Path(tmp) / "doc.pdf", pages)
         dv = DocVision(Settings(model=model, index_path=Path(tmp) / "q", store=str(Path(tmp) / "store")))
-        dv.embedder  # load first: the model's memory is not what is measured
+        _ = dv.embedder  # load first: the model's memory is not what is measured
         base = peak_rss_mb()
         t = time.perf_counter()
         r = dv.ingest(pdf)

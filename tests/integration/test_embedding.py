@@ -237,8 +237,11 @@ def test_batch_size_follows_the_memory_budget(baked_tiny: Path) -> None:
     large = Embedder(str(baked_tiny), memory_budget=64_000, max_batch_size=16)
     assert small.batch_size_for(744) == 1
     assert (
-        Embedder(str(baked_tiny), memory_budget=int(768 + model_mb + 3.5 * per_page) + 1).batch_size_for(744)
+        Embedder(
+            str(baked_tiny), memory_budget=int(768 + model_mb + 3.5 * per_page) + 1, max_batch_size=16
+        ).batch_size_for(744)
         == 3
     )
+    assert probe.max_batch_size == 2  # CPU default: a batch of 8 measured slower per page than 1
     assert large.batch_size_for(744) == 16
     assert small.visual_tokens(2550, 3300) <= 64
