@@ -92,6 +92,28 @@ class SearchHit:
         return {"score": round(self.score, 5), "point_id": self.point_id, **self.payload}
 
 
+SEARCH_MODES = ("rerank", "exact", "dense")
+
+
+def query_plan(query: np.ndarray, mode: str, prefetch_limit: int) -> tuple[list, str, list[tuple[str, int]]]:
+    """What every backend runs for a search mode: (query vector(s), vector name, [(prefetch vector, limit)]).
+
+    rerank: HNSW prefetch on the row- and column-pooled vectors, MaxSim rerank on the full multivector;
+    exact: MaxSim over every page's full multivector; dense: one mean vector against the pages' mean vectors.
+    """
+    q = np.asarray(query, dtype=np.float32)
+    if mode == "dense":
+        mean = q.mean(axis=0)
+        return (mean / np.linalg.norm(mean)).tolist(), MEAN, []
+    if mode == "exact":
+        return q.tolist(), FULL, []
+    if mode == "rerank":
+        return q.tolist(), FULL, [(ROWS, prefetch_limit), (COLS, prefetch_limit)]
+    from engine.errors import ConfigError
+
+    raise ConfigError(f"search mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+
+
 def check_model(
     stored_model: str | None, stored_dim: int | None, model_id: str, dim: int, where: str
 ) -> None:

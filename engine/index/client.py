@@ -18,6 +18,7 @@ from engine.index.base import (
     SearchHit,
     check_model,
     point_id,
+    query_plan,
     with_retries,
 )
 
@@ -149,40 +150,19 @@ class ClientIndex:
             if document_ids
             else None
         )
-        q = np.asarray(query, dtype=np.float32)
-        if mode == "dense":
-            mean = q.mean(axis=0)
-            res = self.client.query_points(
-                self.collection,
-                query=(mean / np.linalg.norm(mean)).tolist(),
-                using=MEAN,
-                limit=top_k,
-                query_filter=flt,
-                with_payload=True,
-            )
-        elif mode == "exact":
-            res = self.client.query_points(
-                self.collection,
-                query=q.tolist(),
-                using=FULL,
-                limit=top_k,
-                query_filter=flt,
-                with_payload=True,
-            )
-        else:
-            ql = q.tolist()
-            prefetch = [
-                models.Prefetch(query=ql, using=v, limit=prefetch_limit, filter=flt) for v in (ROWS, COLS)
-            ]
-            res = self.client.query_points(
-                self.collection,
-                prefetch=prefetch,
-                query=ql,
-                using=FULL,
-                limit=top_k,
-                query_filter=flt,
-                with_payload=True,
-            )
+        vector, using, stages = query_plan(query, mode, prefetch_limit)
+        prefetch = [
+            models.Prefetch(query=vector, using=name, limit=limit, filter=flt) for name, limit in stages
+        ]
+        res = self.client.query_points(
+            self.collection,
+            prefetch=prefetch or None,
+            query=vector,
+            using=using,
+            limit=top_k,
+            query_filter=flt,
+            with_payload=True,
+        )
         return [SearchHit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
     def info(self) -> dict[str, Any]:

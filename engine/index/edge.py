@@ -20,6 +20,7 @@ from engine.index.base import (
     SearchHit,
     check_model,
     point_id,
+    query_plan,
     with_retries,
 )
 
@@ -126,32 +127,18 @@ class EdgeIndex:
             if document_ids
             else None
         )
-        q = np.asarray(query, dtype=np.float32)
-        if mode == "dense":
-            mean = q.mean(axis=0)
-            req = qe.QueryRequest(
-                limit=top_k,
-                query=qe.Query.Nearest((mean / np.linalg.norm(mean)).tolist(), using=MEAN),
-                filter=flt,
-                with_payload=True,
-            )
-        elif mode == "exact":
-            req = qe.QueryRequest(
-                limit=top_k, query=qe.Query.Nearest(q.tolist(), using=FULL), filter=flt, with_payload=True
-            )
-        else:
-            ql = q.tolist()
-            prefetches = [
-                qe.Prefetch(limit=prefetch_limit, query=qe.Query.Nearest(ql, using=v), filter=flt)
-                for v in (ROWS, COLS)
-            ]
-            req = qe.QueryRequest(
-                limit=top_k,
-                query=qe.Query.Nearest(ql, using=FULL),
-                prefetches=prefetches,
-                filter=flt,
-                with_payload=True,
-            )
+        vector, using, stages = query_plan(query, mode, prefetch_limit)
+        prefetches = [
+            qe.Prefetch(limit=limit, query=qe.Query.Nearest(vector, using=name), filter=flt)
+            for name, limit in stages
+        ]
+        req = qe.QueryRequest(
+            limit=top_k,
+            query=qe.Query.Nearest(vector, using=using),
+            prefetches=prefetches or None,
+            filter=flt,
+            with_payload=True,
+        )
         return [SearchHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(req)]
 
     def info(self) -> dict[str, Any]:
