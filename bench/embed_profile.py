@@ -1,6 +1,6 @@
 """Where one page's embedding time goes: torch.profiler over the full-size baked model, one letter page.
 
-    python bench/embed_profile.py [--compute auto]   → bench/results/embed-profile-<compute>.json
+python bench/embed_profile.py [--compute auto]   → bench/results/embed-profile-<compute>.json
 """
 
 from __future__ import annotations
@@ -53,7 +53,14 @@ def main() -> None:
         total = time.perf_counter() - t
     rows = []
     for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:15]:
-        rows.append({"op": e.key, "calls": e.count, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3), "share": round(e.self_cpu_time_total / 1e6 / total, 3)})
+        rows.append(
+            {
+                "op": e.key,
+                "calls": e.count,
+                "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3),
+                "share": round(e.self_cpu_time_total / 1e6 / total, 3),
+            }
+        )
     print(write_result(f"embed-profile-{emb.plan.name}", {
         "compute": emb.plan.name, "threads": torch.get_num_threads(), "seconds_total": round(total, 2),
         "seconds_preprocess": round(preprocess_s, 3), "seconds_by_part": {k: round(v, 2) for k, v in vision_s.items()},

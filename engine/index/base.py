@@ -53,6 +53,11 @@ class PageRecord:
         mean = self.vectors.mean(axis=0)
         return _unit(rows), _unit(cols), _unit(mean[None])[0]
 
+    def named_vectors(self) -> dict[str, Any]:
+        """The point's named vectors, as every backend stores them."""
+        rows, cols, mean = self.pooled()
+        return {FULL: self.vectors.tolist(), ROWS: rows.tolist(), COLS: cols.tolist(), MEAN: mean.tolist()}
+
     def payload(self) -> dict[str, Any]:
         return {
             "document_id": self.document_id,

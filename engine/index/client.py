@@ -75,13 +75,7 @@ class ClientIndex:
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
         points = []
         for r in records:
-            rows, cols, mean = r.pooled()
-            vectors = {
-                FULL: r.vectors.tolist(),
-                ROWS: rows.tolist(),
-                COLS: cols.tolist(),
-                MEAN: mean.tolist(),
-            }
+            vectors = r.named_vectors()
             points.append(
                 models.PointStruct(
                     id=point_id(r.document_id, r.page_number, r.model_id), vector=vectors, payload=r.payload()

@@ -67,13 +67,7 @@ class EdgeIndex:
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
         points = []
         for r in records:
-            rows, cols, mean = r.pooled()
-            vectors = {
-                FULL: r.vectors.tolist(),
-                ROWS: rows.tolist(),
-                COLS: cols.tolist(),
-                MEAN: mean.tolist(),
-            }
+            vectors = r.named_vectors()
             points.append(qe.Point(point_id(r.document_id, r.page_number, r.model_id), vectors, r.payload()))
         if points:
             with_retries(lambda: self.shard.update(qe.UpdateOperation.upsert_points(points)),
