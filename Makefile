@@ -76,7 +76,9 @@ bench: setup
 	$(PY) bench/render.py
 	$(PY) bench/search.py
 	$(PY) bench/extract.py
+	$(PY) bench/ingest_memory.py
 	$(PY) bench/embed.py --label cpu-$$(uname -m)
+	$(PY) bench/embed_profile.py
 
 clean:
 	rm -rf .demo $(STAMPS) .pytest_cache
