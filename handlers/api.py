@@ -17,6 +17,7 @@ import json
 import os
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -142,7 +143,9 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
     )
     body = {"job_id": job_id, "status": "succeeded", "cached": out.cached, "cache_key": out.cache_key, "outputs": out.keys,
             "quality": {"quality_score": out.quality["quality_score"], "schema_valid": out.quality["schema_valid"]}}  # fmt: skip
-    _put_job({**json.loads(json.dumps(body), parse_float=str), "updated_at": int(time.time())})
+    _put_job(
+        {**json.loads(json.dumps(body), parse_float=Decimal), "updated_at": int(time.time())}
+    )  # DynamoDB wants Decimal
     return body
 
 
@@ -185,7 +188,13 @@ def get_job(job_id: str) -> dict[str, Any]:
     if not item:
         raise NotFound("no such job", document=job_id)
     item.pop("request", None)
-    return json.loads(json.dumps(item, default=str))
+    return json.loads(json.dumps(item, default=_from_decimal))
+
+
+def _from_decimal(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
 
 
 # ------------------------------------------------------------------------------------ search and score
