@@ -75,6 +75,7 @@ typecheck: setup
 bench: setup
 	$(PY) bench/render.py
 	$(PY) bench/search.py
+	$(PY) bench/search_prefetch.py
 	$(PY) bench/extract.py
 	$(PY) bench/ingest_memory.py
 	$(PY) bench/embed.py --label cpu-$$(uname -m)
