@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,8 +73,6 @@ def ingest_document(
         )
         if on_progress:
             on_progress(already, doc.page_count)
-        batch_size: int | None = None
-        batch: list[Any] = []
         per_page_s = 0.0
 
         def flush(frames: list[Any]) -> None:
@@ -99,29 +97,25 @@ def ingest_document(
             if on_progress:
                 on_progress(result.next_page - 1, doc.page_count)
 
-        for frame in doc.pages(start_page=begin):
-            if batch_size is None:
-                batch_size = embedder.batch_size_for(embedder.visual_tokens(frame.width, frame.height))
-            batch.append(frame)
-            if len(batch) >= batch_size:
-                if (
-                    deadline is not None
-                    and per_page_s
-                    and time.monotonic() + 1.5 * per_page_s * len(batch) > deadline
-                ):
-                    log.info(
-                        "deadline near: stopping %s at page %d (checkpoint)", doc.name, batch[0].page_number
-                    )
-                    result.seconds = time.monotonic() - started
-                    return result
-                flush(batch)
-                batch = []
-        if batch:
+        def batches() -> Iterator[list[Any]]:
+            batch: list[Any] = []
+            size: int | None = None
+            for frame in doc.pages(start_page=begin):
+                size = size or embedder.batch_size_for(embedder.visual_tokens(frame.width, frame.height))
+                batch.append(frame)
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        for batch in batches():
             if (
                 deadline is not None
                 and per_page_s
                 and time.monotonic() + 1.5 * per_page_s * len(batch) > deadline
             ):
+                log.info("deadline near: stopping %s at page %d (checkpoint)", doc.name, batch[0].page_number)
                 result.seconds = time.monotonic() - started
                 return result
             flush(batch)
