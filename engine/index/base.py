@@ -97,6 +97,19 @@ class SearchHit:
         return {"score": round(self.score, 5), "point_id": self.point_id, **self.payload}
 
 
+class PayloadQueries:
+    """Lookups every backend answers the same way from its payload scroll (`_payloads`)."""
+
+    def _payloads(self, field: str, value: str, fields: list[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def stored_pages(self, document_id: str) -> set[int]:
+        return {int(p["page_number"]) for p in self._payloads("document_id", document_id, ["page_number"])}
+
+    def documents_for_source(self, source_uri: str) -> set[str]:
+        return {p["document_id"] for p in self._payloads("source_uri", source_uri, ["document_id"])}
+
+
 SEARCH_MODES = ("rerank", "exact", "dense")
 
 

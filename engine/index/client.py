@@ -15,6 +15,7 @@ from engine.index.base import (
     PAYLOAD_INDEXES,
     ROWS,
     PageRecord,
+    PayloadQueries,
     SearchHit,
     check_model,
     point_id,
@@ -32,7 +33,7 @@ def _transient() -> tuple[type[BaseException], ...]:
     return (OSError, httpx.TransportError, ResponseHandlingException)
 
 
-class ClientIndex:
+class ClientIndex(PayloadQueries):
     def __init__(self, *, model_id: str, dim: int = 128, collection: str = "pages", url: str | None = None,
                  api_key: str | None = None, path: str | None = None, float16: bool = True, timeout: int = 30) -> None:  # fmt: skip
         self.model_id, self.dim, self.collection = model_id, dim, collection
@@ -92,8 +93,8 @@ class ClientIndex:
             wait=True,
         )
 
-    def _scroll(self, flt: models.Filter, fields: list[str]) -> list[dict[str, Any]]:
-        out, offset = [], None
+    def _payloads(self, field: str, value: str, fields: list[str]) -> list[dict[str, Any]]:
+        flt, out, offset = _match(field, value), [], None
         while True:
             recs, offset = self.client.scroll(
                 self.collection,
@@ -106,14 +107,6 @@ class ClientIndex:
             out += [r.payload or {} for r in recs]
             if offset is None:
                 return out
-
-    def stored_pages(self, document_id: str) -> set[int]:
-        return {
-            int(p["page_number"]) for p in self._scroll(_match("document_id", document_id), ["page_number"])
-        }
-
-    def documents_for_source(self, source_uri: str) -> set[str]:
-        return {p["document_id"] for p in self._scroll(_match("source_uri", source_uri), ["document_id"])}
 
     def count(self, document_id: str | None = None) -> int:
         return self.client.count(

@@ -17,6 +17,7 @@ from engine.index.base import (
     PAYLOAD_INDEXES,
     ROWS,
     PageRecord,
+    PayloadQueries,
     SearchHit,
     check_model,
     point_id,
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
 
 
-class EdgeIndex:
+class EdgeIndex(PayloadQueries):
     backend = "qdrant-edge"
 
     def __init__(self, path: str | Path, *, model_id: str, dim: int = 128, float16: bool = True) -> None:
@@ -79,8 +80,8 @@ class EdgeIndex:
         self.shard.flush()
 
     # ------------------------------------------------------------------------------------------- reads
-    def _scroll(self, flt: qe.Filter | None, fields: list[str]) -> list[dict[str, Any]]:
-        out, offset = [], None
+    def _payloads(self, field: str, value: str, fields: list[str]) -> list[dict[str, Any]]:
+        flt, out, offset = _match(field, value), [], None
         while True:
             records, offset = self.shard.scroll(
                 qe.ScrollRequest(
@@ -90,14 +91,6 @@ class EdgeIndex:
             out += [r.payload or {} for r in records]
             if offset is None:
                 return out
-
-    def stored_pages(self, document_id: str) -> set[int]:
-        return {
-            int(p["page_number"]) for p in self._scroll(_match("document_id", document_id), ["page_number"])
-        }
-
-    def documents_for_source(self, source_uri: str) -> set[str]:
-        return {p["document_id"] for p in self._scroll(_match("source_uri", source_uri), ["document_id"])}
 
     def count(self, document_id: str | None = None) -> int:
         return self.shard.count(
