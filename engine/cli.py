@@ -233,8 +233,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_heatmap(args: argparse.Namespace) -> int:
     dv = _service(args)
-    Path(args.out).write_bytes(dv.heatmap_png(args.query, args.document, args.page))
     smap = dv.similarity_map(args.query, args.document, args.page)
+    Path(args.out).write_bytes(dv.render_heatmap(smap))
     top = smap["patches"][0]
     out.print(
         f"wrote {args.out}: page {args.page}, grid {smap['grid'][0]}x{smap['grid'][1]}, score {smap['score']:.4f}, hottest patch box {top['box']}",

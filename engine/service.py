@@ -183,14 +183,16 @@ class DocVision:
             )
         return {
             "query": query, "document_id": document_id, "page_number": page_number, "grid": [rows, cols],
-            "page_size": [w, h], "score": round(float(sims.max(axis=1).sum()), 5),
+            "page_size": [w, h], "image_key": payload.get("image_key"), "score": round(float(sims.max(axis=1).sum()), 5),
             "patch_contribution_total": round(float(contrib.sum()), 5), "patches": patches,
         }  # fmt: skip
 
     def heatmap_png(self, query: str, document_id: str, page_number: int, alpha: float = 0.45) -> bytes:
-        smap = self.similarity_map(query, document_id, page_number)
-        payload, _ = self.page_vectors(document_id, page_number)
-        page = Image.open(io.BytesIO(self.store.get(payload["image_key"]))).convert("RGB")
+        return self.render_heatmap(self.similarity_map(query, document_id, page_number), alpha)
+
+    def render_heatmap(self, smap: dict[str, Any], alpha: float = 0.45) -> bytes:
+        """The page image with a similarity map laid over it (red = most similar patches)."""
+        page = Image.open(io.BytesIO(self.store.get(smap["image_key"]))).convert("RGB")
         rows, cols = smap["grid"]
         grid = np.zeros((rows, cols), dtype=np.float32)
         for p in smap["patches"]:
