@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         None, description="Force the model family (colqwen2, colqwen2.5, colpali, colidefics3)."
     )
     compute: str = Field("auto", description="Compute path: auto, bf16, fp32, int8 (CPU) or cuda.")
+    speedups: str = Field(
+        "auto",
+        description="Model speed patches (engine/embedding/fast.py): auto, none, or a comma list of "
+        "linear_patch_embed, batched_attention, prepacked_linear, fp8, compile.",
+    )
     threads: int | None = Field(None, description="CPU threads for the model (default: all available).")
     memory_budget_mb: int | None = Field(
         None,

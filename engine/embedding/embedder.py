@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.embedding import compute
+from engine.embedding import compute, fast
 from engine.embedding.baked import load_baked
 from engine.embedding.families import Family, detect_family
 from engine.embedding.loader import load_source
@@ -68,6 +68,7 @@ class Embedder:
         *,
         family: str | None = None,
         compute_mode: str = "auto",
+        speedups: str | None = "auto",
         threads: int | None = None,
         verify: bool = True,
         max_visual_tokens: int | None = None,
@@ -105,6 +106,7 @@ class Embedder:
             self.model_id = "tiny-random-" + self.family.name
         if self.plan.device == "cuda":
             self.model = self.model.to("cuda")
+        self.speedups = fast.apply(self.model, fast.parse(speedups, self.plan.device))
         if max_visual_tokens and "longest_edge" in (
             getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
         ):
@@ -229,6 +231,7 @@ class Embedder:
             "family": self.family.name,
             "compute": self.plan.name,
             "threads": self.plan.threads,
+            "speedups": self.speedups,
             "reason": self.plan.reason,
             "dim": self.dim,
             "load_seconds": round(self.load_seconds, 3),

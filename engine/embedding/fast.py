@@ -1,0 +1,283 @@
+"""Speed patches for Qwen2-VL-based families (ColQwen2, ColQwen2.5): same math, less overhead.
+
+Each patch is optional, applied after loading, and measured on its own in ``bench/embed_variants.py``
+(figures in bench/results/embed-variants-*.json); ``DOCVISION_SPEEDUPS`` picks them, default ``auto``.
+
+linear_patch_embed  The vision tower's patch embedding is a Conv3d whose kernel equals its stride and its
+                    input (2×14×14 pixels × 3 channels). That is a matrix product; cuDNN/oneDNN run it as a
+                    slow 3-D convolution. Replaced by a Linear holding the same weights (bit-identical math).
+batched_attention   transformers splits the packed vision sequence into one attention call per image and
+                    reads ``cu_seqlens`` back to the host in each of the 32 layers (a GPU sync each). Pages
+                    of equal size (the common case: one DPI, one paper size) go through one batched SDPA
+                    call; the lengths are read once per forward.
+prepacked_linear    CPU bf16 only: Linear weights reordered once into oneDNN's blocked layout (the AMX/VNNI tile
+                    format) instead of on every call; ``torch.ops.mkldnn._linear_pointwise`` runs them.
+fp8                 CUDA (Hopper) only: Linear layers as FP8 e4m3 matrix products (``torch._scaled_mm``),
+                    weights per output channel, activations per token, scaled back to bf16.
+compile             ``torch.compile`` of the vision blocks and the language model (Inductor).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ALL = ("linear_patch_embed", "batched_attention", "prepacked_linear", "fp8", "compile")
+
+
+def default_speedups(device: str) -> tuple[str, ...]:
+    """What the benchmarks showed helps, per device (bench/results/embed-variants-*.json).
+
+    H100, batch 32: patch embedding + batched attention 1.04x, + torch.compile 1.51x (cosine to fp32
+    unchanged); fp8 on top 1.64x but cosine 0.980, so it stays opt-in. CPU (AMX, 2 cores): compile was
+    slower than eager (12.7 vs 9.7 s/page) and prepacked oneDNN weights within run-to-run noise.
+    """
+    base = ("linear_patch_embed", "batched_attention")
+    return (*base, "compile") if device == "cuda" else base
+
+
+def parse(spec: str | None, device: str) -> tuple[str, ...]:
+    from engine.errors import ConfigError
+
+    if spec is None or spec.strip() in ("", "auto"):
+        return default_speedups(device)
+    if spec.strip() == "none":
+        return ()
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        raise ConfigError(f"DOCVISION_SPEEDUPS: unknown {unknown}; known: auto, none, {', '.join(ALL)}")
+    return names
+
+
+def apply(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """Apply the named patches that fit this model and device; returns those applied."""
+    applied = []
+    for name in names:
+        if PATCHES[name](model):
+            applied.append(name)
+    if applied:
+        log.info("speedups applied: %s", ", ".join(applied))
+    return applied
+
+
+# ------------------------------------------------------------------------------------------ patch embed
+class LinearPatchProj(nn.Module):
+    """Drop-in for ``PatchEmbed.proj``: (n, C, T, P, P) → (n, E) as one matrix product."""
+
+    def __init__(self, conv: nn.Conv3d) -> None:
+        super().__init__()
+        self.out_channels = conv.out_channels
+        self.weight = nn.Parameter(conv.weight.detach().reshape(conv.out_channels, -1), requires_grad=False)
+        self.bias = conv.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
+
+
+def _vision(model: nn.Module) -> Any:
+    visual = getattr(model, "visual", None)
+    if visual is None:
+        inner = getattr(model, "model", None)
+        visual = getattr(inner, "visual", None)
+    return visual
+
+
+def linear_patch_embed(model: nn.Module) -> bool:
+    visual = _vision(model)
+    proj = getattr(getattr(visual, "patch_embed", None), "proj", None)
+    if not isinstance(proj, nn.Conv3d) or list(proj.kernel_size) != list(proj.stride):
+        return False
+    visual.patch_embed.proj = LinearPatchProj(proj)
+    return True
+
+
+# ------------------------------------------------------------------------------------------ attention
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _attention_forward(
+    self: Any,
+    hidden_states: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    n = hidden_states.shape[0]
+    q, k, v = self.qkv(hidden_states).reshape(n, 3, self.num_heads, -1).unbind(1)  # (n, heads, head_dim)
+    assert position_embeddings is not None, "Qwen2-VL vision blocks always pass rotary embeddings"
+    cos, sin = position_embeddings  # fp32, (n, head_dim): rotary kept in fp32 as upstream does
+    cos, sin = cos.unsqueeze(-2).float(), sin.unsqueeze(-2).float()
+    qf, kf = q.float(), k.float()
+    q = (qf * cos + _rotate_half(qf) * sin).to(v.dtype)
+    k = (kf * cos + _rotate_half(kf) * sin).to(v.dtype)
+    lengths = self._docvision_lengths[0]
+    if lengths is not None and len(set(lengths)) == 1:
+        b, L = len(lengths), lengths[0]
+        q, k, v = (t.reshape(b, L, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)  # (b, heads, L, head_dim)
+        out = out.transpose(1, 2).reshape(n, -1)
+    else:
+        if lengths is None:
+            lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+        outs = [
+            F.scaled_dot_product_attention(
+                qi.transpose(0, 1)[None],
+                ki.transpose(0, 1)[None],
+                vi.transpose(0, 1)[None],
+                scale=self.scaling,
+            )[0].transpose(0, 1)
+            for qi, ki, vi in zip(q.split(lengths), k.split(lengths), v.split(lengths), strict=True)
+        ]
+        out = torch.cat(outs).reshape(n, -1)
+    return self.proj(out)
+
+
+def batched_attention(model: nn.Module) -> bool:
+    visual = _vision(model)
+    blocks = getattr(visual, "blocks", None)
+    if not blocks or not hasattr(blocks[0], "attn") or not hasattr(blocks[0].attn, "qkv"):
+        return False
+    attn_cls = type(blocks[0].attn)
+    if attn_cls.__name__ != "VisionAttention":  # Qwen2-VL only; Qwen2.5-VL windows its attention
+        return False
+    shared: list[list[int] | None] = [None]  # per-forward image lengths, read once from grid_thw
+
+    def remember_lengths(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        shared[0] = None if grid is None else [int(t * h * w) for t, h, w in grid.tolist()]
+
+    visual.register_forward_pre_hook(remember_lengths, with_kwargs=True)
+    for blk in blocks:
+        blk.attn._docvision_lengths = shared
+        blk.attn.forward = _attention_forward.__get__(blk.attn)
+    return True
+
+
+# ------------------------------------------------------------------------------------------ oneDNN prepack
+class PrepackedLinear(nn.Module):
+    """bf16 Linear whose weight sits in oneDNN's blocked layout, packed once at load."""
+
+    def __init__(self, lin: nn.Linear, rows_hint: int = 1024) -> None:
+        super().__init__()
+        w = lin.weight.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(w, rows_hint)
+        self.bias = None if lin.bias is None else lin.bias.detach()
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+        # transformers reads `.weight.dtype/.device`; an empty tensor answers without keeping a second copy
+        self.weight = torch.empty(0, dtype=w.dtype, device=w.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.mkldnn._linear_pointwise(
+            x.reshape(-1, shape[-1]), self.packed, self.bias, "none", [], ""
+        )
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def prepacked_linear(model: nn.Module) -> bool:
+    linears = [
+        (parent, name, mod)
+        for parent in model.modules()
+        for name, mod in parent.named_children()
+        if type(mod) is nn.Linear
+        and mod.weight.device.type == "cpu"
+        and mod.weight.dtype in (torch.bfloat16, torch.float32)
+    ]
+    if not linears or not torch.backends.mkldnn.is_available():
+        return False
+    dtype = linears[0][2].weight.dtype
+    try:  # bf16 packing needs AVX512-BW/VL/DQ or AVX-NE-CONVERT; refuse cleanly elsewhere
+        PrepackedLinear(nn.Linear(32, 32).to(dtype))(torch.zeros(2, 32, dtype=dtype))
+    except RuntimeError as exc:
+        log.info("prepacked_linear not available on this CPU: %s", str(exc).splitlines()[0])
+        return False
+    for parent, name, mod in linears:
+        setattr(parent, name, PrepackedLinear(mod))
+    return True
+
+
+# ------------------------------------------------------------------------------------------ fp8
+FP8_MAX = 448.0
+
+
+class Fp8Linear(nn.Module):
+    """y = x W^T + b with x and W in float8 e4m3 (per-token and per-channel scales), output bf16."""
+
+    w8: torch.Tensor
+    w_scale: torch.Tensor
+
+    def __init__(self, lin: nn.Linear) -> None:
+        super().__init__()
+        w = lin.weight.detach().float()
+        scale = (w.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
+        self.register_buffer("w8", (w / scale).to(torch.float8_e4m3fn))
+        self.register_buffer("w_scale", scale.reshape(1, -1).contiguous())
+        self.bias = None if lin.bias is None else nn.Parameter(lin.bias.detach(), requires_grad=False)
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        xs = (x2.abs().amax(dim=1, keepdim=True).float() / FP8_MAX).clamp(min=1e-12)
+        x8 = (x2 / xs).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(x8, self.w8.t(), scale_a=xs, scale_b=self.w_scale, out_dtype=torch.bfloat16)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def fp8(model: nn.Module) -> bool:
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        return False
+    targets = [
+        (parent, name, mod)
+        for parent in model.modules()
+        for name, mod in parent.named_children()
+        if isinstance(mod, nn.Linear)
+        and mod.weight.is_cuda
+        and mod.in_features % 16 == 0
+        and mod.out_features % 16 == 0
+        and mod.out_features > 128  # keep the 128-d embedding head in bf16
+    ]
+    for parent, name, mod in targets:
+        setattr(parent, name, Fp8Linear(mod))
+    return bool(targets)
+
+
+# ------------------------------------------------------------------------------------------ compile
+def compile_model(model: nn.Module) -> bool:
+    if torch.cuda.is_available():
+        mode = None
+    else:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # weights become constants: oneDNN prepacks them (AMX/VNNI layouts)
+        mode = None
+    visual = _vision(model)
+    for blk in getattr(visual, "blocks", []):
+        blk.compile(mode=mode, dynamic=False)
+    lm = getattr(model, "language_model", None) or getattr(
+        getattr(model, "model", None), "language_model", None
+    )
+    for layer in getattr(lm, "layers", []):
+        layer.compile(mode=mode, dynamic=False)
+    return True
+
+
+PATCHES = {
+    "linear_patch_embed": linear_patch_embed,
+    "batched_attention": batched_attention,
+    "prepacked_linear": prepacked_linear,
+    "fp8": fp8,
+    "compile": compile_model,
+}

@@ -1,0 +1,103 @@
+"""Speed patches (engine/embedding/fast.py) must not change what the model computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from engine.embedding import Embedder, fast
+from engine.errors import ConfigError
+from tests.fixtures.documents import text_image
+
+
+def stock(tiny: Path):
+    from colpali_engine.models import ColQwen2, ColQwen2Processor
+
+    return ColQwen2.from_pretrained(tiny, dtype=torch.float32).eval(), ColQwen2Processor.from_pretrained(tiny)
+
+
+def mixed_pages() -> list[Image.Image]:
+    """Two letter pages (equal patch counts → one batched attention call) and a landscape one (split path)."""
+    return [
+        text_image((850, 1100), "INVOICE 1001"),
+        text_image((850, 1100), "BILL OF LADING"),
+        text_image((1100, 700), "PACKING LIST"),
+    ]
+
+
+def max_masked_diff(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((a[mask] - b[mask]).abs().max())
+
+
+@pytest.mark.parametrize(
+    "patches",
+    [
+        ["linear_patch_embed"],
+        ["batched_attention"],
+        ["prepacked_linear"],
+        ["linear_patch_embed", "batched_attention"],
+    ],
+)
+def test_patch_is_the_same_math(tiny_colqwen2: Path, patches: list[str]) -> None:
+    ref_model, processor = stock(tiny_colqwen2)
+    model, _ = stock(tiny_colqwen2)
+    assert fast.apply(model, patches) == patches
+    for imgs in (mixed_pages()[:2], mixed_pages()):  # equal sizes, then mixed sizes
+        batch = processor.process_images(imgs)
+        with torch.inference_mode():
+            ref, out = ref_model(**batch), model(**batch)
+        assert max_masked_diff(ref, out, batch["attention_mask"].bool()) < 1e-4
+
+
+def test_patch_embed_is_a_linear_with_the_conv_weights(tiny_colqwen2: Path) -> None:
+    model, _ = stock(tiny_colqwen2)
+    conv = model.visual.patch_embed.proj
+    fast.apply(model, ["linear_patch_embed"])
+    lin = model.visual.patch_embed.proj
+    assert isinstance(lin, fast.LinearPatchProj)
+    assert torch.equal(lin.weight, conv.weight.reshape(conv.out_channels, -1))
+
+
+def test_compiled_model_matches_eager(tiny_colqwen2: Path) -> None:
+    ref_model, processor = stock(tiny_colqwen2)
+    model, _ = stock(tiny_colqwen2)
+    assert "compile" in fast.apply(model, ["linear_patch_embed", "batched_attention", "compile"])
+    batch = processor.process_images(mixed_pages()[:2])
+    with torch.inference_mode():
+        ref, out = ref_model(**batch), model(**batch)
+    torch._dynamo.reset()
+    assert max_masked_diff(ref, out, batch["attention_mask"].bool()) < 1e-3
+
+
+def test_fp8_linear_numerics() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 512).to(torch.bfloat16)
+    x = torch.randn(4, 7, 256, dtype=torch.bfloat16)
+    y = fast.Fp8Linear(lin)(x)
+    assert y.shape == (4, 7, 512) and y.dtype == torch.bfloat16
+    cos = torch.nn.functional.cosine_similarity(y.float(), lin(x).float(), dim=-1)
+    assert cos.min() > 0.99
+
+
+def test_fp8_is_not_applied_without_a_gpu(tiny_colqwen2: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("machine has a GPU")
+    model, _ = stock(tiny_colqwen2)
+    assert fast.apply(model, ["fp8"]) == []
+
+
+def test_spec_parsing() -> None:
+    assert fast.parse("auto", "cuda") == ("linear_patch_embed", "batched_attention", "compile")
+    assert fast.parse(None, "cpu") == ("linear_patch_embed", "batched_attention")
+    assert fast.parse("none", "cpu") == ()
+    assert fast.parse("fp8, compile", "cuda") == ("fp8", "compile")
+    with pytest.raises(ConfigError, match="unknown \\['turbo'\\]"):
+        fast.parse("compile,turbo", "cpu")
+
+
+def test_embedder_reports_its_speedups(baked_tiny: Path) -> None:
+    assert Embedder(str(baked_tiny)).describe()["speedups"] == ["linear_patch_embed", "batched_attention"]
+    assert Embedder(str(baked_tiny), speedups="none").describe()["speedups"] == []
