@@ -71,11 +71,10 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
-## bench: rendering benchmark → bench/results/*.json
+## bench: every CPU benchmark → bench/results/*.json (GPU ones: bench/embed_gpu.py, bench/embed_variants.py on a GPU host)
 bench: setup
 	$(PY) bench/render.py
 	$(PY) bench/search.py
-	$(PY) bench/search_prefetch.py
 	$(PY) bench/extract.py
 	$(PY) bench/ingest_memory.py
 	$(PY) bench/embed.py --label cpu-$$(uname -m)

@@ -169,6 +169,11 @@ def main() -> None:
     parser.add_argument("--compute", default="auto")
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--cpus", help="pin workers to these CPUs, e.g. 0,1")
+    parser.add_argument(
+        "--stock-from",
+        help="with --skip-stock: label of an earlier run whose stock outputs (same model, same pages) "
+        "serve as the fidelity reference",
+    )
     parser.add_argument("--worker", choices=["stock", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     full, baked = WORK / "colqwen2-full-random", WORK / "colqwen2-full-random-baked"
@@ -222,10 +227,13 @@ def main() -> None:
         "prep": prep,
         **results,
     }
-    if "stock" in results:
+    stock_label = args.stock_from if "stock" not in results else args.label
+    if stock_label and (WORK / f"{stock_label}-stock.npz").exists():
         payload["fidelity_vs_stock_fp32"] = fidelity(
-            WORK / f"{args.label}-stock.npz", WORK / f"{args.label}-ours.npz"
+            WORK / f"{stock_label}-stock.npz", WORK / f"{args.label}-ours.npz"
         )
+        payload["fidelity_reference"] = f"stock fp32 outputs of run {stock_label!r}"
+    if "stock" in results:
         payload["speedup_batch8"] = round(
             results["stock"]["seconds_per_page_batch8"] / results["ours"]["seconds_per_page_batch8"], 2
         )

@@ -120,6 +120,7 @@ def ingest_document(
                 return result
             flush(batch)
         result.complete, result.next_page = True, None
+        index.optimize()  # embedded edge shard: build HNSW graphs for what was added (a server does it itself)
         # Replace older versions of this source only now that the new one is completely stored.
         for old in index.documents_for_source(uri) - {doc.document_id}:
             index.delete_document(old)

@@ -113,6 +113,11 @@ class PayloadQueries:
 SEARCH_MODES = ("rerank", "exact", "dense")
 
 
+def hnsw_ef(prefetch_limit: int) -> int:
+    """HNSW beam width for a prefetch: at least the number of candidates asked for (Qdrant's default is 100)."""
+    return max(128, prefetch_limit)
+
+
 def query_plan(query: np.ndarray, mode: str, prefetch_limit: int) -> tuple[list, str, list[tuple[str, int]]]:
     """What every backend runs for a search mode: (query vector(s), vector name, [(prefetch vector, limit)]).
 

@@ -9,6 +9,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from engine.index.base import (
+    hnsw_ef,
     COLS,
     FULL,
     MEAN,
@@ -93,6 +94,9 @@ class ClientIndex(PayloadQueries):
             wait=True,
         )
 
+    def optimize(self) -> None:
+        """Nothing to do: a Qdrant server indexes in the background; local mode has no HNSW at all."""
+
     def _payloads(self, field: str, value: str, fields: list[str]) -> list[dict[str, Any]]:
         flt, out, offset = _match(field, value), [], None
         while True:
@@ -139,7 +143,14 @@ class ClientIndex(PayloadQueries):
         )
         vector, using, stages = query_plan(query, mode, prefetch_limit)
         prefetch = [
-            models.Prefetch(query=vector, using=name, limit=limit, filter=flt) for name, limit in stages
+            models.Prefetch(
+                query=vector,
+                using=name,
+                limit=limit,
+                filter=flt,
+                params=models.SearchParams(hnsw_ef=hnsw_ef(limit)),
+            )
+            for name, limit in stages
         ]
         res = self.client.query_points(
             self.collection,

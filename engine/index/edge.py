@@ -11,6 +11,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from engine.index.base import (
+    hnsw_ef,
     COLS,
     FULL,
     MEAN,
@@ -32,7 +33,15 @@ _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaT
 class EdgeIndex(PayloadQueries):
     backend = "qdrant-edge"
 
-    def __init__(self, path: str | Path, *, model_id: str, dim: int = 128, float16: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        model_id: str,
+        dim: int = 128,
+        float16: bool = True,
+        indexing_threshold_kb: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.model_id, self.dim = model_id, dim
         meta_path = self.path / "docvision-collection.json"
@@ -42,13 +51,14 @@ class EdgeIndex(PayloadQueries):
             self.shard = qe.EdgeShard.load(str(self.path / "shard"))
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.shard = qe.EdgeShard.create(str(self.path / "shard"), self._config(dim, float16))
+            config = self._config(dim, float16, indexing_threshold_kb)
+            self.shard = qe.EdgeShard.create(str(self.path / "shard"), config)
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
             meta_path.write_text(json.dumps({"model_id": model_id, "dim": dim, "float16": float16}))
 
     @staticmethod
-    def _config(dim: int, float16: bool) -> qe.EdgeConfig:
+    def _config(dim: int, float16: bool, indexing_threshold_kb: int | None = None) -> qe.EdgeConfig:
         dtype = qe.VectorStorageDatatype.Float16 if float16 else None
         maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
         hnsw = qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1000)
@@ -62,6 +72,8 @@ class EdgeIndex(PayloadQueries):
                 MEAN: qe.EdgeVectorParams(dim, qe.Distance.Cosine, hnsw_config=hnsw),
             },
             hnsw_config=hnsw,
+            # segments below this size (Qdrant's default: 10 MB of vectors, ~350 pages) stay brute-force
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ writes
@@ -77,6 +89,12 @@ class EdgeIndex(PayloadQueries):
 
     def delete_document(self, document_id: str) -> None:
         self.shard.update(qe.UpdateOperation.delete_points_by_filter(_match("document_id", document_id)))
+        self.shard.flush()
+
+    def optimize(self) -> None:
+        """Build the HNSW graphs and merge segments. Edge never does this by itself: until it runs, every
+        search is a brute-force scan of the unindexed segment (bench/results/search.json shows the cost)."""
+        self.shard.optimize()
         self.shard.flush()
 
     # ------------------------------------------------------------------------------------------- reads
@@ -116,7 +134,12 @@ class EdgeIndex(PayloadQueries):
         )
         vector, using, stages = query_plan(query, mode, prefetch_limit)
         prefetches = [
-            qe.Prefetch(limit=limit, query=qe.Query.Nearest(vector, using=name), filter=flt)
+            qe.Prefetch(
+                limit=limit,
+                query=qe.Query.Nearest(vector, using=name),
+                filter=flt,
+                params=qe.SearchParams(hnsw_ef=hnsw_ef(limit)),
+            )
             for name, limit in stages
         ]
         req = qe.QueryRequest(
@@ -129,12 +152,15 @@ class EdgeIndex(PayloadQueries):
         return [SearchHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(req)]
 
     def info(self) -> dict[str, Any]:
+        info = self.shard.info()
         return {
             "backend": self.backend,
             "path": str(self.path),
             "model_id": self.model_id,
             "dim": self.dim,
             "points": self.count(),
+            "segments": info.segments_count,
+            "indexed_vectors": info.indexed_vectors_count,
         }
 
     def close(self) -> None:

@@ -123,3 +123,32 @@ def test_transient_upsert_errors_are_retried_then_typed(tmp_path: Path) -> None:
         and "docA" in str(info.value)
         and "resume" in str(info.value)
     )
+
+
+def test_optimized_edge_shard_uses_hnsw_and_stays_correct(tmp_path: Path) -> None:
+    """Edge never indexes by itself: optimize() builds the graphs; search, later upserts and reopen still work."""
+    from engine.index.edge import EdgeIndex
+
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", indexing_threshold_kb=1)
+    query = unit(RNG.normal(size=(8, 128)))
+    records = [record(f"doc{d:03d}", 1) for d in range(300)]
+    planted = np.array(records[123].vectors)
+    planted[6 : 6 + 8] = query
+    records[123].vectors = planted
+    index.upsert(records)
+    assert index.info()["indexed_vectors"] == 0
+    index.optimize()
+    assert index.info()["indexed_vectors"] > 0
+    for mode in ("rerank", "exact", "dense"):
+        assert index.search(query, top_k=3, mode=mode)[0].document_id == "doc123", mode
+    late = record("late", 1)
+    late.vectors = planted.copy()
+    late.vectors[6 : 6 + 8] = query[::-1]
+    index.upsert([late])  # lands in a new appendable segment, searchable before the next optimize
+    assert {h.document_id for h in index.search(query, top_k=2, mode="rerank")} == {"doc123", "late"}
+    index.optimize()
+    index.close()
+    again = EdgeIndex(tmp_path / "edge", model_id="m1")
+    assert again.count() == 301
+    assert again.search(query, top_k=1)[0].document_id in {"doc123", "late"}
+    again.close()
