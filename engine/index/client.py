@@ -9,7 +9,6 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from engine.index.base import (
-    hnsw_ef,
     COLS,
     FULL,
     MEAN,
@@ -19,6 +18,7 @@ from engine.index.base import (
     PayloadQueries,
     SearchHit,
     check_model,
+    hnsw_ef,
     point_id,
     query_plan,
     with_retries,

@@ -11,7 +11,6 @@ import numpy as np
 import qdrant_edge as qe
 
 from engine.index.base import (
-    hnsw_ef,
     COLS,
     FULL,
     MEAN,
@@ -21,6 +20,7 @@ from engine.index.base import (
     PayloadQueries,
     SearchHit,
     check_model,
+    hnsw_ef,
     point_id,
     query_plan,
     with_retries,
