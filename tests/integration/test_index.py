@@ -152,3 +152,45 @@ def test_optimized_edge_shard_uses_hnsw_and_stays_correct(tmp_path: Path) -> Non
     assert again.count() == 301
     assert again.search(query, top_k=1)[0].document_id in {"doc123", "late"}
     again.close()
+
+
+def test_pooled_2x2_averages_grid_blocks() -> None:
+    rec = record("docA", 1)  # grid 4 rows x 5 cols after 6 prompt tokens
+    pooled = rec.pooled_2x2()
+    assert pooled.shape == (2 * 3, 128)  # odd column count: the last block is one column wide
+    patches = rec.vectors[6:].reshape(4, 5, 128)
+    first = patches[:2, :2].reshape(-1, 128).sum(0)
+    last = patches[2:, 4].sum(0)
+    np.testing.assert_allclose(pooled[0], first / np.linalg.norm(first), atol=1e-5)
+    np.testing.assert_allclose(pooled[-1], last / np.linalg.norm(last), atol=1e-5)
+
+
+def test_index_from_an_older_schema_is_refused_with_advice(tmp_path: Path) -> None:
+    import json
+
+    from qdrant_client import QdrantClient, models
+
+    from engine.errors import ConfigError
+
+    settings = Settings(index_backend="edge", index_path=tmp_path / "edge-old")
+    open_index("m1", 128, settings).close()
+    meta_path = next((tmp_path / "edge-old").rglob("docvision-collection.json"))
+    meta = json.loads(meta_path.read_text())
+    del meta["vectors"]  # what session-1 indexes wrote
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="older docvision"):
+        open_index("m1", 128, settings)
+
+    local = tmp_path / "local-old"
+    client = QdrantClient(path=str(local / "pages" / "local"))
+    maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+    client.create_collection(
+        "pages",
+        vectors_config={
+            name: models.VectorParams(size=128, distance=models.Distance.COSINE, multivector_config=maxsim)
+            for name in ("colqwen", "rows", "cols")
+        },
+    )
+    client.close()
+    with pytest.raises(ConfigError, match="older docvision"):
+        open_index("m1", 128, Settings(index_backend="local", index_path=local))
