@@ -13,8 +13,7 @@ import numpy as np
 from engine.errors import ModelMismatch, UpsertFailed
 
 POINT_NAMESPACE = uuid.UUID("6f1c0d8e-7c1a-4c57-9a55-2f0f5d7a9b11")
-FULL, ROWS, COLS, MEAN, POOL = "colqwen", "rows", "cols", "mean", "pool2x2"
-VECTOR_NAMES = (FULL, ROWS, COLS, MEAN, POOL)
+FULL, ROWS, COLS, MEAN = "colqwen", "rows", "cols", "mean"
 PAYLOAD_INDEXES = {"document_id": "keyword", "page_number": "integer", "source_uri": "keyword"}
 
 
@@ -54,28 +53,10 @@ class PageRecord:
         mean = self.vectors.mean(axis=0)
         return _unit(rows), _unit(cols), _unit(mean[None])[0]
 
-    def pooled_2x2(self) -> np.ndarray:
-        """Patch vectors averaged over 2×2 blocks of the grid (~4× fewer): the middle rerank stage, which
-        approximates full MaxSim cheaply because neighbouring patches of a page are alike."""
-        if not self.grid:
-            return _unit(
-                np.stack(
-                    [ch.mean(axis=0) for ch in np.array_split(self.vectors, max(1, len(self.vectors) // 4))]
-                )
-            )
-        r, c = self.grid
-        patches = self.vectors[self.patch_offset : self.patch_offset + r * c].reshape(r, c, -1)
-        starts_r, starts_c = np.arange(0, r, 2), np.arange(0, c, 2)
-        sums = np.add.reduceat(np.add.reduceat(patches, starts_r, axis=0), starts_c, axis=1)
-        return _unit(sums.reshape(-1, patches.shape[-1]))
-
     def named_vectors(self) -> dict[str, Any]:
         """The point's named vectors, as every backend stores them."""
         rows, cols, mean = self.pooled()
-        return {
-            FULL: self.vectors.tolist(), ROWS: rows.tolist(), COLS: cols.tolist(), MEAN: mean.tolist(),
-            POOL: self.pooled_2x2().tolist(),
-        }  # fmt: skip
+        return {FULL: self.vectors.tolist(), ROWS: rows.tolist(), COLS: cols.tolist(), MEAN: mean.tolist()}
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -137,52 +118,23 @@ def hnsw_ef(prefetch_limit: int) -> int:
     return max(128, prefetch_limit)
 
 
-@dataclass
-class Stage:
-    """One step of a search: score `using` for `query`, keep `limit`, over the candidates of `prefetch`."""
+def query_plan(query: np.ndarray, mode: str, prefetch_limit: int) -> tuple[list, str, list[tuple[str, int]]]:
+    """What every backend runs for a search mode: (query vector(s), vector name, [(prefetch vector, limit)]).
 
-    query: Any
-    using: str
-    limit: int
-    prefetch: list[Stage] = field(default_factory=list)
-
-
-MIDDLE_STAGE_MIN = 40  # candidates kept by the 2×2-pooled rerank (at least 4× top_k)
-
-
-def query_plan(query: np.ndarray, mode: str, prefetch_limit: int, top_k: int = 10) -> Stage:
-    """What every backend runs for a search mode, as a tree of stages.
-
-    rerank: HNSW prefetch on the row- and column-pooled vectors (`prefetch_limit` each), MaxSim over the
-    2×2-pooled patches of those candidates, MaxSim over the full multivector of the best of them;
+    rerank: HNSW prefetch on the row- and column-pooled vectors, MaxSim rerank on the full multivector;
     exact: MaxSim over every page's full multivector; dense: one mean vector against the pages' mean vectors.
     """
     q = np.asarray(query, dtype=np.float32)
     if mode == "dense":
         mean = q.mean(axis=0)
-        return Stage((mean / np.linalg.norm(mean)).tolist(), MEAN, top_k)
+        return (mean / np.linalg.norm(mean)).tolist(), MEAN, []
     if mode == "exact":
-        return Stage(q.tolist(), FULL, top_k)
+        return q.tolist(), FULL, []
     if mode == "rerank":
-        v = q.tolist()
-        first = [Stage(v, ROWS, prefetch_limit), Stage(v, COLS, prefetch_limit)]
-        middle = Stage(v, POOL, max(MIDDLE_STAGE_MIN, 4 * top_k), first)
-        return Stage(v, FULL, top_k, [middle])
+        return q.tolist(), FULL, [(ROWS, prefetch_limit), (COLS, prefetch_limit)]
     from engine.errors import ConfigError
 
     raise ConfigError(f"search mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
-
-
-def check_vectors(stored: set[str], where: str) -> None:
-    """An index created by an older release lacks vectors this one searches: say so instead of failing later."""
-    missing = [name for name in VECTOR_NAMES if name not in stored]
-    if missing:
-        from engine.errors import ConfigError
-
-        raise ConfigError(
-            f"index at {where} has no vectors {missing} (created by an older docvision); ingest into a new "
-            "DOCVISION_INDEX_PATH / DOCVISION_COLLECTION, or delete this one and re-ingest"
-        )
 
 
 def check_model(

@@ -13,14 +13,11 @@ from engine.index.base import (
     FULL,
     MEAN,
     PAYLOAD_INDEXES,
-    POOL,
     ROWS,
     PageRecord,
     PayloadQueries,
     SearchHit,
-    Stage,
     check_model,
-    check_vectors,
     hnsw_ef,
     point_id,
     query_plan,
@@ -49,7 +46,6 @@ class ClientIndex(PayloadQueries):
         if self.client.collection_exists(collection):
             params = self.client.get_collection(collection).config.params.vectors
             stored_dim = params[FULL].size if isinstance(params, dict) and FULL in params else None
-            check_vectors(set(params) if isinstance(params, dict) else set(), self.where)
             sample, _ = self.client.scroll(collection, limit=1, with_payload=["model_id"], with_vectors=False)
             check_model(
                 (sample[0].payload or {}).get("model_id") if sample else None,
@@ -68,8 +64,6 @@ class ClientIndex(PayloadQueries):
             self.collection,
             vectors_config={
                 FULL: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim,
-                                          datatype=dtype, hnsw_config=models.HnswConfigDiff(m=0)),
-                POOL: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim,
                                           datatype=dtype, hnsw_config=models.HnswConfigDiff(m=0)),
                 ROWS: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim),
                 COLS: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim),
@@ -147,23 +141,22 @@ class ClientIndex(PayloadQueries):
             if document_ids
             else None
         )
-        plan = query_plan(query, mode, prefetch_limit, top_k)
-
-        def prefetch(stage: Stage) -> models.Prefetch:
-            return models.Prefetch(
-                query=stage.query,
-                using=stage.using,
-                limit=stage.limit,
-                prefetch=[prefetch(p) for p in stage.prefetch] or None,
+        vector, using, stages = query_plan(query, mode, prefetch_limit)
+        prefetch = [
+            models.Prefetch(
+                query=vector,
+                using=name,
+                limit=limit,
                 filter=flt,
-                params=models.SearchParams(hnsw_ef=hnsw_ef(stage.limit)),
+                params=models.SearchParams(hnsw_ef=hnsw_ef(limit)),
             )
-
+            for name, limit in stages
+        ]
         res = self.client.query_points(
             self.collection,
-            prefetch=[prefetch(p) for p in plan.prefetch] or None,
-            query=plan.query,
-            using=plan.using,
+            prefetch=prefetch or None,
+            query=vector,
+            using=using,
             limit=top_k,
             query_filter=flt,
             with_payload=True,

@@ -15,15 +15,11 @@ from engine.index.base import (
     FULL,
     MEAN,
     PAYLOAD_INDEXES,
-    POOL,
     ROWS,
-    VECTOR_NAMES,
     PageRecord,
     PayloadQueries,
     SearchHit,
-    Stage,
     check_model,
-    check_vectors,
     hnsw_ef,
     point_id,
     query_plan,
@@ -52,7 +48,6 @@ class EdgeIndex(PayloadQueries):
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             check_model(meta["model_id"], meta["dim"], model_id, dim, str(self.path))
-            check_vectors(set(meta.get("vectors", [FULL, ROWS, COLS, MEAN])), str(self.path))
             self.shard = qe.EdgeShard.load(str(self.path / "shard"))
         else:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -60,11 +55,7 @@ class EdgeIndex(PayloadQueries):
             self.shard = qe.EdgeShard.create(str(self.path / "shard"), config)
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
-            meta_path.write_text(
-                json.dumps(
-                    {"model_id": model_id, "dim": dim, "float16": float16, "vectors": list(VECTOR_NAMES)}
-                )
-            )
+            meta_path.write_text(json.dumps({"model_id": model_id, "dim": dim, "float16": float16}))
 
     @staticmethod
     def _config(dim: int, float16: bool, indexing_threshold_kb: int | None = None) -> qe.EdgeConfig:
@@ -73,10 +64,8 @@ class EdgeIndex(PayloadQueries):
         hnsw = qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1000)
         return qe.EdgeConfig(
             vectors={
-                # The full and 2x2-pooled multivectors only rerank a prefetch: no graph for them (m=0).
+                # The full multivector is only ever used to rerank a prefetch: no graph for it (m=0).
                 FULL: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, datatype=dtype,
-                                          hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000)),
-                POOL: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, datatype=dtype,
                                           hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000)),
                 ROWS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
                 COLS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
@@ -143,21 +132,20 @@ class EdgeIndex(PayloadQueries):
             if document_ids
             else None
         )
-        plan = query_plan(query, mode, prefetch_limit, top_k)
-
-        def prefetch(stage: Stage) -> qe.Prefetch:
-            return qe.Prefetch(
-                limit=stage.limit,
-                query=qe.Query.Nearest(stage.query, using=stage.using),
-                prefetches=[prefetch(p) for p in stage.prefetch] or None,
+        vector, using, stages = query_plan(query, mode, prefetch_limit)
+        prefetches = [
+            qe.Prefetch(
+                limit=limit,
+                query=qe.Query.Nearest(vector, using=name),
                 filter=flt,
-                params=qe.SearchParams(hnsw_ef=hnsw_ef(stage.limit)),
+                params=qe.SearchParams(hnsw_ef=hnsw_ef(limit)),
             )
-
+            for name, limit in stages
+        ]
         req = qe.QueryRequest(
             limit=top_k,
-            query=qe.Query.Nearest(plan.query, using=plan.using),
-            prefetches=[prefetch(p) for p in plan.prefetch] or None,
+            query=qe.Query.Nearest(vector, using=using),
+            prefetches=prefetches or None,
             filter=flt,
             with_payload=True,
         )
