@@ -206,6 +206,7 @@ def main() -> None:
     ap.add_argument(
         "--max-local", type=int, default=1000, help="largest size tried with qdrant-client local mode"
     )
+    ap.add_argument("--name", default="search", help="result file name under bench/results/")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -249,8 +250,8 @@ def main() -> None:
                 print(row, file=sys.stderr, flush=True)
                 runs.append(row)
                 shutil.rmtree(path, ignore_errors=True)
-                write_result("search", payload(args, runs))
-    print(write_result("search", payload(args, runs)))
+                write_result(args.name, payload(args, runs))
+    print(write_result(args.name, payload(args, runs)))
 
 
 def payload(args, runs: list[dict]) -> dict:
@@ -264,6 +265,8 @@ def payload(args, runs: list[dict]) -> dict:
             "queries = 20 of the target page's patches plus noise",
         },
         "queries": f"{args.queries} per run; top_k=10; recall@10 against exhaustive MaxSim over full multivectors",
+        "rerank_plan": "HNSW prefetch on row- and column-pooled vectors (prefetch_limit each) -> MaxSim on the "
+        "full multivector",
         "cpus": len(os.sched_getaffinity(0)),
         "runs": runs,
     }  # fmt: skip
