@@ -14,7 +14,10 @@ prepacked_linear    CPU bf16 only: Linear weights reordered once into oneDNN's b
                     format) instead of on every call; ``torch.ops.mkldnn._linear_pointwise`` runs them.
 fp8                 CUDA (Hopper) only: Linear layers as FP8 e4m3 matrix products (``torch._scaled_mm``),
                     weights per output channel, activations per token, scaled back to bf16.
-compile             ``torch.compile`` of the vision blocks and the language model (Inductor).
+compile             ``torch.compile`` of the vision blocks and the language model (Inductor), static shapes:
+                    each new (batch, page size) compiles once (~8 s on an H100); past torch's recompile
+                    limit (8 shapes) further shapes run eagerly. Bulk backfills of one paper size and DPI
+                    hit one or two shapes.
 """
 
 from __future__ import annotations
