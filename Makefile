@@ -78,6 +78,7 @@ bench: setup
 	$(PY) bench/extract.py
 	$(PY) bench/ingest_memory.py
 	$(PY) bench/embed.py --label cpu-$$(uname -m)
+	$(PY) bench/embed_ab.py --label cpu-$$(uname -m)
 	$(PY) bench/embed_profile.py
 
 clean:
