@@ -120,10 +120,11 @@ def ingest_document(
                 return result
             flush(batch)
         result.complete, result.next_page = True, None
-        index.optimize()  # embedded edge shard: build HNSW graphs for what was added (a server does it itself)
         # Replace older versions of this source only now that the new one is completely stored.
         for old in index.documents_for_source(uri) - {doc.document_id}:
             index.delete_document(old)
             result.replaced_documents.append(old)
+        if result.pages_embedded or result.replaced_documents:
+            index.optimize()  # embedded edge shard: index what changed (a server does it itself)
         result.seconds = time.monotonic() - started
         return result

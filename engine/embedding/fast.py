@@ -23,7 +23,7 @@ compile             ``torch.compile`` of the vision blocks and the language mode
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -85,12 +85,29 @@ class LinearPatchProj(nn.Module):
         return F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
 
 
+def _submodule(model: nn.Module, name: str) -> Any:
+    """`model.<name>`, or `model.model.<name>` where colpali-engine wraps the transformers model."""
+    found = getattr(model, name, None)
+    return found if found is not None else getattr(getattr(model, "model", None), name, None)
+
+
 def _vision(model: nn.Module) -> Any:
-    visual = getattr(model, "visual", None)
-    if visual is None:
-        inner = getattr(model, "model", None)
-        visual = getattr(inner, "visual", None)
-    return visual
+    return _submodule(model, "visual")
+
+
+def _replace_linears(
+    model: nn.Module, keep: Callable[[nn.Linear], bool], make: Callable[[nn.Linear], nn.Module]
+) -> int:
+    """Swap every Linear child for which `keep` holds by `make(linear)`; returns how many were swapped."""
+    targets = [
+        (parent, name, mod)
+        for parent in model.modules()
+        for name, mod in parent.named_children()
+        if isinstance(mod, nn.Linear) and keep(mod)
+    ]
+    for parent, name, mod in targets:
+        setattr(parent, name, make(mod))
+    return len(targets)
 
 
 def linear_patch_embed(model: nn.Module) -> bool:
@@ -187,26 +204,25 @@ class PrepackedLinear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
 
-def prepacked_linear(model: nn.Module) -> bool:
-    linears = [
-        (parent, name, mod)
-        for parent in model.modules()
-        for name, mod in parent.named_children()
-        if type(mod) is nn.Linear
+def _packable(mod: nn.Linear) -> bool:
+    return (
+        type(mod) is nn.Linear
         and mod.weight.device.type == "cpu"
         and mod.weight.dtype in (torch.bfloat16, torch.float32)
-    ]
-    if not linears or not torch.backends.mkldnn.is_available():
+    )
+
+
+def prepacked_linear(model: nn.Module) -> bool:
+    first = next((m for m in model.modules() if isinstance(m, nn.Linear) and _packable(m)), None)
+    if first is None or not torch.backends.mkldnn.is_available():
         return False
-    dtype = linears[0][2].weight.dtype
+    dtype = first.weight.dtype
     try:  # bf16 packing needs AVX512-BW/VL/DQ or AVX-NE-CONVERT; refuse cleanly elsewhere
         PrepackedLinear(nn.Linear(32, 32).to(dtype))(torch.zeros(2, 32, dtype=dtype))
     except RuntimeError as exc:
         log.info("prepacked_linear not available on this CPU: %s", str(exc).splitlines()[0])
         return False
-    for parent, name, mod in linears:
-        setattr(parent, name, PrepackedLinear(mod))
-    return True
+    return _replace_linears(model, _packable, PrepackedLinear) > 0
 
 
 # ------------------------------------------------------------------------------------------ fp8
@@ -242,38 +258,28 @@ class Fp8Linear(nn.Module):
 def fp8(model: nn.Module) -> bool:
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
         return False
-    targets = [
-        (parent, name, mod)
-        for parent in model.modules()
-        for name, mod in parent.named_children()
-        if isinstance(mod, nn.Linear)
-        and mod.weight.is_cuda
-        and mod.in_features % 16 == 0
-        and mod.out_features % 16 == 0
-        and mod.out_features > 128  # keep the 128-d embedding head in bf16
-    ]
-    for parent, name, mod in targets:
-        setattr(parent, name, Fp8Linear(mod))
-    return bool(targets)
+
+    def eligible(mod: nn.Linear) -> bool:
+        return (
+            mod.weight.is_cuda
+            and mod.in_features % 16 == 0
+            and mod.out_features % 16 == 0
+            and mod.out_features > 128  # keep the 128-d embedding head in bf16
+        )
+
+    return _replace_linears(model, eligible, Fp8Linear) > 0
 
 
 # ------------------------------------------------------------------------------------------ compile
 def compile_model(model: nn.Module) -> bool:
-    if torch.cuda.is_available():
-        mode = None
-    else:
+    if not torch.cuda.is_available():
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # weights become constants: oneDNN prepacks them (AMX/VNNI layouts)
-        mode = None
-    visual = _vision(model)
-    for blk in getattr(visual, "blocks", []):
-        blk.compile(mode=mode, dynamic=False)
-    lm = getattr(model, "language_model", None) or getattr(
-        getattr(model, "model", None), "language_model", None
-    )
-    for layer in getattr(lm, "layers", []):
-        layer.compile(mode=mode, dynamic=False)
+    for blk in getattr(_vision(model), "blocks", []):
+        blk.compile(dynamic=False)
+    for layer in getattr(_submodule(model, "language_model"), "layers", []):
+        layer.compile(dynamic=False)
     return True
 
 
