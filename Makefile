@@ -26,9 +26,11 @@ $(STAMPS)/python: pyproject.toml baml_src/*.baml
 	@command -v uv >/dev/null || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@# uv installs torch 2.13.0 + torchvision 0.28.0 together from PyPI (pip's local torch wheel breaks torchvision).
 	@[ -x $(PY) ] || $(UV) venv --quiet --python 3.11 $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e ".[dev]"
+	@# --python names the venv explicitly: `python3 -m uv pip install` would otherwise install into the
+	@# interpreter that runs uv (the system Python), not .venv (fresh machines without uv on PATH)
+	$(UV) pip install --quiet --python $(PY) -e ".[dev]"
 	@# re-link the editable install (packages added after the first install are then importable everywhere)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --reinstall-package docvision -e .
+	$(UV) pip install --quiet --python $(PY) --no-deps --reinstall-package docvision -e .
 	@# the generated BAML client (never edited by hand, never committed)
 	$(VENV)/bin/baml-cli generate --from baml_src > /dev/null
 	@touch $@
