@@ -96,8 +96,13 @@ class Settings(BaseSettings):
     llm_api_key: str | None = Field(
         None, description="API key for the LLM endpoint (anthropic also reads ANTHROPIC_API_KEY)."
     )
+    llm_api_key_ref: str | None = Field(
+        None,
+        description="The primary client's key by reference instead: env:VARIABLE or secret:<Secrets Manager ARN or name>.",
+    )
     llm_fallback: str | None = Field(
-        None, description="Fallback clients, comma-separated provider|model|base_url."
+        None,
+        description="Fallback clients, comma-separated provider|model|base_url|credential; each names its own credential (env:VAR or secret:ID), none inherits the primary's key.",
     )
     llm_timeout_s: float = Field(120.0, description="Timeout of one LLM request.")
     llm_debug: bool = Field(

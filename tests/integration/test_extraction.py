@@ -298,4 +298,4 @@ def test_prompts_stay_out_of_logs_by_default() -> None:
 
     import engine.extraction.clients  # noqa: F401  (sets the default)
 
-    assert os.environ.get("BAML_LOG") == "warn"
+    assert os.environ.get("BAML_LOG") == "error"
