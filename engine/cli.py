@@ -243,6 +243,76 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- backfill
+def _shard_arg(args: argparse.Namespace) -> int | None:
+    """--shard, else $AWS_BATCH_JOB_ARRAY_INDEX (an array job's child), else 0 for one shard, else None (plan)."""
+    import os
+
+    raw = args.shard if args.shard is not None else os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
+    if raw in (None, ""):
+        return 0 if args.shards == 1 else None
+    if not str(raw).isdigit():
+        raise SystemExit(f"--shard expects a shard number 0..{args.shards - 1}, got {raw!r}")
+    return int(raw)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import boto3
+    from rich.table import Table
+
+    from engine.backfill import list_source, plan_shards, run_shard
+    from engine.config import Settings
+    from engine.service import DocVision
+
+    s3 = boto3.client("s3")
+    shard = _shard_arg(args)
+    if shard is None:  # plan only: how the keys split, and the command that runs the shards
+        with err.status(f"listing {args.source}…"):
+            plan = plan_shards(list_source(s3, args.source, args.inventory), args.shards, args.source)
+        table = Table(title=f"{args.source}: {args.shards} shard(s)")
+        for col in ("shard", "documents", "MiB"):
+            table.add_column(col, justify="right")
+        for row in plan.summary():
+            table.add_row(str(row["shard"]), str(row["documents"]), f"{row['bytes'] / 2**20:.1f}")
+        out.print(table)
+        total = sum(len(k) for k in plan.keys)
+        out.print(
+            f"{total} documents. Run one shard here with --shard I, or all of them as an AWS Batch array job "
+            f"of size {args.shards} (README: Backfill).",
+            highlight=False,
+        )
+        return 0
+    overrides = {"collection": args.collection} if args.collection else {}
+    dv = DocVision(Settings(**overrides), s3_client=s3)
+    err.print(
+        f"shard {shard} of {args.shards}: model {dv.embedder.model_id} on {dv.embedder.plan.name}; "
+        f"index {dv.index.backend}; store {dv.store.uri}",
+        highlight=False,
+    )
+    started = time.monotonic()
+    with _progress() as progress:
+        docs = progress.add_task(f"shard {shard}/{args.shards}", total=None, rate="")
+
+        def on_document(key: str, handled: int, total: int, pages: int) -> None:
+            rate = pages / max(time.monotonic() - started, 1e-9)
+            progress.update(docs, completed=handled, total=total, rate=f"{pages} pages, {rate:.1f} pages/s")
+
+        result = run_shard(dv, s3, args.source, shard=shard, shards=args.shards, inventory=args.inventory,
+                           on_document=on_document)  # fmt: skip
+    for key, entry in result.entries.items():
+        if entry["status"] in ("failed", "error"):
+            err.print(f"[red]{entry['status']}[/red] {key}: {entry['error']['code']}", highlight=False)
+    out.print(
+        f"shard {shard} of {args.shards}: {result.done} of {result.documents} documents done "
+        f"({result.skipped} already done before), {result.failed} failed, {result.errors} to retry; "
+        f"{result.pages_embedded} pages embedded, {result.pages_already_stored} already stored, "
+        f"{result.pages_per_s:.1f} pages/s; record {dv.store.uri}/{result.record_key}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 1 if result.errors else 0  # transient errors: a non-zero exit lets Batch retry the shard
+
+
 # --------------------------------------------------------------------------------------------- extract
 def cmd_extract(args: argparse.Namespace) -> int:
     from rich.table import Table
@@ -359,6 +429,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-cache", action="store_true")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser(
+        "backfill",
+        help="ingest an existing S3 archive in shards (plan with --shards N, run one with --shard I)",
+    )
+    p.add_argument("source", metavar="s3://bucket/prefix")
+    p.add_argument("--shards", type=int, default=1, help="how many shards the archive is split into")
+    p.add_argument(
+        "--shard",
+        help="the shard to run here, 0..N-1 (default $AWS_BATCH_JOB_ARRAY_INDEX; neither = print the plan)",
+    )
+    p.add_argument(
+        "--inventory", metavar="s3://…/manifest.json", help="S3 Inventory manifest instead of a listing"
+    )
+    p.add_argument("--collection")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("schema", help="schema tools")
     ssub = p.add_subparsers(dest="schema_command", required=True)
