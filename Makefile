@@ -2,10 +2,12 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 STAMPS := .stamps
+# uv from PATH, else the pinned binary infra/bootstrap_uv.py puts in .stamps/bin (no pip needed: a Debian
+# system Python refuses `pip install` under PEP 668, and may have no pip at all)
+UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/$(STAMPS)/bin/uv")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils fonts-dejavu-core fonts-liberation
+DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils fonts-dejavu-core fonts-liberation bubblewrap
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint typecheck bench clean
@@ -15,7 +17,7 @@ setup: $(STAMPS)/system $(STAMPS)/python models/tiny-colqwen2-baked/manifest.jso
 
 $(STAMPS)/system:
 	@mkdir -p $(STAMPS)
-	@if ! command -v soffice >/dev/null || ! command -v pdftoppm >/dev/null; then \
+	@if ! command -v soffice >/dev/null || ! command -v pdftoppm >/dev/null || ! command -v bwrap >/dev/null; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); \
 	fi
@@ -23,11 +25,10 @@ $(STAMPS)/system:
 
 $(STAMPS)/python: pyproject.toml baml_src/*.baml
 	@mkdir -p $(STAMPS)
-	@command -v uv >/dev/null || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@[ -x "$(UV)" ] || command -v uv >/dev/null || python3 infra/bootstrap_uv.py $(STAMPS)/bin
 	@# uv installs torch 2.13.0 + torchvision 0.28.0 together from PyPI (pip's local torch wheel breaks torchvision).
 	@[ -x $(PY) ] || $(UV) venv --quiet --python 3.11 $(VENV)
-	@# --python names the venv explicitly: `python3 -m uv pip install` would otherwise install into the
-	@# interpreter that runs uv (the system Python), not .venv (fresh machines without uv on PATH)
+	@# --python names the venv explicitly (never the interpreter that happens to run uv)
 	$(UV) pip install --quiet --python $(PY) -e ".[dev]"
 	@# re-link the editable install (packages added after the first install are then importable everywhere)
 	$(UV) pip install --quiet --python $(PY) --no-deps --reinstall-package docvision -e .
@@ -68,6 +69,8 @@ lint: setup
 	$(VENV)/bin/cfn-lint template.yaml
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0 $(UV) tool run --quiet --from aws-sam-cli==1.170.0 sam validate --lint --template template.yaml
 	$(VENV)/bin/hadolint Dockerfile.lambda
+	@# the image's dependency set must install on its platform (Lambda python3.12, Amazon Linux 2023, glibc 2.34)
+	UV="$(UV)" infra/check_image_deps.sh
 	$(PY) -m mypy
 
 typecheck: setup

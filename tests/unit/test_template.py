@@ -135,3 +135,86 @@ def test_hadolint_passes() -> None:
         [_tool("hadolint"), str(ROOT / "Dockerfile.lambda")], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------- image build (issue 11)
+DOCKERFILE = (ROOT / "Dockerfile.lambda").read_text()
+
+
+def dockerfile_args() -> dict[str, str | None]:
+    """ARG name → default (None when the ARG has no default), over every stage."""
+    out: dict[str, str | None] = {}
+    for name, default in re.findall(r"^ARG (\w+)(?:=(.*))?$", DOCKERFILE, flags=re.M):
+        out[name] = default.strip('"') if default else None
+    return out
+
+
+def test_docker_build_args_and_dockerfile_args_are_in_step() -> None:
+    """sam build passes Metadata.DockerBuildArgs; each must be an ARG, and every ARG without a safe default
+    (the torch index, the model) must be passed, from a template parameter."""
+    args = dockerfile_args()
+    must_pass = {"TORCH_INDEX_URL", "MODEL_SOURCE", "MODEL_REVISION"}
+    assert must_pass <= set(args)
+    for name, f in of_type("AWS::Serverless::Function").items():
+        build_args = f["Metadata"]["DockerBuildArgs"]
+        assert set(build_args) <= set(args), f"{name}: DockerBuildArgs the Dockerfile does not declare"
+        assert set(build_args) == must_pass, name
+        for value in build_args.values():
+            assert isinstance(value, dict) and value["Ref"] in PARAMS, f"{name}: {value} is not a parameter"
+    assert args["TORCH_INDEX_URL"] is None  # no silent default: an empty index must fail the build
+    torch_param = PARAMS[RES["ApiFunction"]["Metadata"]["DockerBuildArgs"]["TORCH_INDEX_URL"]["Ref"]]
+    assert torch_param["Default"].rstrip("/").endswith("/whl/cpu")
+
+
+def test_image_build_fails_loudly_without_the_cpu_torch_index() -> None:
+    """Run the build stage's guard (the first RUN after ARG TORCH_INDEX_URL) as Docker would: bash -c."""
+    guard = re.search(r"^RUN (if \[ -z \"\$\{TORCH_INDEX_URL\}\" \].*?fi)$", DOCKERFILE, flags=re.M | re.S)
+    assert guard, "Dockerfile.lambda lost its TORCH_INDEX_URL guard"
+    script = guard.group(1).replace("\\\n", "\n")
+    empty = subprocess.run(
+        ["bash", "-c", script], env={"TORCH_INDEX_URL": ""}, capture_output=True, text=True
+    )
+    assert empty.returncode == 1 and "TORCH_INDEX_URL" in empty.stderr and "CUDA" in empty.stderr
+    given = subprocess.run(
+        ["bash", "-c", script],
+        env={"TORCH_INDEX_URL": "https://download.pytorch.org/whl/cpu"},
+        capture_output=True,
+        text=True,
+    )
+    assert given.returncode == 0, given.stderr
+
+
+def test_image_base_is_amazon_linux_2023_and_matches_the_platform_check() -> None:
+    """The base's Python and the platform check's Python are the same; python3.11 is Amazon Linux 2."""
+    base = dockerfile_args()["LAMBDA_BASE"]
+    assert base and base.startswith("public.ecr.aws/lambda/python:")
+    version = base.rsplit(":", 1)[1]
+    assert version in {"3.12", "3.13"}, f"{base} is not an Amazon Linux 2023 (glibc 2.34) Lambda base"
+    check = (ROOT / "infra" / "check_image_deps.sh").read_text()
+    assert f"IMAGE_PYTHON=${{IMAGE_PYTHON:-{version}}}" in check
+    assert "IMAGE_PLATFORM=${IMAGE_PLATFORM:-x86_64-manylinux_2_34}" in check
+    assert "infra/check_image_deps.sh" in (ROOT / "Makefile").read_text()
+    requires = re.search(r'requires-python = "([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert requires
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(requires.group(1))
+    assert "3.11" in spec and version in spec  # the local Python here and the image's
+    assert "compileall" in DOCKERFILE and "PYTHONDONTWRITEBYTECODE=1" in DOCKERFILE
+
+
+def test_llm_keys_come_from_secrets_and_bedrock_is_scoped() -> None:
+    api = RES["ApiFunction"]["Properties"]
+    env = {**T["Globals"]["Function"]["Environment"]["Variables"], **api["Environment"]["Variables"]}
+    for name in env:
+        assert not re.search(r"(API_KEY|SECRET|TOKEN|PASSWORD)$", name), f"{name} looks like a plain secret"
+    assert "DOCVISION_LLM_API_KEY_REF" in env and "secret:" in json.dumps(env["DOCVISION_LLM_API_KEY_REF"])
+    policies = json.dumps(api["Policies"])
+    assert '"Resource": "*"' not in policies
+    assert "foundation-model/${LlmModel}" in policies and "bedrock:*" not in policies
+    assert api["ReservedConcurrentExecutions"] == {"Ref": "ApiReservedConcurrency"}
+    ingest_env = RES["IngestFunction"]["Properties"]["Environment"]["Variables"]
+    assert not any(
+        k.startswith("DOCVISION_LLM")
+        for k in {**T["Globals"]["Function"]["Environment"]["Variables"], **ingest_env}
+    )
