@@ -91,6 +91,11 @@ def cmd_render(args: argparse.Namespace) -> int:
                     shutil.rmtree(partial, ignore_errors=True)
                 progress.update(task, description=f"[red]{Path(file).name} ({exc.code})")
                 _report_error(exc)
+            except BaseException:
+                # Never leave a .partial folder behind, whatever the failure (Ctrl-C included).
+                if partial is not None:
+                    shutil.rmtree(partial, ignore_errors=True)
+                raise
     elapsed = time.monotonic() - started
     ok = len(args.files) - failures
     out.print(

@@ -32,6 +32,17 @@ class Settings(BaseSettings):
         description="Hard decode limit for raster images; larger ones are rejected as decompression bombs.",
     )
     conversion_timeout_s: float = Field(180.0, description="LibreOffice conversion timeout per document.")
+    render_isolation: Literal["process", "none"] = Field(
+        "process",
+        description="Rasterize PDFs/images in a worker process with hard limits (process) or in-process (none).",
+    )
+    render_memory_mb: int = Field(
+        3072, description="Address-space limit (RLIMIT_AS) of the render worker and of LibreOffice, in MiB."
+    )
+    render_page_timeout_s: float = Field(120.0, description="Wall-clock limit to render one page.")
+    render_timeout_s: float = Field(
+        900.0, description="Wall-clock and CPU-time limit to render one document (all pages)."
+    )
     soffice: str = Field("soffice", description="LibreOffice binary used for Office/ODF/HTML documents.")
     work_dir: Path | None = Field(
         None, description="Scratch folder for conversions (default: system temp, /tmp on Lambda)."

@@ -75,6 +75,31 @@ class ConversionTimeout(DocumentError):
     code = "conversion_timeout"
 
 
+class XfaForm(DocumentError):
+    """An XFA-only form: the pages hold Adobe's "please wait" placeholder, the content lives in XFA XML."""
+
+    code = "xfa_form"
+
+
+class RendererCrashed(DocumentError):
+    """The isolated render worker died (a signal, e.g. a MuPDF heap corruption); the caller keeps running."""
+
+    code = "renderer_crashed"
+
+
+class RenderTimeout(DocumentError):
+    """A page or the whole document took longer than the render time limits (wall or CPU)."""
+
+    code = "render_timeout"
+
+
+class DocumentTooComplex(DocumentError):
+    """Rendering needed more memory than the render worker's address-space limit."""
+
+    code = "document_too_complex"
+    http_status = 413
+
+
 class ConfigError(DocVisionError):
     code = "config_error"
 
@@ -106,3 +131,24 @@ class SchemaError(DocVisionError):
 class ExtractionFailed(DocVisionError):
     code = "extraction_failed"
     http_status = 502
+
+
+class InputTooLarge(DocVisionError):
+    """An API input (image, text, JSON body or schema) is above a request limit."""
+
+    code = "input_too_large"
+    http_status = 413
+
+
+class BadRequest(DocVisionError):
+    code = "bad_request"
+    http_status = 400
+
+
+# Every DocumentError subclass by code, so a worker process can send an error across a pipe and the parent
+# re-raise the same type.
+def error_class(code: str) -> type[DocVisionError]:
+    def walk(cls: type[DocVisionError]) -> list[type[DocVisionError]]:
+        return [cls] + [c for sub in cls.__subclasses__() for c in walk(sub)]
+
+    return next((c for c in walk(DocVisionError) if c.code == code), DocumentError)

@@ -18,18 +18,33 @@ from typing import Any
 
 from engine.config import Settings, get_settings
 from engine.documents.frames import PageFrame
-from engine.documents.images import ImageDocument
+from engine.documents.native import Renderable, limits_of, open_renderable
 from engine.documents.office import convert_to_pdf
-from engine.documents.pdf import PdfDocument, iter_pdf_pages
 from engine.documents.sniff import DocumentType, sniff
 from engine.documents.source import DocumentInput, S3Object, load_bytes
-from engine.errors import EncryptedDocument, UnsupportedDocument
+from engine.documents.worker import RenderWorker
+from engine.errors import CorruptDocument, EncryptedDocument, UnsupportedDocument
 
-__all__ = ["Document", "DocumentType", "PageFrame", "S3Object", "open_document", "render_pages", "sniff"]
+__all__ = [
+    "Document",
+    "DocumentType",
+    "PageFrame",
+    "S3Object",
+    "detect_type",
+    "open_document",
+    "render_pages",
+    "sniff",
+    "to_pdf",
+]
 
 
 class Document:
-    """An opened document: identity, type and page count known; pages rendered lazily."""
+    """An opened document: identity, type and page count known; pages rendered lazily.
+
+    PDFs and images are opened and rasterized in an isolated worker process (engine.documents.worker) unless
+    ``render_isolation`` is ``none``. ``pdf_bytes`` (optional) is the already converted PDF of an Office/HTML
+    document (stored by a previous run): LibreOffice is skipped and those bytes are rendered.
+    """
 
     def __init__(
         self,
@@ -38,62 +53,42 @@ class Document:
         name: str | None = None,
         settings: Settings | None = None,
         s3_client: Any = None,
+        pdf_bytes: bytes | None = None,
     ):
         self.settings = s = settings or get_settings()
         loaded = load_bytes(source, name=name, max_bytes=s.max_bytes, s3_client=s3_client)
         self.name, self.uri, self.document_id = loaded.name, loaded.uri, loaded.sha256
         self.size_bytes = len(loaded.data)
-        found = sniff(loaded.data)
-        if found.encrypted:
-            raise EncryptedDocument(
-                f"{found.reason}; remove the password and upload it again", document=self.name
-            )
-        if found.type is None:
-            raise UnsupportedDocument(
-                f"unsupported document type: {found.reason}. Supported: PDF, PNG, JPEG, TIFF, WebP, BMP, GIF, "
-                "DOCX/XLSX/PPTX, DOC/XLS/PPT, ODT/ODS/ODP, RTF, HTML",
-                document=self.name,
-            )
-        self.type: DocumentType = found.type
-        self._pdf: PdfDocument | None = None
-        self._image: ImageDocument | None = None
-        if self.type.is_image:
-            self._image = ImageDocument(
-                loaded.data,
+        self.type: DocumentType = detect_type(loaded.data, self.name)
+        self.pdf_bytes: bytes | None = None  # the converted PDF of an Office/HTML document
+        data, kind = loaded.data, self.type.value
+        if self.type.needs_conversion:
+            self.pdf_bytes = pdf_bytes if pdf_bytes is not None else to_pdf(loaded.data, kind, self.name, s)
+            data, kind = self.pdf_bytes, "pdf"
+        self._renderer: Renderable | RenderWorker
+        if s.render_isolation == "process":
+            self._renderer = RenderWorker(
+                data,
+                kind,
                 self.name,
-                self.type.value,
-                max_pages=s.max_pages,
-                max_image_pixels=s.max_image_pixels,
+                limits=limits_of(s),
+                memory_mb=s.render_memory_mb,
+                page_timeout_s=s.render_page_timeout_s,
+                document_timeout_s=s.render_timeout_s,
+                work_dir=s.work_dir,
             )
-            self.page_count = self._image.page_count
         else:
-            pdf_bytes = loaded.data
-            if self.type.needs_conversion:
-                pdf_bytes = convert_to_pdf(
-                    loaded.data,
-                    self.type.value,
-                    self.name,
-                    soffice=s.soffice,
-                    timeout_s=s.conversion_timeout_s,
-                    work_dir=s.work_dir,
-                )
-            self._pdf = PdfDocument(pdf_bytes, self.name, max_pages=s.max_pages)
-            self.page_count = self._pdf.page_count
+            self._renderer = open_renderable(data, kind, self.name, limits_of(s))
+        self.page_count = self._renderer.page_count
 
     def pages(self, start_page: int = 1) -> Iterator[PageFrame]:
         """Yield frames from ``start_page`` (1-based) to the end; only one page image is alive at a time here."""
-        s = self.settings
-        if self._image is not None:
-            it = self._image.iter_pages(dpi=s.dpi, max_page_pixels=s.max_page_pixels, start_page=start_page)
-        else:
-            assert self._pdf is not None
-            it = iter_pdf_pages(
-                self._pdf,
-                dpi=s.dpi,
-                max_page_pixels=s.max_page_pixels,
-                backend=s.pdf_backend,
-                start_page=start_page,
-            )
+        renderer = self._renderer
+        it = (
+            renderer.pages(start_page)
+            if isinstance(renderer, RenderWorker)
+            else renderer.iter_pages(start_page)
+        )
         for number, image, dpi, downscaled in it:
             yield PageFrame(
                 document_id=self.document_id,
@@ -107,9 +102,7 @@ class Document:
             )
 
     def close(self) -> None:
-        for part in (self._pdf, self._image):
-            if part is not None:
-                part.close()
+        self._renderer.close()
 
     def __enter__(self) -> Document:
         return self
@@ -118,10 +111,43 @@ class Document:
         self.close()
 
 
+def detect_type(data: bytes, name: str) -> DocumentType:
+    """The sniffed type, or the typed error that says why there is none."""
+    found = sniff(data)
+    if found.encrypted:
+        raise EncryptedDocument(f"{found.reason}; remove the password and upload it again", document=name)
+    if found.corrupt:
+        raise CorruptDocument(found.reason, document=name)
+    if found.type is None:
+        raise UnsupportedDocument(
+            f"unsupported document type: {found.reason}. Supported: PDF, PNG, JPEG, TIFF, WebP, BMP, GIF, "
+            "DOCX/XLSX/PPTX, DOC/XLS/PPT, ODT/ODS/ODP, RTF, HTML",
+            document=name,
+        )
+    return found.type
+
+
+def to_pdf(data: bytes, type_: str, name: str, settings: Settings | None = None) -> bytes:
+    """An Office/ODF/RTF/HTML document → PDF bytes through LibreOffice (external references neutralized first).
+
+    ``type_`` is the sniffed type's value (``detect_type(data, name).value``). The result can be stored and
+    passed back to ``open_document(..., pdf_bytes=...)`` to skip the conversion next time.
+    """
+    s = settings or get_settings()
+    return convert_to_pdf(
+        data, type_, name, soffice=s.soffice, timeout_s=s.conversion_timeout_s, work_dir=s.work_dir
+    )
+
+
 def open_document(
-    source: DocumentInput, *, name: str | None = None, settings: Settings | None = None, s3_client: Any = None
+    source: DocumentInput,
+    *,
+    name: str | None = None,
+    settings: Settings | None = None,
+    s3_client: Any = None,
+    pdf_bytes: bytes | None = None,
 ) -> Document:
-    return Document(source, name=name, settings=settings, s3_client=s3_client)
+    return Document(source, name=name, settings=settings, s3_client=s3_client, pdf_bytes=pdf_bytes)
 
 
 def render_pages(

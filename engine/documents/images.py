@@ -9,15 +9,81 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 from collections.abc import Iterator
 
 from PIL import Image, ImageOps
 
-from engine.errors import CorruptDocument, ImageTooLarge, NoPages, TooManyPages
+from engine.errors import CorruptDocument, ImageTooLarge, NoPages, TooManyPages, UnsupportedDocument
 
-# We enforce our own (configurable) limit before decoding; PIL's global one would fire with a less useful error.
-Image.MAX_IMAGE_PIXELS = None
+# Our own (configurable) pixel limit is enforced from the header, before decoding. PIL's process-global
+# Image.MAX_IMAGE_PIXELS is left alone: images are opened through the format's plugin class directly (which
+# skips PIL's bomb check) rather than by switching that check off for the whole process.
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP", "gif": "GIF"}
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+)
+
+
+def open_image(data: bytes, type_: str, name: str) -> Image.Image:
+    """Open (header only) an image whose type was sniffed; typed errors for unreadable or unsupported ones."""
+    Image.init()
+    fmt = _PIL_FORMATS.get(type_)
+    if fmt is None or fmt not in Image.OPEN:
+        raise UnsupportedDocument(f"{type_!r} is not a supported image type", document=name)
+    factory, _accept = Image.OPEN[fmt]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return factory(io.BytesIO(data), None)  # type: ignore[no-any-return,arg-type]
+    except _DECODE_ERRORS as exc:
+        raise _decode_error(exc, type_, name) from exc
+
+
+def _decode_error(exc: BaseException, type_: str, name: str, page: int | None = None) -> Exception:
+    where = f"page {page} of the {type_.upper()}" if page else f"the {type_.upper()} image"
+    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    if "unsupported" in detail.lower() or "not supported" in detail.lower():
+        # Valid by the spec, but a variant Pillow does not decode (e.g. some BMP compressions): not corrupt.
+        return UnsupportedDocument(
+            f"{where} uses a variant that cannot be decoded ({detail}); convert it to PNG or PDF and upload again",
+            document=name,
+        )
+    extra = {"page_number": page} if page else {}
+    return CorruptDocument(f"{where} cannot be read ({detail})", document=name, **extra)
+
+
+def decode_image(data: bytes, name: str, *, max_pixels: int) -> Image.Image:
+    """One image → RGB, with the same header-first pixel guard as documents (used by the API for its inputs)."""
+    from engine.documents.sniff import sniff
+
+    found = sniff(data)
+    if found.type is None or not found.type.is_image:
+        raise UnsupportedDocument("not a supported image (PNG, JPEG, TIFF, WebP, BMP or GIF)", document=name)
+    image = open_image(data, found.type.value, name)
+    w, h = image.size
+    if w * h > max_pixels:
+        raise ImageTooLarge(
+            f"{w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,}; send a smaller image",
+            document=name,
+            width=w,
+            height=h,
+        )
+    try:
+        image.load()
+        return to_rgb(image)
+    except _DECODE_ERRORS as exc:
+        raise _decode_error(exc, found.type.value, name) from exc
+
 
 MULTI_PAGE_TYPES = {"tiff"}  # GIF/WebP animations are frames of one picture, not pages
 
@@ -27,13 +93,11 @@ class ImageDocument:
         self.name = name
         self.type = type_
         self.max_image_pixels = max_image_pixels
+        self.image = open_image(data, type_, name)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                self.image = Image.open(io.BytesIO(data))
-                self.page_count = getattr(self.image, "n_frames", 1) if type_ in MULTI_PAGE_TYPES else 1
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise CorruptDocument(f"the {type_.upper()} image cannot be read ({exc})", document=name) from exc
+            self.page_count = getattr(self.image, "n_frames", 1) if type_ in MULTI_PAGE_TYPES else 1
+        except _DECODE_ERRORS as exc:
+            raise _decode_error(exc, type_, name) from exc
         if self.page_count < 1:
             raise NoPages("the image has no frames", document=name)
         if self.page_count > max_pages:
@@ -61,16 +125,16 @@ class ImageDocument:
                 raise CorruptDocument(
                     f"frame {n} of {self.page_count} is missing", document=self.name
                 ) from exc
+            except _DECODE_ERRORS as exc:
+                raise _decode_error(exc, self.type, self.name, n) from exc
             self._check_size(n)
             declared = self.image.info.get("dpi")
             try:
                 frame = ImageOps.exif_transpose(self.image.copy())
                 frame.load()
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise CorruptDocument(
-                    f"page {n} cannot be decoded ({exc})", document=self.name, page_number=n
-                ) from exc
-            frame = to_rgb(frame)
+                frame = to_rgb(frame)
+            except _DECODE_ERRORS as exc:
+                raise _decode_error(exc, self.type, self.name, n) from exc
             eff_dpi = dpi
             if declared and declared[0] and float(declared[0]) > dpi:
                 scale = dpi / float(declared[0])

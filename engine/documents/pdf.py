@@ -10,7 +10,14 @@ from pathlib import Path
 import pymupdf
 from PIL import Image
 
-from engine.errors import CorruptDocument, EncryptedDocument, NoPages, TooManyPages
+from engine.errors import (
+    CorruptDocument,
+    DocumentTooComplex,
+    EncryptedDocument,
+    NoPages,
+    TooManyPages,
+    XfaForm,
+)
 
 # MuPDF prints repair chatter to stderr; we read it through TOOLS.mupdf_warnings() instead.
 pymupdf.TOOLS.mupdf_display_errors(False)
@@ -28,6 +35,21 @@ def effective_dpi(width_pt: float, height_pt: float, dpi: int, max_pixels: int) 
     return max(1, math.floor(dpi * math.sqrt(max_pixels / pixels))), True
 
 
+# Everything MuPDF raises: its own FzErrorBase family (not RuntimeError subclasses) and pymupdf's wrappers.
+MUPDF_ERRORS: tuple[type[BaseException], ...] = (
+    pymupdf.mupdf.FzErrorBase,
+    RuntimeError,
+    ValueError,
+    IndexError,
+    KeyError,
+)
+
+
+def _is_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "malloc" in text or "out of memory" in text
+
+
 class PdfDocument:
     """An opened, validated PDF. Pages render one at a time; nothing is cached between pages."""
 
@@ -37,31 +59,74 @@ class PdfDocument:
         pymupdf.TOOLS.mupdf_warnings()  # drop anything left from earlier documents
         try:
             self.doc = pymupdf.open(stream=data, filetype="pdf")
-        except (pymupdf.FileDataError, pymupdf.EmptyFileError, RuntimeError) as exc:
-            raise CorruptDocument(f"not a readable PDF ({exc})", document=name) from exc
-        if self.doc.needs_pass and not self.doc.authenticate(""):
+            needs_pass = self.doc.needs_pass and not self.doc.authenticate("")
+            page_count = 0 if needs_pass else self.doc.page_count
+        except MUPDF_ERRORS as exc:
+            if _is_memory(exc):
+                raise DocumentTooComplex(
+                    "opening the PDF needs more memory than the render limit (DOCVISION_RENDER_MEMORY_MB)",
+                    document=name,
+                ) from exc
+            raise CorruptDocument(f"not a readable PDF ({_short(exc)})", document=name) from exc
+        if needs_pass:
             # Owner-password-only PDFs open without a password (needs_pass is False) and render normally.
             raise EncryptedDocument(
                 "the PDF is encrypted with a user password; remove the password and upload it again",
                 document=name,
             )
-        if self.doc.is_repaired and b"%%EOF" not in data[-2048:]:
-            raise CorruptDocument(
-                "the PDF is truncated (no %%EOF trailer and a broken cross-reference table); upload the complete file",
-                document=name,
-            )
-        if self.doc.page_count == 0:
+        # A repaired file is fine when its pages render (junk after %%EOF, no %%EOF line, a broken xref):
+        # damage is judged page by page from MuPDF's warnings, not from the trailer.
+        if page_count == 0:
+            if self.doc.is_repaired:
+                raise CorruptDocument(
+                    "no page tree could be recovered from the PDF (damaged or truncated); upload the complete file",
+                    document=name,
+                )
             raise NoPages("the PDF has no pages", document=name)
-        if self.doc.page_count > max_pages:
+        if page_count > max_pages:
             raise TooManyPages(
-                f"{self.doc.page_count} pages exceeds the limit of {max_pages} (DOCVISION_MAX_PAGES)",
+                f"{page_count} pages exceeds the limit of {max_pages} (DOCVISION_MAX_PAGES)",
                 document=name,
-                page_count=self.doc.page_count,
+                page_count=page_count,
             )
-        self.page_count = self.doc.page_count
+        self.page_count = page_count
+        self._check_xfa()
+
+    def _check_xfa(self) -> None:
+        """XFA-only forms: the page is Adobe's "please wait" placeholder and the content lives in XFA XML.
+
+        A typed error rather than a `degraded` flag: indexing the placeholder would make the document
+        findable by "please wait" and by nothing it says; the user can flatten it (print to PDF) and upload again.
+        """
+        try:
+            kind, _ = self.doc.xref_get_key(self.doc.pdf_catalog(), "AcroForm/XFA")
+            if kind == "null":
+                return
+            text = " ".join(self.doc[0].get_text().lower().split())
+        except MUPDF_ERRORS:
+            return
+        if self.page_count <= 2 and ("please wait" in text or "adobe reader" in text or not text):
+            raise XfaForm(
+                "an XFA-only (dynamic) form: its pages hold only a placeholder and the content is in XFA data "
+                "that cannot be rendered; open it in Adobe Acrobat/Reader, print it to PDF and upload that",
+                document=self.name,
+            )
 
     def page_size_pt(self, page_number: int) -> tuple[float, float]:
-        rect = self.doc[page_number - 1].rect  # rect honours /Rotate
+        try:
+            rect = self.doc[page_number - 1].rect  # rect honours /Rotate
+        except MUPDF_ERRORS as exc:
+            raise CorruptDocument(
+                f"page {page_number} cannot be loaded ({_short(exc)})",
+                document=self.name,
+                page_number=page_number,
+            ) from exc
+        if not (rect.width >= 1 and rect.height >= 1 and rect.width * rect.height < 1e12):
+            raise CorruptDocument(
+                f"page {page_number} has an unusable size ({rect.width}x{rect.height} pt)",
+                document=self.name,
+                page_number=page_number,
+            )
         return rect.width, rect.height
 
     def _check_damage(self, page_number: int) -> None:
@@ -78,15 +143,28 @@ class PdfDocument:
             page = self.doc[page_number - 1]
             zoom = dpi / 72.0
             pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
-        except RuntimeError as exc:
+        except MUPDF_ERRORS as exc:
+            if _is_memory(exc):
+                raise DocumentTooComplex(
+                    f"page {page_number} needs more memory than the render limit (DOCVISION_RENDER_MEMORY_MB)",
+                    document=self.name,
+                    page_number=page_number,
+                ) from exc
             raise CorruptDocument(
-                f"page {page_number} cannot be rendered ({exc})", document=self.name
+                f"page {page_number} cannot be rendered ({_short(exc)})",
+                document=self.name,
+                page_number=page_number,
             ) from exc
         self._check_damage(page_number)
         return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
 
     def close(self) -> None:
         self.doc.close()
+
+
+def _short(exc: BaseException) -> str:
+    """MuPDF's message without the Python class path, one line, bounded (no document text is in it)."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 class PopplerRenderer:
@@ -104,7 +182,7 @@ class PopplerRenderer:
 
         try:
             images = convert_from_path(str(self.path), dpi=dpi, first_page=page_number, last_page=page_number)
-        except (PDFPageCountError, PDFSyntaxError) as exc:
+        except (PDFPageCountError, PDFSyntaxError, OSError, ValueError) as exc:
             raise CorruptDocument(
                 f"poppler cannot render page {page_number} ({exc})", document=self.pdf.name
             ) from exc

@@ -6,6 +6,7 @@ The file name is never trusted: a PDF called ``scan.jpg`` is a PDF.
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from enum import StrEnum
 
@@ -58,16 +59,45 @@ _ODF_MIMETYPES = {
 
 
 class Sniffed:
-    """Outcome of detection: a type, or the reason there is none (used verbatim in error messages)."""
+    """Outcome of detection: a type, or the reason there is none (used verbatim in error messages).
 
-    def __init__(self, type_: DocumentType | None, reason: str = "", encrypted: bool = False) -> None:
+    ``corrupt``: the container type is known but cannot be read (a truncated DOCX is corrupt, not unsupported).
+    """
+
+    def __init__(
+        self, type_: DocumentType | None, reason: str = "", encrypted: bool = False, corrupt: bool = False
+    ) -> None:
         self.type = type_
         self.reason = reason
         self.encrypted = encrypted
+        self.corrupt = corrupt
 
 
-def _utf16(name: str) -> bytes:
-    return name.encode("utf-16-le")
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def text_encoding(data: bytes) -> str | None:
+    """The Unicode encoding a text file announces with a BOM, or shows by its NUL pattern (``<\\0h\\0``)."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return codec
+    head = data[:8]
+    if len(head) >= 8:
+        if head[1:4] == b"\x00\x00\x00" and head[0]:
+            return "utf-32-le"
+        if head[0:3] == b"\x00\x00\x00" and head[3]:
+            return "utf-32-be"
+        if head[1] == 0 and head[3] == 0 and head[0] and head[2]:
+            return "utf-16-le"
+        if head[0] == 0 and head[2] == 0 and head[1] and head[3]:
+            return "utf-16-be"
+    return None
 
 
 def sniff(data: bytes) -> Sniffed:
@@ -107,6 +137,9 @@ def _sniff_zip(data: bytes) -> Sniffed:
             if "mimetype" in names:
                 mimetype = zf.read("mimetype").strip()
                 if mimetype in _ODF_MIMETYPES:
+                    manifest = zf.read("META-INF/manifest.xml") if "META-INF/manifest.xml" in names else b""
+                    if b"encryption-data" in manifest:
+                        return Sniffed(None, "a password-protected OpenDocument file", encrypted=True)
                     return Sniffed(_ODF_MIMETYPES[mimetype])
             if "[Content_Types].xml" in names:
                 prefixes = {n.split("/", 1)[0] for n in names}
@@ -116,26 +149,145 @@ def _sniff_zip(data: bytes) -> Sniffed:
                     return Sniffed(DocumentType.XLSX)
                 if "ppt" in prefixes:
                     return Sniffed(DocumentType.PPTX)
-    except zipfile.BadZipFile:
-        return Sniffed(None, "a ZIP container that cannot be read (truncated or corrupt Office file?)")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError):
+        return Sniffed(
+            None,
+            "a ZIP container (Office/ODF) that cannot be read: truncated or corrupt; upload the complete file",
+            corrupt=True,
+        )
     return Sniffed(None, "a ZIP archive that is not an Office (OOXML) or ODF document")
 
 
+# --------------------------------------------------------------------------------------------- OLE2
+class _Cfb:
+    """Just enough of the Compound File Binary format to list directory entries and read small streams.
+
+    Every read is bounds-checked and every chain walk is capped: the input is hostile.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.sector = 1 << struct.unpack_from("<H", data, 0x1E)[0]
+        self.mini = 1 << struct.unpack_from("<H", data, 0x20)[0]
+        if self.sector not in (512, 4096) or self.mini != 64:
+            raise ValueError("bad sector size")
+        n_fat, first_dir = struct.unpack_from("<II", data, 0x2C)
+        self.cutoff, first_minifat, _n_minifat, first_difat, n_difat = struct.unpack_from(
+            "<IIIII", data, 0x38
+        )
+        difat = list(struct.unpack_from("<109I", data, 0x4C))
+        sec, hops = first_difat, 0
+        while sec < 0xFFFFFFFA and hops < min(n_difat, 1000):
+            per = self.sector // 4 - 1
+            difat += struct.unpack_from(f"<{per}I", self._sector(sec))
+            sec = struct.unpack_from("<I", self._sector(sec), per * 4)[0]
+            hops += 1
+        self.fat: list[int] = []
+        for s in difat[: min(n_fat, 10_000)]:
+            if s < 0xFFFFFFFA:
+                self.fat += struct.unpack_from(f"<{self.sector // 4}I", self._sector(s))
+        raw = self._chain(first_dir, self.fat, self._sector)
+        self.entries: dict[str, tuple[int, int, int]] = {}  # name -> (type, start, size)
+        for off in range(0, len(raw) - 127, 128):
+            n = struct.unpack_from("<H", raw, off + 64)[0]
+            kind = raw[off + 66]
+            if kind not in (1, 2, 5) or not 2 <= n <= 64:
+                continue
+            name = raw[off : off + n - 2].decode("utf-16-le", errors="replace")
+            start, size = struct.unpack_from("<IQ", raw, off + 116)
+            self.entries.setdefault(name, (kind, start, size & 0xFFFFFFFF))
+        root = next((e for e in self.entries.values() if e[0] == 5), None)
+        self.minifat = (
+            []
+            if first_minifat >= 0xFFFFFFFA
+            else self._words(self._chain(first_minifat, self.fat, self._sector))
+        )
+        self.ministream = self._chain(root[1], self.fat, self._sector) if root else b""
+
+    @staticmethod
+    def _words(raw: bytes) -> list[int]:
+        return list(struct.unpack_from(f"<{len(raw) // 4}I", raw))
+
+    def _sector(self, n: int) -> bytes:
+        off = (n + 1) * self.sector
+        if off + self.sector > len(self.data):
+            return (
+                self.data[off:].ljust(self.sector, b"\x00") if off < len(self.data) else b"\x00" * self.sector
+            )
+        return self.data[off : off + self.sector]
+
+    def _mini_sector(self, n: int) -> bytes:
+        return self.ministream[n * 64 : n * 64 + 64].ljust(64, b"\x00")
+
+    @staticmethod
+    def _chain(start: int, table: list[int], read: object, limit: int = 1 << 16) -> bytes:
+        out, sec, seen = [], start, 0
+        while sec < len(table) and seen < limit:
+            out.append(read(sec))  # type: ignore[operator]
+            sec, seen = table[sec], seen + 1
+        return b"".join(out)
+
+    def stream(self, name: str, max_bytes: int = 1 << 16) -> bytes:
+        kind, start, size = self.entries[name]
+        limit = min(size, max_bytes)
+        if size < self.cutoff:
+            return self._chain(start, self.minifat, self._mini_sector, limit // 64 + 1)[:limit]
+        return self._chain(start, self.fat, self._sector, limit // self.sector + 1)[:limit]
+
+
+def _ole_encrypted(cfb: _Cfb, type_: DocumentType) -> bool:
+    """Legacy Office encryption (XOR, RC4, RC4 CryptoAPI), from the format's own flags."""
+    if type_ is DocumentType.DOC:
+        fib = cfb.stream("WordDocument", 64)
+        return len(fib) >= 12 and bool(struct.unpack_from("<H", fib, 0x0A)[0] & 0x0100)  # FIB fEncrypted
+    if type_ is DocumentType.XLS:
+        stream = cfb.stream("Workbook" if "Workbook" in cfb.entries else "Book", 1 << 16)
+        off = 0
+        for _ in range(400):  # FILEPASS follows BOF among the first records of the globals substream
+            if off + 4 > len(stream):
+                break
+            rec, length = struct.unpack_from("<HH", stream, off)
+            if rec == 0x002F:
+                return True
+            if rec == 0x000A:  # EOF of the globals substream
+                break
+            off += 4 + length
+        return False
+    if type_ is DocumentType.PPT:
+        if "EncryptedSummary" in cfb.entries:
+            return True
+        user = cfb.stream("Current User", 64) if "Current User" in cfb.entries else b""
+        return len(user) >= 16 and struct.unpack_from("<I", user, 12)[0] == 0xF3D1C4DF
+    return False
+
+
 def _sniff_ole(data: bytes) -> Sniffed:
-    # OLE2 directory entries hold stream names in UTF-16LE; looking for them is enough to tell
-    # Word/Excel/PowerPoint apart without a full compound-file parser.
-    if _utf16("EncryptedPackage") in data:
-        return Sniffed(None, "a password-protected Office document", encrypted=True)
-    if _utf16("WordDocument") in data:
-        return Sniffed(DocumentType.DOC)
-    if _utf16("Workbook") in data or _utf16("Book") in data:
-        return Sniffed(DocumentType.XLS)
-    if _utf16("PowerPoint Document") in data:
-        return Sniffed(DocumentType.PPT)
-    return Sniffed(None, "an OLE2 compound file that is not a Word, Excel or PowerPoint document")
+    # Types come from the directory entries' exact names (a text that mentions "Book" is not a workbook).
+    try:
+        cfb = _Cfb(data)
+        names = set(cfb.entries)
+        if "EncryptedPackage" in names:
+            return Sniffed(None, "a password-protected Office document", encrypted=True)
+        type_ = None
+        if "WordDocument" in names:
+            type_ = DocumentType.DOC
+        elif "PowerPoint Document" in names:
+            type_ = DocumentType.PPT
+        elif "Workbook" in names or "Book" in names:
+            type_ = DocumentType.XLS
+        if type_ is not None and _ole_encrypted(cfb, type_):
+            return Sniffed(None, f"a password-protected {type_.value.upper()} document", encrypted=True)
+    except (struct.error, ValueError, KeyError, IndexError):
+        return Sniffed(None, "an OLE2 compound file that cannot be read (truncated or corrupt)", corrupt=True)
+    if type_ is None:
+        return Sniffed(None, "an OLE2 compound file that is not a Word, Excel or PowerPoint document")
+    return Sniffed(type_)
 
 
 def _looks_like_html(head: bytes) -> bool:
+    codec = text_encoding(head)
+    if codec and codec != "utf-8":
+        head = head[: len(head) // 4 * 4].decode(codec, errors="replace").encode("utf-8", errors="replace")
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html")):
         return True

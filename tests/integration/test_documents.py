@@ -233,8 +233,8 @@ def test_encrypted_pdf_needs_user_password(tmp_path: Path) -> None:
 
 
 def test_encrypted_office_document() -> None:
-    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512 + "EncryptedPackage".encode("utf-16-le")
-    _bad(ole, "encrypted_document", "locked.docx")
+    corpus = Path(__file__).resolve().parents[1] / "corpus" / "files"
+    _bad((corpus / "poi-protected_agile.docx").read_bytes(), "encrypted_document", "locked.docx")
 
 
 def test_zero_page_pdf(tmp_path: Path) -> None:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from engine.documents.sniff import DocumentType, sniff
@@ -42,10 +44,43 @@ def test_zip_that_is_not_office() -> None:
     assert found.type is None and "ZIP archive" in found.reason
 
 
-def test_ole_streams_pick_the_legacy_office_type() -> None:
-    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100
-    assert sniff(ole + "WordDocument".encode("utf-16-le")).type is DocumentType.DOC
-    assert sniff(ole + "Workbook".encode("utf-16-le")).type is DocumentType.XLS
-    assert sniff(ole + "PowerPoint Document".encode("utf-16-le")).type is DocumentType.PPT
-    enc = sniff(ole + "EncryptedPackage".encode("utf-16-le"))
-    assert enc.type is None and enc.encrypted
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "files"
+
+
+def test_ole_types_come_from_directory_entries_of_real_files() -> None:
+    def kind(name: str) -> DocumentType | None:
+        return sniff((CORPUS / name).read_bytes()).type
+
+    assert kind("poi-SampleDoc.doc") is DocumentType.DOC
+    assert kind("poi-SampleSS.xls") is DocumentType.XLS
+    assert kind("poi-basic_test_ppt_file.ppt") is DocumentType.PPT
+    # The stream names anywhere in the bytes (not in a directory entry) decide nothing.
+    fake = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100 + "Book".encode("utf-16-le")
+    found = sniff(fake)
+    assert found.type is None and found.corrupt
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "poi-password_tika_binaryrc4.doc",
+        "poi-password_password_cryptoapi.doc",
+        "poi-password.xls",
+        "poi-Password_Protected-hello.ppt",
+        "poi-protected_agile.docx",
+    ],
+)
+def test_legacy_and_agile_office_encryption(name: str) -> None:
+    found = sniff((CORPUS / name).read_bytes())
+    assert found.encrypted and found.type is None
+
+
+def test_truncated_docx_is_corrupt_not_unsupported() -> None:
+    found = sniff((CORPUS / "poi-truncated62886.docx").read_bytes())
+    assert found.corrupt and found.type is None
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_unicode_html(codec: str) -> None:
+    html = "<!DOCTYPE html><html><body><p>caf\u00e9 \u4e2d\u6587</p></body></html>"
+    assert sniff(html.encode(codec)).type is DocumentType.HTML

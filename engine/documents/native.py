@@ -1,0 +1,76 @@
+"""Open a PDF or an image and iterate its frames: the code that runs inside the render worker (or in-process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from PIL import Image
+
+from engine.documents.images import ImageDocument
+from engine.documents.pdf import PdfDocument, iter_pdf_pages
+
+Frame = tuple[int, Image.Image, int, bool]  # (page_number, image, effective_dpi, downscaled)
+
+
+class Renderable(Protocol):
+    page_count: int
+
+    def iter_pages(self, start_page: int = 1) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+def limits_of(settings: Any) -> dict[str, Any]:
+    """The settings rendering needs, as plain JSON (they cross the pipe to the worker)."""
+    return {
+        "dpi": settings.dpi,
+        "max_page_pixels": settings.max_page_pixels,
+        "max_pages": settings.max_pages,
+        "max_image_pixels": settings.max_image_pixels,
+        "backend": settings.pdf_backend,
+    }
+
+
+class _Pdf:
+    def __init__(self, data: bytes, name: str, limits: dict[str, Any]) -> None:
+        self.limits = limits
+        self.pdf = PdfDocument(data, name, max_pages=limits["max_pages"])
+        self.page_count = self.pdf.page_count
+
+    def iter_pages(self, start_page: int = 1) -> Iterator[Frame]:
+        lim = self.limits
+        yield from iter_pdf_pages(
+            self.pdf,
+            dpi=lim["dpi"],
+            max_page_pixels=lim["max_page_pixels"],
+            backend=lim["backend"],
+            start_page=start_page,
+        )
+
+    def close(self) -> None:
+        self.pdf.close()
+
+
+class _Image:
+    def __init__(self, data: bytes, name: str, type_: str, limits: dict[str, Any]) -> None:
+        self.limits = limits
+        self.image = ImageDocument(
+            data, name, type_, max_pages=limits["max_pages"], max_image_pixels=limits["max_image_pixels"]
+        )
+        self.page_count = self.image.page_count
+
+    def iter_pages(self, start_page: int = 1) -> Iterator[Frame]:
+        lim = self.limits
+        yield from self.image.iter_pages(
+            dpi=lim["dpi"], max_page_pixels=lim["max_page_pixels"], start_page=start_page
+        )
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def open_renderable(data: bytes, type_: str, name: str, limits: dict[str, Any]) -> Renderable:
+    if type_ == "pdf":
+        return _Pdf(data, name, limits)
+    return _Image(data, name, type_, limits)

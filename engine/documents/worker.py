@@ -1,0 +1,284 @@
+"""Isolated rendering: PDFs and images are rasterized in a child process with hard limits.
+
+A hostile document can corrupt MuPDF's heap (SIGSEGV/SIGABRT), decode to gigabytes or spin for minutes. Here
+that happens in a worker process, one per document, started with
+
+- RLIMIT_AS (``DOCVISION_RENDER_MEMORY_MB``): allocations past it fail inside the worker (document_too_complex);
+- RLIMIT_CPU (``DOCVISION_RENDER_TIMEOUT_S``): CPU seconds for the whole document (SIGXCPU → render_timeout);
+- a wall-clock limit per page (``DOCVISION_RENDER_PAGE_TIMEOUT_S``) and per document, enforced by the parent,
+  which kills the worker's process group;
+- RLIMIT_CORE 0 and a minimal environment (no credentials).
+
+It is a plain subprocess (no namespaces, no root), so it works on Lambda. Frames stream back one at a time over
+a pipe: a length-prefixed JSON header, then the raw RGB bytes. The pipe's back-pressure keeps at most one frame
+in flight, so memory stays flat in the page count. A crash, a signal or a limit becomes a typed error naming the
+document and the page; the calling process keeps working.
+
+    python -m engine.documents.worker MEMORY_MB CPU_S   (spoken to over stdin/stdout; see RenderWorker)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from PIL import Image
+
+from engine.errors import (
+    CorruptDocument,
+    DocumentTooComplex,
+    DocVisionError,
+    RendererCrashed,
+    RenderTimeout,
+    error_class,
+)
+
+_HEADER = struct.Struct("<I")
+_START_ALLOWANCE_S = 30.0
+# Variables the worker needs; nothing else of the parent's environment (credentials!) is passed on.
+_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
+
+Frame = tuple[int, Image.Image, int, bool]  # (page_number, image, effective_dpi, downscaled)
+
+
+# ------------------------------------------------------------------------------------------ the child
+def _send(out: IO[bytes], header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
+    raw = json.dumps(header).encode()
+    out.write(_HEADER.pack(len(raw)) + raw)
+    if payload:
+        out.write(payload)
+    out.flush()
+
+
+def _error_header(exc: BaseException, name: str, page: int | None) -> dict[str, Any]:
+    if isinstance(exc, DocVisionError):
+        err = exc
+    elif isinstance(exc, MemoryError):
+        where = f"page {page}" if page else "the document"
+        err = DocumentTooComplex(
+            f"rendering {where} needs more memory than the render limit (DOCVISION_RENDER_MEMORY_MB); "
+            "simplify the document or raise the limit",
+            document=name,
+        )
+    else:
+        # Anything else a parser throws is a document it cannot read; the class name, never document text.
+        where = f"page {page}" if page else "the document"
+        err = CorruptDocument(f"{where} cannot be rendered ({type(exc).__name__})", document=name)
+    details = {k: v for k, v in err.details.items() if isinstance(v, str | int | float | bool | None)}
+    return {"error": {"code": err.code, "reason": err.reason, "details": details}}
+
+
+def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the child process
+    import resource
+
+    if memory_mb > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    if cpu_s > 0:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # The protocol owns fd 1; anything a library prints goes to stderr instead.
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    from engine.documents import native
+
+    opened: native.Renderable | None = None
+    name = "<document>"
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        page: int | None = None
+        try:
+            if cmd["op"] == "open":
+                name = cmd["name"]
+                data = Path(cmd["path"]).read_bytes()
+                opened = native.open_renderable(data, cmd["type"], name, cmd["limits"])
+                _send(out, {"page_count": opened.page_count})
+            elif cmd["op"] == "render":
+                assert opened is not None
+                page = cmd["start"]
+                for page_number, image, dpi, downscaled in opened.iter_pages(cmd["start"]):
+                    page = page_number + 1
+                    raw = image.tobytes()
+                    head = {"page": page_number, "w": image.width, "h": image.height, "dpi": dpi}
+                    _send(out, {**head, "downscaled": downscaled, "size": len(raw)}, raw)
+                    del image, raw
+                _send(out, {"done": True})
+        except BaseException as exc:  # noqa: BLE001 - every failure crosses the pipe as a typed error
+            _send(out, _error_header(exc, name, page))
+
+
+# ----------------------------------------------------------------------------------------- the parent
+class RenderWorker:
+    """One document in one worker process. ``open`` reports the page count; ``pages`` streams frames."""
+
+    def __init__(
+        self,
+        data: bytes,
+        type_: str,
+        name: str,
+        *,
+        limits: dict[str, Any],
+        memory_mb: int,
+        page_timeout_s: float,
+        document_timeout_s: float,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.page_timeout_s = page_timeout_s
+        self.document_timeout_s = document_timeout_s
+        self.waited = 0.0  # wall seconds spent waiting for the worker (not for our own consumer)
+        self._tmp = tempfile.mkdtemp(prefix="docvision-render-", dir=work_dir)
+        path = Path(self._tmp) / "document"
+        path.write_bytes(data)
+        env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+        env["HOME"] = self._tmp
+        env["OMP_NUM_THREADS"] = "1"
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        cmd = [
+            sys.executable,
+            "-m",
+            "engine.documents.worker",
+            str(memory_mb),
+            str(int(document_timeout_s) + 1),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=self._tmp,
+            start_new_session=True,
+        )
+        self._fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        self._command({"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits})
+        reply = self._read_header(None)
+        self.page_count = int(reply["page_count"])
+
+    # ---- protocol
+    def _command(self, cmd: dict[str, Any]) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            self._died(None)
+
+    def _read_exact(self, n: int, page: int | None, into: bytearray | None = None) -> bytearray:
+        buf = into if into is not None else bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            # Opening also pays for the interpreter's start (imports), so it gets a fixed allowance on top.
+            per = self.page_timeout_s + (_START_ALLOWANCE_S if page is None else 0)
+            budget = min(per, self.document_timeout_s + _START_ALLOWANCE_S - self.waited)
+            started = time.monotonic()
+            ready, _, _ = select.select([self._fd], [], [], max(budget, 0))
+            self.waited += time.monotonic() - started
+            if not ready:
+                self._timeout(page)
+            chunk = os.readv(self._fd, [view[got:]])
+            if chunk == 0:
+                self._died(page)
+            got += chunk
+        return buf
+
+    def _read_header(self, page: int | None) -> dict[str, Any]:
+        size = _HEADER.unpack(self._read_exact(_HEADER.size, page))[0]
+        header: dict[str, Any] = json.loads(bytes(self._read_exact(size, page)))
+        if "error" in header:
+            err = header["error"]
+            exc = error_class(err["code"])(err["reason"], document=self.name, **err.get("details", {}))
+            exc.code = err["code"]
+            raise exc
+        return header
+
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def _where(self, page: int | None) -> str:
+        return f"page {page}" if page else "opening the document"
+
+    def _timeout(self, page: int | None) -> None:
+        self._kill()
+        limit = (
+            f"{self.page_timeout_s:.0f} s per page (DOCVISION_RENDER_PAGE_TIMEOUT_S)"
+            if self.waited < self.document_timeout_s
+            else f"{self.document_timeout_s:.0f} s per document (DOCVISION_RENDER_TIMEOUT_S)"
+        )
+        extra = {"page_number": page} if page else {}
+        raise RenderTimeout(
+            f"{self._where(page)} did not render within {limit}; the document may be malformed or too complex",
+            document=self.name,
+            **extra,
+        )
+
+    def _died(self, page: int | None) -> None:
+        self.proc.wait()
+        rc = self.proc.returncode
+        extra = {"page_number": page} if page else {}
+        if rc == -signal.SIGXCPU or rc == -signal.SIGKILL and self.waited >= self.document_timeout_s:
+            raise RenderTimeout(
+                f"{self._where(page)} used up the CPU time of the document "
+                f"({self.document_timeout_s:.0f} s, DOCVISION_RENDER_TIMEOUT_S)",
+                document=self.name,
+                **extra,
+            )
+        how = (
+            f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals() else f"exit {rc}"
+        )
+        raise RendererCrashed(
+            f"the renderer crashed on {self._where(page)} ({how}); the file is probably malformed: "
+            "re-save or print it to PDF and upload again",
+            document=self.name,
+            **extra,
+        )
+
+    # ---- public
+    def pages(self, start_page: int = 1) -> Iterator[Frame]:
+        self._command({"op": "render", "start": start_page})
+        page = start_page
+        while True:
+            header = self._read_header(page)
+            if header.get("done"):
+                return
+            w, h, size = int(header["w"]), int(header["h"]), int(header["size"])
+            if size != w * h * 3:
+                self._kill()
+                raise RendererCrashed(
+                    f"the renderer sent a malformed frame for page {page}", document=self.name
+                )
+            pixels = self._read_exact(size, page)
+            image = Image.frombuffer("RGB", (w, h), bytes(pixels), "raw", "RGB", 0, 1)
+            del pixels
+            yield int(header["page"]), image, int(header["dpi"]), bool(header["downscaled"])
+            page = int(header["page"]) + 1
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        self._kill()
+        for f in (self.proc.stdout,):
+            if f:
+                f.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    serve(int(sys.argv[1]), int(sys.argv[2]))
