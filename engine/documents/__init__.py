@@ -135,7 +135,13 @@ def to_pdf(data: bytes, type_: str, name: str, settings: Settings | None = None)
     """
     s = settings or get_settings()
     return convert_to_pdf(
-        data, type_, name, soffice=s.soffice, timeout_s=s.conversion_timeout_s, work_dir=s.work_dir
+        data,
+        type_,
+        name,
+        soffice=s.soffice,
+        timeout_s=s.conversion_timeout_s,
+        work_dir=s.work_dir,
+        memory_mb=s.render_memory_mb,
     )
 
 

@@ -2,20 +2,102 @@
 
 Each conversion gets its own profile directory (-env:UserInstallation) and output folder, so parallel
 conversions never share LibreOffice's lock files or state; the whole process group is killed on timeout.
+
+Nothing a document contains may reach the network or local files. Layers, outermost last:
+1. external references are removed before conversion (engine.documents.neutralize);
+2. the profile tells LibreOffice never to update links, to block linked resources (BlockUntrustedRefererLinks),
+   never to recalculate on load, never to run macros, and to use a proxy that points nowhere;
+3. soffice runs with a minimal environment (no credentials), proxy variables pointing nowhere, an address-space
+   limit (RLIMIT_AS) and no core dumps;
+4. where the kernel allows unprivileged user namespaces (CI, developer machines; not Lambda), soffice runs in
+   its own empty network namespace (``unshare -rn``), so even a missed reference has no network at all.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from engine.errors import ConversionFailed, ConversionTimeout
+from engine.documents.neutralize import neutralize
+from engine.errors import ConversionFailed, ConversionTimeout, CorruptDocument, DocumentError
+
+_NOWHERE = "http://127.0.0.1:9"  # the discard port: connections are refused at once
+_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
+<oor:items xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema"
+ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+{items}
+</oor:items>
+"""
+_SETTINGS = [
+    ("/org.openoffice.Office.Common/Security/Scripting", "BlockUntrustedRefererLinks", "true"),
+    ("/org.openoffice.Office.Common/Security/Scripting", "MacroSecurityLevel", "3"),
+    ("/org.openoffice.Office.Common/Security/Scripting", "DisableMacrosExecution", "true"),
+    ("/org.openoffice.Office.Writer/Content/Update", "Link", "0"),  # Writer: 0 = never update links
+    ("/org.openoffice.Office.Calc/Content/Update", "Link", "1"),  # Calc: 1 = never update links
+    ("/org.openoffice.Office.Calc/Formula/Load", "OOXMLRecalcMode", "1"),  # never recalculate on load
+    ("/org.openoffice.Office.Calc/Formula/Load", "ODFRecalcMode", "1"),
+    ("/org.openoffice.Inet/Settings", "ooInetProxyType", "2"),
+    ("/org.openoffice.Inet/Settings", "ooInetHTTPProxyName", "127.0.0.1"),
+    ("/org.openoffice.Inet/Settings", "ooInetHTTPProxyPort", "9"),
+    ("/org.openoffice.Inet/Settings", "ooInetHTTPSProxyName", "127.0.0.1"),
+    ("/org.openoffice.Inet/Settings", "ooInetHTTPSProxyPort", "9"),
+    ("/org.openoffice.Inet/Settings", "ooInetFTPProxyName", "127.0.0.1"),
+    ("/org.openoffice.Inet/Settings", "ooInetFTPProxyPort", "9"),
+    ("/org.openoffice.Inet/Settings", "ooInetNoProxy", ""),
+]
+# Runs before soffice: limits, then exec (no preexec_fn, which is unsafe in a threaded parent).
+_LIMITER = (
+    "import os,resource,sys;m=int(sys.argv[1]);"
+    "m>0 and resource.setrlimit(resource.RLIMIT_AS,(m,m));"
+    "resource.setrlimit(resource.RLIMIT_CORE,(0,0));os.execvp(sys.argv[2],sys.argv[2:])"
+)
+
+
+def write_profile(profile: Path) -> None:
+    """A fresh LibreOffice user profile with the hardened settings above."""
+    user = profile / "user"
+    user.mkdir(parents=True, exist_ok=True)
+    items = "\n".join(
+        f'<item oor:path="{path}"><prop oor:name="{name}" oor:op="fuse"><value>{value}</value></prop></item>'
+        for path, name, value in _SETTINGS
+    )
+    (user / "registrymodifications.xcu").write_text(_PROFILE.format(items=items))
+
+
+def minimal_env(home: str) -> dict[str, str]:
+    """What soffice gets instead of our environment: no credentials, every proxy variable pointing nowhere."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"}
+    for var in ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy"):
+        env[var] = env[var.upper()] = _NOWHERE
+    env["no_proxy"] = env["NO_PROXY"] = ""
+    env["SAL_USE_VCLPLUGIN"] = "svp"
+    if "LD_LIBRARY_PATH" in os.environ:  # the Lambda image's LibreOffice may need it
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return env
+
+
+@functools.cache
+def network_namespace_prefix() -> tuple[str, ...]:
+    """``unshare -rn`` when this kernel lets an unprivileged process create a user+network namespace, else ()."""
+    if os.environ.get("DOCVISION_NO_NETNS") == "1":
+        return ()
+    unshare = shutil.which("unshare")
+    if not unshare:
+        return ()
+    try:
+        ok = subprocess.run([unshare, "-rn", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return (unshare, "-rn") if ok else ()
+
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +115,44 @@ def find_soffice(configured: str) -> str:
 
 
 def convert_to_pdf(
-    data: bytes, type_: str, name: str, *, soffice: str, timeout_s: float, work_dir: Path | None = None
+    data: bytes,
+    type_: str,
+    name: str,
+    *,
+    soffice: str,
+    timeout_s: float,
+    work_dir: Path | None = None,
+    memory_mb: int = 3072,
 ) -> bytes:
+    """Office/ODF/RTF/HTML bytes (``type_`` = the sniffed type's value) → PDF bytes, or a typed error."""
     binary = find_soffice(soffice)
+    try:
+        data = neutralize(data, type_)
+    except DocumentError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a container we cannot rewrite is not a document we convert
+        raise CorruptDocument(
+            f"the {type_.upper()} cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+            document=name,
+        ) from exc
     with tempfile.TemporaryDirectory(prefix="docvision-lo-", dir=work_dir) as tmp:
         root = Path(tmp)
-        source = root / f"document.{type_}"  # extension from the sniffed type, never the caller's name
+        # Only the document is in this folder: a relative reference that slipped through finds nothing.
+        doc_dir = root / "in"
+        doc_dir.mkdir()
+        source = doc_dir / f"document.{type_}"  # extension from the sniffed type, never the caller's name
         source.write_bytes(data)
+        write_profile(root / "profile")
         out_dir = root / "out"
         out_dir.mkdir()
         cmd = [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _LIMITER,
+            str(memory_mb << 20),
+            *network_namespace_prefix(),
             binary,
             "--headless",
             "--norestore",
@@ -61,7 +171,8 @@ def convert_to_pdf(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, "HOME": tmp},
+            env=minimal_env(tmp),
+            cwd=doc_dir,
         )
         try:
             stdout, stderr = proc.communicate(timeout=timeout_s)
