@@ -7,7 +7,7 @@ STAMPS := .stamps
 # system Python refuses `pip install` under PEP 668, and may have no pip at all)
 UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/$(STAMPS)/bin/uv")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils fonts-dejavu-core fonts-liberation bubblewrap
+DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils fonts-dejavu-core fonts-liberation fonts-noto-cjk bubblewrap
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint typecheck bench clean

@@ -14,9 +14,8 @@ Validation that can be done up front (type, encryption, page count, truncation, 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.config import Settings, get_settings
 from engine.documents.frames import PageFrame
 from engine.documents.native import Renderable, limits_of, open_renderable
 from engine.documents.office import convert_to_pdf
@@ -24,6 +23,9 @@ from engine.documents.sniff import DocumentType, sniff
 from engine.documents.source import DocumentInput, S3Object, load_bytes
 from engine.documents.worker import RenderWorker
 from engine.errors import CorruptDocument, EncryptedDocument, UnsupportedDocument
+
+if TYPE_CHECKING:  # the render worker imports this package: keep pydantic-settings out of its start
+    from engine.config import Settings
 
 __all__ = [
     "Document",
@@ -55,6 +57,8 @@ class Document:
         s3_client: Any = None,
         pdf_bytes: bytes | None = None,
     ):
+        from engine.config import get_settings
+
         self.settings = s = settings or get_settings()
         loaded = load_bytes(source, name=name, max_bytes=s.max_bytes, s3_client=s3_client)
         self.name, self.uri, self.document_id = loaded.name, loaded.uri, loaded.sha256
@@ -133,6 +137,8 @@ def to_pdf(data: bytes, type_: str, name: str, settings: Settings | None = None)
     ``type_`` is the sniffed type's value (``detect_type(data, name).value``). The result can be stored and
     passed back to ``open_document(..., pdf_bytes=...)`` to skip the conversion next time.
     """
+    from engine.config import get_settings
+
     s = settings or get_settings()
     return convert_to_pdf(
         data,

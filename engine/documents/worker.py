@@ -19,6 +19,7 @@ document and the page; the calling process keeps working.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -119,6 +120,62 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
 
 
 # ----------------------------------------------------------------------------------------- the parent
+# One spare worker is started ahead of need, so the next document does not wait for the interpreter to start
+# and import MuPDF (0.3-3 s depending on load): the spare's start overlaps with the current document's work.
+_spare: tuple[tuple[int, int, str], subprocess.Popen[bytes]] | None = None
+
+
+def _spawn(memory_mb: int, cpu_s: int) -> subprocess.Popen[bytes]:
+    env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+    env["HOME"] = env["TMPDIR"] = tempfile.gettempdir()
+    env["OMP_NUM_THREADS"] = "1"
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.documents.worker", str(memory_mb), str(cpu_s)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd="/",
+        start_new_session=True,
+    )
+
+
+def _take_worker(memory_mb: int, cpu_s: int) -> subprocess.Popen[bytes]:
+    global _spare
+    key = (memory_mb, cpu_s, os.environ.get("PYTHONPATH", ""))
+    proc = None
+    if _spare is not None:
+        spare_key, spare = _spare
+        _spare = None
+        if spare_key == key and spare.poll() is None:
+            proc = spare
+        else:
+            _discard(spare)
+    proc = proc or _spawn(memory_mb, cpu_s)
+    _spare = (key, _spawn(memory_mb, cpu_s))
+    return proc
+
+
+def _discard(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for f in (proc.stdin, proc.stdout):
+        if f:
+            with contextlib.suppress(OSError):
+                f.close()
+
+
+@atexit.register
+def _discard_spare() -> None:
+    global _spare
+    if _spare is not None:
+        _discard(_spare[1])
+        _spare = None
+
+
 class RenderWorker:
     """One document in one worker process. ``open`` reports the page count; ``pages`` streams frames."""
 
@@ -141,27 +198,7 @@ class RenderWorker:
         self._tmp = tempfile.mkdtemp(prefix="docvision-render-", dir=work_dir)
         path = Path(self._tmp) / "document"
         path.write_bytes(data)
-        env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
-        env["HOME"] = self._tmp
-        env["OMP_NUM_THREADS"] = "1"
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        cmd = [
-            sys.executable,
-            "-m",
-            "engine.documents.worker",
-            str(memory_mb),
-            str(int(document_timeout_s) + 1),
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            cwd=self._tmp,
-            start_new_session=True,
-        )
+        self.proc = _take_worker(memory_mb, int(document_timeout_s) + 1)
         self._fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         self._command({"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits})
         reply = self._read_header(None)
