@@ -96,6 +96,45 @@ class Settings(BaseSettings):
         100, description="Candidates the pooled-vector prefetch passes to the MaxSim rerank."
     )
 
+    # --- Lambda handlers (the template sets these) ---------------------------------------------------
+    documents_bucket: str | None = Field(
+        None, validation_alias=AliasChoices("DOCUMENTS_BUCKET"), description="Bucket of uploaded documents."
+    )
+    idempotency_table: str = Field(
+        "docvision-idempotency",
+        validation_alias=AliasChoices("IDEMPOTENCY_TABLE"),
+        description="DynamoDB table of Powertools idempotency records (one per object version and pass).",
+    )
+    idempotency_ttl_s: int = Field(
+        7 * 24 * 3600,
+        validation_alias=AliasChoices("IDEMPOTENCY_TTL_S"),
+        description="How long a finished ingest of one object version is remembered (duplicate deliveries).",
+    )
+    jobs_table: str = Field(
+        "docvision-jobs",
+        validation_alias=AliasChoices("JOBS_TABLE"),
+        description="DynamoDB table of asynchronous extraction jobs (queued, running, done, failed).",
+    )
+    job_timeout_s: float = Field(
+        960.0,
+        description="A queued or running job older than this is reported failed (job_timeout): "
+        "the API function's timeout plus a margin.",
+    )
+    ingest_queue_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("INGEST_QUEUE_URL"),
+        description="SQS queue where ingest re-queues the rest of a document (continuations).",
+    )
+    ingest_dlq_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("INGEST_DLQ_URL"),
+        description="SQS dead-letter queue for documents that can never be ingested (replayable as is).",
+    )
+    deadline_margin_s: float = Field(
+        30.0,
+        description="Seconds kept free before the Lambda timeout: ingest checkpoints and re-queues the rest.",
+    )
+
     # --- extraction ----------------------------------------------------------------------------------
     llm_provider: str = Field(
         "openai-generic", description="LLM provider for extraction: openai-generic, anthropic or aws-bedrock."

@@ -133,6 +133,13 @@ class ExtractionFailed(DocVisionError):
     http_status = 502
 
 
+class IndexLocked(DocVisionError):
+    """The embedded index is a folder one process at a time may open."""
+
+    code = "index_locked"
+    http_status = 503
+
+
 class InputTooLarge(DocVisionError):
     """An API input (image, text, JSON body or schema) is above a request limit."""
 

@@ -1,22 +1,33 @@
 """Ingest: document → page frames (streamed) → page PNGs in the blob store → embeddings (bounded batches) → Qdrant.
 
 Idempotent and resumable: pages already in the index are never re-embedded; a run that stops early
-(deadline, crash, throttling) continues from the first page not stored. Re-ingesting changed bytes
-under the same source key replaces the old document's points once the new ones are all stored.
+(deadline, crash, throttling) continues from the first page not stored. Versions of one source key are
+ordered (``SourceVersion.sequencer``): an older version never replaces a newer one, and a new version replaces
+the old one only once it is completely stored. Two keys holding the same bytes are independent: a
+document's pages go only when no key holds it (engine.index.membership).
+
+``ingest_document`` is the one per-document entry point (Lambda handler, CLI, bulk backfill).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from engine.documents import open_document
+from engine.config import Settings, get_settings
+from engine.documents import S3Object, open_document, sniff
 from engine.documents.source import DocumentInput
+from engine.errors import ConversionTimeout
 from engine.index import PageIndex, PageRecord
+from engine.index.membership import Membership, SourceVersion, local_sequencer
+from engine.ports import Embedder
 from engine.storage import BlobStore
+from engine.storage.converted import ConvertedPdfs
 
 log = logging.getLogger(__name__)
 
@@ -38,93 +49,240 @@ class IngestResult:
     next_page: int | None  # checkpoint: first page not stored when complete is False
     seconds: float
     replaced_documents: list[str] = field(default_factory=list)
+    skipped: str | None = None  # "superseded": a newer version (or a deletion) of the key is already indexed
+    converted: bool = False  # LibreOffice ran in this call (False when the stored converted PDF was reused)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 ProgressFn = Callable[[int, int], None]  # (pages done in this document, page_count)
+DocumentsFn = Callable[[str], BlobStore]  # bucket → the store its documents are read from
+
+
+def delete_document_everywhere(document_id: str, *, index: PageIndex, store: BlobStore) -> None:
+    """Pages (points), page images and the converted PDF of a document no source key holds any more."""
+    index.delete_document(document_id)
+    for key in store.list(f"pages/{document_id}/"):
+        store.delete(key)
+    ConvertedPdfs(store).delete(document_id)
+
+
+def remove_source(
+    version: SourceVersion, *, index: PageIndex, store: BlobStore, deleted_version_id: str | None = None
+) -> list[str]:
+    """An S3 ObjectRemoved event: the key stops holding its document(s); documents nobody else holds go.
+
+    A delete marker (or an unversioned delete) tombstones the key at ``version.sequencer`` so that late
+    ObjectCreated events of older versions cannot bring it back; deleting one specific older version forgets
+    just that version. Returns the documents deleted from the index."""
+    members = Membership(store)
+    if deleted_version_id:
+        current = members.current(version.uri)
+        if current is None or current.version_id != deleted_version_id:
+            orphans = members.remove_version(version.uri, deleted_version_id)
+        else:
+            orphans = members.remove(version)
+    else:
+        orphans = members.remove(version)
+    for orphan in orphans:
+        delete_document_everywhere(orphan, index=index, store=store)
+    if orphans:
+        index.optimize()
+    return orphans
 
 
 def ingest_document(
     source: DocumentInput,
     *,
-    embedder: Any,
+    embedder: Embedder,
     index: PageIndex,
     store: BlobStore,
-    settings: Any = None,
+    settings: Settings | None = None,
     name: str | None = None,
     source_uri: str | None = None,
+    version: SourceVersion | None = None,
+    expected_document_id: str | None = None,
+    documents: DocumentsFn | None = None,
     start_page: int = 1,
     deadline: float | None = None,
     on_progress: ProgressFn | None = None,
-    s3_client: Any = None,
 ) -> IngestResult:
-    """Ingest one document. ``deadline`` is a time.monotonic() value; the run stops cleanly before it."""
+    """Ingest one document. ``deadline`` is a time.monotonic() value; the run stops cleanly before it
+    (conversion included) and returns ``complete=False`` with the page to continue from.
+
+    ``version`` orders this run among the versions of its source key (default: now, i.e. newest);
+    ``expected_document_id`` is what an earlier run of this job saw (continuations): if the key is
+    superseded that document's claim is given up. ``start_page`` is only a hint: the run always continues
+    from the first page not stored. S3Object sources are read through ``documents(bucket)``."""
+    s = settings or get_settings()
     started = time.monotonic()
-    with open_document(source, name=name, settings=settings, s3_client=s3_client) as doc:
-        uri = source_uri or doc.uri or doc.name
-        stored = index.stored_pages(doc.document_id)
-        first_missing = next((n for n in range(1, doc.page_count + 1) if n not in stored), doc.page_count + 1)
-        begin = max(start_page, first_missing)
-        already = begin - 1
-        result = IngestResult(
-            doc.document_id, doc.name, uri, doc.type.value, doc.page_count, 0, already, False, begin, 0.0
+    uri = source_uri or _source_uri(source, name)
+    version = version or SourceVersion(uri, local_sequencer())
+    members = Membership(store)
+
+    newer = members.superseded_by(version)
+    if newer is not None:
+        orphans = members.abandon(version, expected_document_id)
+        for orphan in orphans:
+            delete_document_everywhere(orphan, index=index, store=store)
+        log.info("superseded: a newer version of %s is indexed; nothing to do", uri)
+        return IngestResult(expected_document_id or "", name or uri, uri, "", 0, 0, 0, True, None,
+                            time.monotonic() - started, replaced_documents=orphans, skipped="superseded")  # fmt: skip
+
+    if isinstance(source, S3Object):
+        if documents is None:
+            raise TypeError("S3Object sources need documents= (bucket → blob store)")
+        data: DocumentInput = documents(source.bucket).get(
+            source.key, version_id=source.version_id, max_bytes=s.max_bytes
         )
-        if on_progress:
-            on_progress(already, doc.page_count)
-        per_page_s = 0.0
+        name = name or source.uri
+    else:
+        data = source
 
-        def flush(frames: list[Any]) -> None:
-            nonlocal per_page_s
-            t = time.monotonic()
-            records = []
-            for frame, emb in zip(frames, embedder.embed_images([f.image for f in frames]), strict=True):
-                key = page_image_key(doc.document_id, frame.page_number)
-                if not store.exists(key):
-                    store.put(key, frame.png_bytes(), "image/png")
-                records.append(
-                    PageRecord(
-                        document_id=doc.document_id, page_number=frame.page_number, page_count=doc.page_count,
-                        vectors=emb.vectors, grid=emb.grid, patch_offset=emb.patch_offset, model_id=embedder.model_id,
-                        source_uri=uri, image_key=key, width=frame.width, height=frame.height,
-                    )
-                )  # fmt: skip
-            index.upsert(records, last_safe_page=frames[0].page_number - 1)
-            per_page_s = (time.monotonic() - t) / len(frames)
-            result.pages_embedded += len(frames)
-            result.next_page = frames[-1].page_number + 1
-            if on_progress:
-                on_progress(result.next_page - 1, doc.page_count)
+    # Office/HTML: reuse the converted PDF stored by an earlier run; otherwise convert within the time left.
+    open_kwargs: dict[str, Any] = {}
+    converted = ConvertedPdfs(store)
+    doc_id_guess = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
+    needs_conversion = isinstance(data, bytes) and bool(
+        (found := sniff(data)).type and found.type.needs_conversion
+    )
+    if needs_conversion and doc_id_guess:
+        cached = converted.get(doc_id_guess)
+        if cached is not None:
+            open_kwargs["pdf_bytes"] = cached
+    doc_settings = s
+    if needs_conversion and "pdf_bytes" not in open_kwargs and deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 1:
+            return _not_started(doc_id_guess or "", name or uri, uri, started)
+        if left < s.conversion_timeout_s:
+            doc_settings = s.model_copy(update={"conversion_timeout_s": left})
+    try:
+        opened = open_document(data, name=name, settings=doc_settings, **open_kwargs)
+    except ConversionTimeout:
+        if doc_settings is not s:  # cut short by the deadline, not by the configured limit: try again later
+            log.info("deadline reached while converting %s; continuing in a new invocation", name)
+            return _not_started(doc_id_guess or "", name or uri, uri, started)
+        raise
 
-        def batches() -> Iterator[list[Any]]:
-            batch: list[Any] = []
-            size: int | None = None
-            for frame in doc.pages(start_page=begin):
-                size = size or embedder.batch_size_for(embedder.visual_tokens(frame.width, frame.height))
-                batch.append(frame)
-                if len(batch) >= size:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
-
-        for batch in batches():
-            if (
-                deadline is not None
-                and per_page_s
-                and time.monotonic() + 1.5 * per_page_s * len(batch) > deadline
-            ):
-                log.info("deadline near: stopping %s at page %d (checkpoint)", doc.name, batch[0].page_number)
-                result.seconds = time.monotonic() - started
-                return result
-            flush(batch)
-        result.complete, result.next_page = True, None
-        # Replace older versions of this source only now that the new one is completely stored.
-        for old in index.documents_for_source(uri) - {doc.document_id}:
-            index.delete_document(old)
-            result.replaced_documents.append(old)
-        if result.pages_embedded or result.replaced_documents:
+    with opened as doc:
+        converted_now = needs_conversion and "pdf_bytes" not in open_kwargs
+        pdf_bytes = getattr(doc, "pdf_bytes", None)
+        if converted_now and pdf_bytes:
+            converted.put(
+                doc.document_id, pdf_bytes
+            )  # once per document: continuations and extraction reuse it
+        members.begin(version, doc.document_id)
+        # Conversion counts against the deadline: past it, checkpoint now (the converted PDF is stored, so the
+        # continuation starts rendering at once). Otherwise at least one batch runs, so every call progresses.
+        result = _embed_pages(doc, uri, embedder=embedder, index=index, store=store, deadline=deadline,
+                              on_progress=on_progress, started=started, stop_if_late=converted_now)  # fmt: skip
+        result.converted = converted_now
+        if not result.complete:
+            return result
+        is_current, orphans = members.complete(version, doc.document_id)
+        if is_current:
+            missing = doc.page_count - len(index.stored_pages(doc.document_id))
+            if missing:  # another key released this shared document while we ran: store it again
+                log.warning("%d pages of %s were removed concurrently; storing them again", missing, doc.name)
+                again = _embed_pages(doc, uri, embedder=embedder, index=index, store=store, deadline=deadline,
+                                     on_progress=on_progress, started=started)  # fmt: skip
+                result.pages_embedded += again.pages_embedded
+                result.complete, result.next_page = again.complete, again.next_page
+        else:
+            result.skipped = "superseded"
+        for old in orphans:
+            delete_document_everywhere(old, index=index, store=store)
+        result.replaced_documents = orphans
+        if result.pages_embedded or orphans:
             index.optimize()  # embedded edge shard: index what changed (a server does it itself)
         result.seconds = time.monotonic() - started
         return result
+
+
+def _source_uri(source: DocumentInput, name: str | None) -> str:
+    """The source key versions are ordered under: S3 URI, file URI, else the name or the bytes' hash."""
+    if isinstance(source, S3Object):
+        return source.uri
+    if isinstance(source, str | Path):
+        return Path(source).resolve().as_uri()
+    return name or f"sha256:{hashlib.sha256(source).hexdigest()}"
+
+
+def _not_started(document_id: str, name: str, uri: str, started: float) -> IngestResult:
+    return IngestResult(document_id, name, uri, "", 0, 0, 0, False, 1, time.monotonic() - started)
+
+
+def _embed_pages(
+    doc: Any,
+    uri: str,
+    *,
+    embedder: Embedder,
+    index: PageIndex,
+    store: BlobStore,
+    deadline: float | None,
+    on_progress: ProgressFn | None,
+    started: float,
+    stop_if_late: bool = False,
+) -> IngestResult:
+    stored = index.stored_pages(doc.document_id)
+    begin = next((n for n in range(1, doc.page_count + 1) if n not in stored), doc.page_count + 1)
+    already = begin - 1
+    result = IngestResult(
+        doc.document_id, doc.name, uri, doc.type.value, doc.page_count, 0, already, False, begin, 0.0
+    )
+    if on_progress:
+        on_progress(already, doc.page_count)
+    if stop_if_late and deadline is not None and begin <= doc.page_count and time.monotonic() >= deadline:
+        result.seconds = time.monotonic() - started
+        return result  # the time went into converting: continue in a new invocation
+    per_page_s = 0.0
+
+    def flush(frames: list[Any]) -> None:
+        nonlocal per_page_s
+        t = time.monotonic()
+        records = []
+        for frame, emb in zip(frames, embedder.embed_images([f.image for f in frames]), strict=True):
+            key = page_image_key(doc.document_id, frame.page_number)
+            if not store.exists(key):
+                store.put(key, frame.png_bytes(), "image/png")
+            records.append(
+                PageRecord(
+                    document_id=doc.document_id, page_number=frame.page_number, page_count=doc.page_count,
+                    vectors=emb.vectors, grid=emb.grid, patch_offset=emb.patch_offset, model_id=embedder.model_id,
+                    source_uri=uri, image_key=key, width=frame.width, height=frame.height,
+                )
+            )  # fmt: skip
+        index.upsert(records, last_safe_page=frames[0].page_number - 1)
+        per_page_s = (time.monotonic() - t) / len(frames)
+        result.pages_embedded += len(frames)
+        result.next_page = frames[-1].page_number + 1
+        if on_progress:
+            on_progress(result.next_page - 1, doc.page_count)
+
+    def batches() -> Iterator[list[Any]]:
+        batch: list[Any] = []
+        size: int | None = None
+        for frame in doc.pages(start_page=begin):
+            size = size or embedder.batch_size_for(embedder.visual_tokens(frame.width, frame.height))
+            batch.append(frame)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    for batch in batches():
+        if (
+            deadline is not None
+            and per_page_s
+            and time.monotonic() + 1.5 * per_page_s * len(batch) > deadline
+        ):
+            log.info("deadline near: stopping %s at page %d (checkpoint)", doc.name, batch[0].page_number)
+            result.seconds = time.monotonic() - started
+            return result
+        flush(batch)
+    result.complete, result.next_page = True, None
+    result.seconds = time.monotonic() - started
+    return result

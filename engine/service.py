@@ -1,6 +1,8 @@
-"""The core API, one object per process (a Lambda container, the CLI): search, score, embed, similarity maps.
+"""The core API, one object per process (a Lambda container, the CLI): ingest, search, score, embed, maps.
 
-Model, index and store are created lazily on first use and then reused (warm Lambda invocations).
+``bootstrap(settings)`` is the one place the ports (engine.ports: Embedder, PageIndex, BlobStore, JobStore)
+are wired from Settings; each is created lazily on first use and then reused (warm Lambda invocations).
+Tests hand in real embedded ones or fakes through the constructor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from PIL import Image
 
 from engine.config import Settings, get_settings
 from engine.errors import NotFound
+from engine.ports import BlobStore, Embedder, JobStore, PageIndex
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +28,19 @@ class DocVision:
         self,
         settings: Settings | None = None,
         *,
-        embedder: Any = None,
-        index: Any = None,
-        store: Any = None,
-        s3_client: Any = None,
+        embedder: Embedder | None = None,
+        index: PageIndex | None = None,
+        store: BlobStore | None = None,
+        jobs: JobStore | None = None,
     ) -> None:
         self.settings = settings or get_settings()
-        self.s3_client = s3_client
-        if embedder is not None:
-            self.__dict__["embedder"] = embedder
-        if index is not None:
-            self.__dict__["index"] = index
-        if store is not None:
-            self.__dict__["store"] = store
+        self._documents: dict[str, BlobStore] = {}
+        for name, port in (("embedder", embedder), ("index", index), ("store", store), ("jobs", jobs)):
+            if port is not None:
+                self.__dict__[name] = port
 
     @cached_property
-    def embedder(self) -> Any:
+    def embedder(self) -> Embedder:
         from engine.embedding import Embedder
 
         s = self.settings
@@ -48,19 +48,34 @@ class DocVision:
                         max_visual_tokens=s.max_visual_tokens, memory_budget=s.memory_budget_mb, max_batch_size=s.max_batch_size)  # fmt: skip
 
     @cached_property
-    def index(self) -> Any:
+    def index(self) -> PageIndex:
         from engine.index import open_index
 
         return open_index(self.embedder.model_id, self.embedder.dim, self.settings)
 
     @cached_property
-    def store(self) -> Any:
+    def store(self) -> BlobStore:
         from engine.storage import open_store
 
-        return open_store(self.settings.store, self.s3_client)
+        return open_store(self.settings.store)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        from engine.jobs import DynamoJobStore
+
+        return DynamoJobStore(self.settings.jobs_table)
+
+    def documents(self, bucket: str) -> BlobStore:
+        """Where uploaded documents are read from (one store per bucket, reused)."""
+        if bucket not in self._documents:
+            from engine.storage import open_store
+
+            self._documents[bucket] = open_store(f"s3://{bucket}")
+        return self._documents[bucket]
 
     # ------------------------------------------------------------------------------------------- ingest
     def ingest(self, source: Any, **kwargs: Any) -> Any:
+        """engine.ingest.ingest_document with this process's ports (see there for the arguments)."""
         from engine.ingest import ingest_document
 
         return ingest_document(
@@ -69,8 +84,16 @@ class DocVision:
             index=self.index,
             store=self.store,
             settings=self.settings,
-            s3_client=self.s3_client,
+            documents=self.documents,
             **kwargs,
+        )
+
+    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> list[str]:
+        """engine.ingest.remove_source with this process's index and store (an S3 ObjectRemoved event)."""
+        from engine.ingest import remove_source
+
+        return remove_source(
+            version, index=self.index, store=self.store, deleted_version_id=deleted_version_id
         )
 
     # ------------------------------------------------------------------------------------------- search
@@ -219,7 +242,12 @@ class DocVision:
         try:
             info["index"] = {"reachable": True, **self.index.info()}
             if self.settings.qdrant_url:
-                info["index"]["server_version"] = self.index.client.info().version
+                info["index"]["server_version"] = self.index.client.info().version  # type: ignore[attr-defined]
         except Exception as exc:  # health reports, it does not raise
             info["index"] = {"reachable": False, "error": str(exc)}
         return info
+
+
+def bootstrap(settings: Settings | None = None) -> DocVision:
+    """The one place ports are built from Settings (handlers and the CLI call this once per process)."""
+    return DocVision(settings or Settings())

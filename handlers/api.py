@@ -15,9 +15,7 @@ import base64
 import io
 import json
 import os
-import time
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,16 +82,7 @@ class EmbedRequest(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------ jobs
-def _jobs() -> Any:
-    import boto3
-
-    return boto3.resource("dynamodb").Table(os.environ.get("JOBS_TABLE", "docvision-jobs"))
-
-
-def _put_job(job: dict[str, Any]) -> None:
-    _jobs().put_item(Item={**job, "expires_at": int(time.time()) + 14 * 24 * 3600})
-
-
+# Job records live in the job store (engine.jobs): queued → running → done | failed, every exception recorded.
 def _invoke_async(payload: dict[str, Any]) -> None:
     """Run the job in a separate asynchronous invocation of this function (tests replace this)."""
     import boto3
@@ -118,22 +107,25 @@ def _schema_for(req: ExtractRequest) -> dict[str, Any]:
 
 @tracer.capture_method
 def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Run a created job: queued → running → done | failed (every exception is recorded, then re-raised)."""
     from engine.documents import S3Object
     from engine.extraction import extract_document
 
-    req = ExtractRequest.model_validate(request)
     svc = service()
-    bucket = req.document.bucket or os.environ["DOCUMENTS_BUCKET"]
+    if not svc.jobs.start(job_id):  # a duplicate or late invocation: the job already ran or was given up
+        logger.info("job is not queued any more; nothing to do", extra={"job_id": job_id})
+        record = svc.jobs.get(job_id)
+        return _job_view(record) if record else {"job_id": job_id, "status": "failed"}
     try:
+        req = ExtractRequest.model_validate(request)
+        bucket = req.document.bucket or svc.settings.documents_bucket or os.environ["DOCUMENTS_BUCKET"]
         out = extract_document(
             S3Object(bucket, req.document.key, req.document.version_id), _schema_for(req), settings=svc.settings, store=svc.store,
             service=svc, name=f"s3://{bucket}/{req.document.key}", csv=req.format == "csv", use_cache=not req.no_cache, s3_client=s3(),
         )  # fmt: skip
-    except DocVisionError as exc:
+    except Exception as exc:
         metrics.add_metric(name="ExtractionsFailed", unit=MetricUnit.Count, value=1)
-        _put_job(
-            {"job_id": job_id, "status": "failed", "error": exc.to_dict(), "updated_at": int(time.time())}
-        )
+        svc.jobs.fail(job_id, exc)
         raise
     metrics.add_metric(
         name="CacheHits" if out.cached else "ExtractionsSucceeded", unit=MetricUnit.Count, value=1
@@ -141,12 +133,16 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
     metrics.add_metric(
         name="QualityScore", unit=MetricUnit.Percent, value=round(100 * out.quality["quality_score"], 1)
     )
-    body = {"job_id": job_id, "status": "succeeded", "cached": out.cached, "cache_key": out.cache_key, "outputs": out.keys,
-            "quality": {"quality_score": out.quality["quality_score"], "schema_valid": out.quality["schema_valid"]}}  # fmt: skip
-    _put_job(
-        {**json.loads(json.dumps(body), parse_float=Decimal), "updated_at": int(time.time())}
-    )  # DynamoDB wants Decimal
-    return body
+    result = {"cached": out.cached, "cache_key": out.cache_key, "outputs": out.keys,
+              "quality": {"quality_score": out.quality["quality_score"], "schema_valid": out.quality["schema_valid"]}}  # fmt: skip
+    svc.jobs.succeed(job_id, result)
+    return {"job_id": job_id, "status": "done", **result}
+
+
+def _job_view(record: Any) -> dict[str, Any]:
+    """A job record as GET /jobs shows it: status, times, and the result's keys or the error."""
+    view = record.to_dict()
+    return {**{k: v for k, v in view.items() if k != "result"}, **(view.get("result") or {})}
 
 
 @app.post("/extract")
@@ -169,12 +165,15 @@ def extract(body: Annotated[ExtractRequest, Body()]):  # noqa: ANN201 (a Respons
             s3_client=s3(),
         ) as doc:
             mode = "sync" if doc.page_count <= SYNC_MAX_PAGES else "async"
+    jobs = service().jobs
+    jobs.create(job_id, request, service().settings.job_timeout_s)
     if mode == "sync":
         return Response(200, content_types.APPLICATION_JSON, json.dumps(run_extraction(job_id, request)))
-    _put_job(
-        {"job_id": job_id, "status": "queued", "request": json.dumps(request), "created_at": int(time.time())}
-    )
-    _invoke_async({"docvision_job": job_id, "request": request})
+    try:
+        _invoke_async({"docvision_job": job_id, "request": request})
+    except Exception as exc:
+        jobs.fail(job_id, exc)
+        raise
     return Response(
         202,
         content_types.APPLICATION_JSON,
@@ -184,17 +183,10 @@ def extract(body: Annotated[ExtractRequest, Body()]):  # noqa: ANN201 (a Respons
 
 @app.get("/jobs/<job_id>")
 def get_job(job_id: str) -> dict[str, Any]:
-    item = _jobs().get_item(Key={"job_id": job_id}).get("Item")
-    if not item:
+    record = service().jobs.get(job_id)  # an overdue queued/running job is marked failed here
+    if record is None:
         raise NotFound("no such job", document=job_id)
-    item.pop("request", None)
-    return json.loads(json.dumps(item, default=_from_decimal))
-
-
-def _from_decimal(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return str(value)
+    return _job_view(record)
 
 
 # ------------------------------------------------------------------------------------ search and score
@@ -274,8 +266,11 @@ def engine_error(exc: DocVisionError) -> Response:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "docvision_job" in event:  # the asynchronous half of a 202 extraction
+        from engine.jobs import error_of
+
         try:
             return run_extraction(event["docvision_job"], event["request"])
-        except DocVisionError as exc:
-            return {"job_id": event["docvision_job"], "status": "failed", "error": exc.to_dict()}
+        except Exception as exc:  # recorded on the job; not raised, so Lambda does not run it again
+            logger.warning("job failed", extra={"job_id": event["docvision_job"], "error": error_of(exc)})
+            return {"job_id": event["docvision_job"], "status": "failed", "error": error_of(exc)}
     return app.resolve(event, context)

@@ -38,11 +38,10 @@ def service() -> Any:
     """The DocVision core for this container (settings from the environment)."""
     global _service
     if _service is None:
-        from engine.config import Settings
-        from engine.service import DocVision
+        from engine.service import bootstrap
 
         _load_qdrant_secret()
-        _service = DocVision(Settings(), s3_client=s3())
+        _service = bootstrap()
     return _service
 
 

@@ -1,82 +1,126 @@
-"""Ingest Lambda: S3 ObjectCreated (direct, or through the ingest SQS queue) → pages → embeddings → Qdrant.
+"""Ingest Lambda: S3 ObjectCreated / ObjectRemoved (through the ingest SQS queue, or direct) → the index.
 
-Per object: duplicate deliveries of the same object version are skipped (Powertools idempotency on
-DynamoDB); when the invocation's remaining time runs short, the document is checkpointed and its rest
-re-queued (SQS message with start_page) so nothing is lost or embedded twice; a document that can never
-be ingested (corrupt, encrypted, unsupported…) goes to the DLQ with its reason; transient failures are
-reported as SQS batch item failures and retried by SQS, then land in the same DLQ.
+One job per object event. Created: pages → embeddings → Qdrant, in version order (an older version never
+replaces a newer one; see engine.ingest). Removed: the key's pages go unless another key holds the same bytes.
+Duplicate deliveries of one object version are skipped (Powertools idempotency on DynamoDB); when the
+invocation's remaining time runs short the document is checkpointed and its rest re-queued; a document that
+can never be ingested (corrupt, encrypted, unsupported…) goes to the DLQ as ``{"job", "error", "failed_at"}``,
+a body this handler accepts as is (replay = move the message back to the ingest queue); transient failures
+are SQS batch item failures (Powertools BatchProcessor), retried by SQS, then moved to the same DLQ.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
     idempotent_function,
 )
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from engine.documents import S3Object
-from engine.errors import DocumentError
+from engine.errors import ConversionTimeout, DocumentError, NotFound
+from engine.index.membership import SourceVersion, local_sequencer
 from handlers.common import logger, metrics, service, tracer, warm_model
 
-SAFETY_MARGIN_S = float(os.environ.get("DOCVISION_DEADLINE_MARGIN_S", "30"))
-_persistence = DynamoDBPersistenceLayer(
-    table_name=os.environ.get("IDEMPOTENCY_TABLE", "docvision-idempotency")
-)
-_idempotency = IdempotencyConfig(
-    event_key_jmespath="[bucket, key, version_id || etag, start_page]",  # one object version, one pass
-    expires_after_seconds=int(os.environ.get("IDEMPOTENCY_TTL_S", str(7 * 24 * 3600))),
-    raise_on_no_idempotency_key=True,
-)
+Job = dict[str, Any]
 
 
-def jobs_from_event(event: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    """(SQS message id or None, job) for S3 notifications (direct or in SQS) and continuation messages."""
-    jobs: list[tuple[str | None, dict[str, Any]]] = []
+# ------------------------------------------------------------------------------------------ event parsing
+def jobs_from_body(body: dict[str, Any]) -> list[Job]:
+    """Jobs in one SQS message body: an S3 notification, our continuation, or a dead-letter record."""
+    if "job" in body and isinstance(body["job"], dict):  # a DLQ record moved back to the queue: replay it
+        return [body["job"]]
+    if "start_page" in body and "key" in body:  # our own continuation
+        return [body]
+    return [_s3_job(r) for r in body.get("Records", []) if "s3" in r]  # S3 → SQS (s3:TestEvent: none)
+
+
+def jobs_from_event(event: dict[str, Any]) -> list[tuple[str | None, Job]]:
+    """(SQS message id or None, job) for every record of a direct S3 or SQS event."""
+    jobs: list[tuple[str | None, Job]] = []
     for record in event.get("Records", []):
         if record.get("eventSource") == "aws:sqs":
-            body = json.loads(record["body"])
-            if "start_page" in body:  # our own continuation
-                jobs.append((record["messageId"], body))
-                continue
-            for inner in body.get("Records", []):  # S3 → SQS notification
-                jobs.append((record["messageId"], _s3_job(inner)))
+            jobs += [(record["messageId"], job) for job in jobs_from_body(json.loads(record["body"]))]
         elif record.get("eventSource") == "aws:s3" or "s3" in record:
             jobs.append((None, _s3_job(record)))
     return jobs
 
 
-def _s3_job(record: dict[str, Any]) -> dict[str, Any]:
+def _s3_job(record: dict[str, Any]) -> Job:
     obj = record["s3"]["object"]
-    # Keys in S3 events are URL-encoded (spaces arrive as '+').
     return {
+        "op": "remove" if record.get("eventName", "").startswith("ObjectRemoved") else "ingest",
+        "event": record.get("eventName", ""),
         "bucket": record["s3"]["bucket"]["name"],
-        "key": unquote_plus(obj["key"]),
+        "key": unquote_plus(obj["key"]),  # keys in S3 events are URL-encoded (spaces arrive as '+')
         "version_id": obj.get("versionId"),
-        "etag": obj.get("eTag") or obj.get("sequencer"),
+        "etag": obj.get("eTag"),
+        # orders the events of one key; S3 always sends it, hand-written events get the time of arrival
+        "sequencer": obj.get("sequencer") or local_sequencer(),
         "start_page": 1,
+        "pass": 0,
     }
 
 
-@idempotent_function(data_keyword_argument="job", persistence_store=_persistence, config=_idempotency)
-def ingest_object(job: dict[str, Any], deadline: float) -> dict[str, Any]:
+def _version(job: Job) -> SourceVersion:
+    return SourceVersion(
+        f"s3://{job['bucket']}/{job['key']}", job.get("sequencer") or "", job.get("version_id")
+    )
+
+
+# ------------------------------------------------------------------------------------------------- jobs
+@lru_cache(maxsize=1)
+def _idempotent_ingest() -> Any:
+    """The idempotent ingest, built on first use from Settings (no configuration read at import time)."""
+    s = service().settings
+    config = IdempotencyConfig(
+        # one object version, one pass (continuations count up ``pass``)
+        event_key_jmespath="[bucket, key, version_id || etag, sequencer, pass]",
+        expires_after_seconds=s.idempotency_ttl_s,
+        raise_on_no_idempotency_key=True,
+    )
+    persistence = DynamoDBPersistenceLayer(table_name=s.idempotency_table)
+    return config, idempotent_function(
+        data_keyword_argument="job", persistence_store=persistence, config=config
+    )(_ingest_object)
+
+
+def ingest_object(job: Job, deadline: float) -> dict[str, Any]:
+    _, fn = _idempotent_ingest()
+    return fn(job=job, deadline=deadline)
+
+
+def _ingest_object(job: Job, deadline: float) -> dict[str, Any]:
     svc = service()
     warm_model()
-    result = svc.ingest(
-        S3Object(job["bucket"], job["key"], job.get("version_id")),
-        name=f"s3://{job['bucket']}/{job['key']}",
-        source_uri=f"s3://{job['bucket']}/{job['key']}",
-        start_page=job.get("start_page", 1),
-        deadline=deadline,
-    )
+    uri = f"s3://{job['bucket']}/{job['key']}"
+    try:
+        result = svc.ingest(
+            S3Object(job["bucket"], job["key"], job.get("version_id")),
+            name=uri,
+            source_uri=uri,
+            version=_version(job),
+            expected_document_id=job.get("document_id"),
+            start_page=job.get("start_page", 1),
+            deadline=deadline,
+        )
+    except (
+        NotFound
+    ):  # the object (version) was deleted before we got to it: its ObjectRemoved event handles it
+        logger.info("object no longer exists; nothing to ingest")
+        return {"key": job["key"], "skipped": "not_found"}
     metrics.add_metric(name="PagesRendered", unit=MetricUnit.Count, value=result.pages_embedded)
     metrics.add_metric(name="PagesEmbedded", unit=MetricUnit.Count, value=result.pages_embedded)
     if result.pages_embedded:
@@ -85,13 +129,31 @@ def ingest_object(job: dict[str, Any], deadline: float) -> dict[str, Any]:
             unit=MetricUnit.Seconds,
             value=round(result.seconds / result.pages_embedded, 3),
         )
-    if not result.complete:
-        _requeue({**job, "start_page": result.next_page, "document_id": result.document_id})
+    if result.skipped:
+        metrics.add_metric(name="StaleVersionsSkipped", unit=MetricUnit.Count, value=1)
+    elif not result.complete:
+        _requeue(
+            {
+                **job,
+                "start_page": result.next_page,
+                "document_id": result.document_id,
+                "pass": job.get("pass", 0) + 1,
+            }
+        )
         metrics.add_metric(name="IngestContinuations", unit=MetricUnit.Count, value=1)
     else:
         metrics.add_metric(name="DocumentsIngested", unit=MetricUnit.Count, value=1)
     logger.info("ingested", extra={"result": result.to_dict()})
     return result.to_dict()
+
+
+def remove_object(job: Job) -> dict[str, Any]:
+    """ObjectRemoved: idempotent by itself (a tombstone per sequencer), so no idempotency record."""
+    deleted_version = job.get("version_id") if job.get("event") == "ObjectRemoved:Delete" else None
+    removed = service().remove_source(_version(job), deleted_version_id=deleted_version)
+    metrics.add_metric(name="DocumentsRemoved", unit=MetricUnit.Count, value=len(removed))
+    logger.info("source removed", extra={"removed_documents": removed})
+    return {"key": job["key"], "removed_documents": removed}
 
 
 def _sqs() -> Any:
@@ -100,48 +162,91 @@ def _sqs() -> Any:
     return boto3.client("sqs")
 
 
-def _requeue(job: dict[str, Any]) -> None:
-    url = os.environ["INGEST_QUEUE_URL"]
+def _requeue(job: Job) -> None:
+    url = service().settings.ingest_queue_url
+    if not url:
+        raise RuntimeError("INGEST_QUEUE_URL is not set: the rest of the document cannot be re-queued")
     _sqs().send_message(QueueUrl=url, MessageBody=json.dumps(job))
     logger.info("checkpointed; rest of the document re-queued", extra={"job": job})
 
 
-def _dead_letter(job: dict[str, Any], exc: Exception) -> None:
-    """Permanent failure: straight to the DLQ with everything needed to understand and replay it."""
+def _dead_letter(job: Job, exc: Exception) -> bool:
+    """Permanent failure: straight to the DLQ as a body this handler replays as is. False if the send failed."""
     body = {
-        "job": job,
-        "error": exc.to_dict() if hasattr(exc, "to_dict") else {"message": str(exc)},
+        "job": {**job, "pass": job.get("pass", 0)},
+        "error": exc.to_dict() if hasattr(exc, "to_dict") else {"message": type(exc).__name__},
         "failed_at": time.time(),
     }
-    url = os.environ.get("INGEST_DLQ_URL")
-    if url:
+    logger.warning("document cannot be ingested", extra={"job": job, "error": body["error"]})
+    url = service().settings.ingest_dlq_url
+    if not url:
+        return True
+    try:
         _sqs().send_message(QueueUrl=url, MessageBody=json.dumps(body, default=str))
-    logger.error("document cannot be ingested", extra=body)
+        return True
+    except Exception:
+        logger.exception("could not send the job to the DLQ; leaving it to SQS to retry")
+        return False
 
 
-@logger.inject_lambda_context(log_event=False)
+class Retry(Exception):
+    """This record should be retried by SQS (and reach the DLQ through the redrive policy if it keeps failing)."""
+
+
+def run_job(job: Job, deadline: float) -> dict[str, Any]:
+    """One job; raises Retry for what SQS should deliver again. Log keys are this job's only."""
+    logger.append_keys(document=f"s3://{job['bucket']}/{job['key']}")
+    try:
+        if job.get("op") == "remove":
+            return remove_object(job)
+        return ingest_object(job, deadline)
+    except IdempotencyAlreadyInProgressError as exc:
+        logger.info("the same object version is being ingested right now; retrying later")
+        raise Retry("in progress elsewhere") from exc
+    except ConversionTimeout as exc:  # may succeed with a fresh invocation's full time: not permanent
+        metrics.add_metric(name="IngestErrors", unit=MetricUnit.Count, value=1)
+        logger.warning("conversion timed out; will be retried", extra={"error": exc.to_dict()})
+        raise Retry("conversion timeout") from exc
+    except DocumentError as exc:
+        metrics.add_metric(name="DocumentsRejected", unit=MetricUnit.Count, value=1)
+        if not _dead_letter(job, exc):
+            raise Retry("DLQ unavailable") from exc
+        return {"key": job["key"], "error": exc.to_dict()}
+    except Exception as exc:  # transient or unknown: let SQS retry this record, then its DLQ
+        metrics.add_metric(
+            name="UpsertFailures" if exc.__class__.__name__ == "UpsertFailed" else "IngestErrors",
+            unit=MetricUnit.Count,
+            value=1,
+        )
+        logger.exception("ingest failed; will be retried")
+        raise Retry(type(exc).__name__) from exc
+    finally:
+        logger.remove_keys(["document"])
+
+
+# --------------------------------------------------------------------------------------------- handler
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    _idempotency.register_lambda_context(context)
-    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_S
-    failures, results = [], []
-    for message_id, job in jobs_from_event(event):
-        logger.append_keys(document=f"s3://{job['bucket']}/{job['key']}")
-        try:
-            results.append(ingest_object(job=job, deadline=deadline))
-        except DocumentError as exc:
-            metrics.add_metric(name="DocumentsRejected", unit=MetricUnit.Count, value=1)
-            _dead_letter(job, exc)
-            results.append({"key": job["key"], "error": exc.to_dict()})
-        except Exception as exc:  # transient or unknown: let SQS retry this record, then its DLQ
-            metrics.add_metric(
-                name="UpsertFailures" if exc.__class__.__name__ == "UpsertFailed" else "IngestErrors",
-                unit=MetricUnit.Count,
-                value=1,
-            )
-            logger.exception("ingest failed; will be retried")
-            if message_id is None:
-                raise
-            failures.append({"itemIdentifier": message_id})
-    return {"batchItemFailures": failures, "results": results}
+    config, _ = _idempotent_ingest()
+    config.register_lambda_context(context)
+    margin = service().settings.deadline_margin_s
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - margin
+    results: list[dict[str, Any]] = []
+    records = event.get("Records", [])
+    if records and all(r.get("eventSource") == "aws:sqs" for r in records):
+
+        def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
+            out = [run_job(job, deadline) for job in jobs_from_body(json.loads(record.body))]
+            results.extend(out)
+            return out
+
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        response: PartialItemFailureResponse = process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+        return {**response, "results": results}
+    for _, job in jobs_from_event(event):  # a direct S3 notification: failures raise (Lambda retries it)
+        results.append(run_job(job, deadline))
+    return {"batchItemFailures": [], "results": results}

@@ -164,12 +164,15 @@ def with_retries(
     attempts: int = 4,
     base_delay: float = 0.2,
     transient: tuple[type[BaseException], ...] = (OSError,),
+    retry_if: Callable[[BaseException], bool] | None = None,
 ) -> T:
     """Exponential backoff on transient errors; after the last attempt a typed error says what is safe."""
     for attempt in range(attempts):
         try:
             return fn()
         except transient as exc:
+            if retry_if is not None and not retry_if(exc):
+                raise
             if attempt == attempts - 1:
                 raise UpsertFailed(
                     f"{what} failed after {attempts} attempts ({exc}); pages up to {last_safe_page} are stored, "

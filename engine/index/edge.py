@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from engine.errors import IndexLocked
 from engine.index.base import (
     COLS,
     FULL,
@@ -28,6 +29,27 @@ from engine.index.base import (
 
 log = logging.getLogger(__name__)
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
+# qdrant-edge raises plain Exceptions; these messages mean the request itself is wrong, so retrying is useless
+_PERMANENT = ("Wrong input", "Bad input", "Bad request", "Not found", "wrong vector", "dimension")
+
+
+def _transient_edge_error(exc: BaseException) -> bool:
+    return not any(marker.lower() in str(exc).lower() for marker in _PERMANENT)
+
+
+def _open_shard(path: Path, create: qe.EdgeConfig | None = None) -> qe.EdgeShard:
+    try:
+        if create is not None:
+            return qe.EdgeShard.create(str(path), create)
+        return qe.EdgeShard.load(str(path))
+    except Exception as exc:
+        if "WouldBlock" in str(exc) or "temporarily unavailable" in str(exc) or "lock" in str(exc).lower():
+            raise IndexLocked(
+                "the embedded index is open in another process (it serves one process at a time); stop the "
+                "other process, use another DOCVISION_INDEX_PATH, or share a Qdrant server (QDRANT_URL)",
+                document=str(path.parent),
+            ) from exc
+        raise
 
 
 class EdgeIndex(PayloadQueries):
@@ -48,11 +70,11 @@ class EdgeIndex(PayloadQueries):
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             check_model(meta["model_id"], meta["dim"], model_id, dim, str(self.path))
-            self.shard = qe.EdgeShard.load(str(self.path / "shard"))
+            self.shard = _open_shard(self.path / "shard")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             config = self._config(dim, float16, indexing_threshold_kb)
-            self.shard = qe.EdgeShard.create(str(self.path / "shard"), config)
+            self.shard = _open_shard(self.path / "shard", create=config)
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
             meta_path.write_text(json.dumps({"model_id": model_id, "dim": dim, "float16": float16}))
@@ -83,13 +105,21 @@ class EdgeIndex(PayloadQueries):
             vectors = r.named_vectors()
             points.append(qe.Point(point_id(r.document_id, r.page_number, r.model_id), vectors, r.payload()))
         if points:
-            with_retries(lambda: self.shard.update(qe.UpdateOperation.upsert_points(points)),
-                         what="upsert", document_id=records[0].document_id, last_safe_page=last_safe_page)  # fmt: skip
-            self.shard.flush()
+
+            def write() -> None:
+                self.shard.update(qe.UpdateOperation.upsert_points(points))
+                self.shard.flush()
+
+            with_retries(write, what="upsert", document_id=records[0].document_id, last_safe_page=last_safe_page,
+                         transient=(Exception,), retry_if=_transient_edge_error)  # fmt: skip
 
     def delete_document(self, document_id: str) -> None:
-        self.shard.update(qe.UpdateOperation.delete_points_by_filter(_match("document_id", document_id)))
-        self.shard.flush()
+        def delete() -> None:
+            self.shard.update(qe.UpdateOperation.delete_points_by_filter(_match("document_id", document_id)))
+            self.shard.flush()
+
+        with_retries(delete, what="delete", document_id=document_id, last_safe_page=0,
+                     transient=(Exception,), retry_if=_transient_edge_error)  # fmt: skip
 
     def optimize(self) -> None:
         """Build the HNSW graphs and merge segments. Edge never does this by itself: until it runs, every

@@ -18,7 +18,7 @@ class BlobStore(Protocol):
     uri: str
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str: ...
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
@@ -47,10 +47,12 @@ class LocalStore:
         os.replace(tmp, path)
         return self.url(key)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
         path = self._path(key)
         if not path.is_file():
             raise NotFound(f"no object {key!r} in {self.uri}")
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise _too_large(self.url(key), path.stat().st_size, max_bytes)
         return path.read_bytes()
 
     def exists(self, key: str) -> bool:
@@ -87,14 +89,22 @@ class S3Store:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
         return self.url(key)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, version_id: str | None = None, max_bytes: int | None = None) -> bytes:
+        """One object (a given version of it); with ``max_bytes``, its size is checked before it is read."""
         from botocore.exceptions import ClientError
 
+        extra = {"VersionId": version_id} if version_id else {}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            if max_bytes is not None:
+                size = self.client.head_object(Bucket=self.bucket, Key=self._key(key), **extra)[
+                    "ContentLength"
+                ]
+                if size > max_bytes:
+                    raise _too_large(self.url(key), size, max_bytes)
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise NotFound(f"no object {key!r} in {self.uri}") from exc
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion", "404", "NotFound"):
+                raise NotFound(f"no object {key!r} in {self.uri}", document=self.url(key)) from exc
             raise
 
     def exists(self, key: str) -> bool:
@@ -119,6 +129,14 @@ class S3Store:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def _too_large(where: str, size: int, max_bytes: int) -> Exception:
+    from engine.errors import DocumentTooLarge
+
+    return DocumentTooLarge(
+        f"{size:,} bytes exceeds the limit of {max_bytes:,} (DOCVISION_MAX_BYTES)", document=where, size=size
+    )
 
 
 def open_store(uri: str, client: Any = None) -> BlobStore:

@@ -212,7 +212,7 @@ def test_extract_sync_then_async_job_lifecycle(aws, tmp_path, monkeypatch) -> No
         monkeypatch.setenv("DOCVISION_LLM_MODEL", "test-vlm")
         status, body = api(event("extract.json"))
         assert status == 200, body
-        assert body["status"] == "succeeded" and body["quality"]["schema_valid"]
+        assert body["status"] == "done" and body["quality"]["schema_valid"]
         result_key = body["outputs"]["result"]
         assert result_key.startswith(f"s3://{BUCKET}/derived/results/")
         assert (
@@ -242,11 +242,11 @@ def test_extract_sync_then_async_job_lifecycle(aws, tmp_path, monkeypatch) -> No
         assert api(jobs_ev)[1]["status"] == "queued"
         (payload,) = pending
         done = invoke("api", payload)
-        assert done["status"] == "succeeded"
+        assert done["status"] == "done"
         status, job = api(jobs_ev)
         assert (
             status == 200
-            and job["status"] == "succeeded"
+            and job["status"] == "done"
             and job["outputs"]["result"].endswith("result.json")
         )
 
