@@ -118,7 +118,14 @@ def ingest_document(
     s = settings or get_settings()
     started = time.monotonic()
     uri = source_uri or _source_uri(source, name)
-    version = version or SourceVersion(uri, local_sequencer())
+    if version is None:
+        # An S3 object without an event (backfill, extraction) ranks below every event of its key, so it never
+        # replaces what the ingest queue indexed; a file is newest when it is ingested.
+        version = (
+            SourceVersion(uri, "", source.version_id)
+            if isinstance(source, S3Object)
+            else SourceVersion(uri, local_sequencer())
+        )
     members = Membership(store)
 
     newer = members.superseded_by(version)
@@ -127,8 +134,11 @@ def ingest_document(
         for orphan in orphans:
             delete_document_everywhere(orphan, index=index, store=store)
         log.info("superseded: a newer version of %s is indexed; nothing to do", uri)
-        return IngestResult(expected_document_id or "", name or uri, uri, "", 0, 0, 0, True, None,
-                            time.monotonic() - started, replaced_documents=orphans, skipped="superseded")  # fmt: skip
+        # report what the key shows now (the newer version's document; nothing for a deletion)
+        shown = newer.document_id or ""
+        stored = len(index.stored_pages(shown)) if shown else 0
+        return IngestResult(shown, name or uri, uri, "", stored, 0, stored, True, None, time.monotonic() - started,
+                            replaced_documents=orphans, skipped="superseded")  # fmt: skip
 
     if isinstance(source, S3Object):
         if documents is None:

@@ -23,6 +23,7 @@ __all__ = ["BlobStore", "Embedder", "JobStore", "PageIndex"]
 class Embedder(Protocol):
     model_id: str
     dim: int
+    plan: Any  # the compute plan (device, dtype), for reports
 
     def embed_images(self, images: Sequence[Image.Image]) -> list[Any]: ...  # list[PageEmbedding]
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]: ...

@@ -32,8 +32,10 @@ class DocVision:
         index: PageIndex | None = None,
         store: BlobStore | None = None,
         jobs: JobStore | None = None,
+        s3_client: Any = None,
     ) -> None:
         self.settings = settings or get_settings()
+        self.s3_client = s3_client  # optional: the client stores of s3:// locations use (default: boto3's)
         self._documents: dict[str, BlobStore] = {}
         for name, port in (("embedder", embedder), ("index", index), ("store", store), ("jobs", jobs)):
             if port is not None:
@@ -57,7 +59,7 @@ class DocVision:
     def store(self) -> BlobStore:
         from engine.storage import open_store
 
-        return open_store(self.settings.store)
+        return open_store(self.settings.store, self.s3_client)
 
     @cached_property
     def jobs(self) -> JobStore:
@@ -70,7 +72,7 @@ class DocVision:
         if bucket not in self._documents:
             from engine.storage import open_store
 
-            self._documents[bucket] = open_store(f"s3://{bucket}")
+            self._documents[bucket] = open_store(f"s3://{bucket}", self.s3_client)
         return self._documents[bucket]
 
     # ------------------------------------------------------------------------------------------- ingest

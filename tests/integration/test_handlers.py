@@ -244,11 +244,7 @@ def test_extract_sync_then_async_job_lifecycle(aws, tmp_path, monkeypatch) -> No
         done = invoke("api", payload)
         assert done["status"] == "done"
         status, job = api(jobs_ev)
-        assert (
-            status == 200
-            and job["status"] == "done"
-            and job["outputs"]["result"].endswith("result.json")
-        )
+        assert status == 200 and job["status"] == "done" and job["outputs"]["result"].endswith("result.json")
 
 
 def test_bad_requests_get_clear_400s(aws) -> None:
