@@ -350,16 +350,38 @@ def cmd_extract(args: argparse.Namespace) -> int:
     out.print(table)
     q = result.quality
     checks = ", ".join(f"{c['name']}: {c['status']}" for c in q["consistency"]) or "none declared"
+    g = q.get("grounding") or {}
+    score = "n/a (nothing checkable)" if q["quality_score"] is None else f"{q['quality_score']:.2f}"
+    grounded = (
+        f"grounded {g['grounded']}/{g['checked']} on the page"
+        if g.get("checked")
+        else "no text layer to check against"
+    )
     out.print(
-        f"quality {q['quality_score']:.2f} (required filled {q['completeness']['required_filled']}/{q['completeness']['required_total']}, "
+        f"quality {score} ({grounded}; required filled {q['completeness']['required_filled']}/{q['completeness']['required_total']}, "
         f"optional {q['completeness']['optional_filled']}/{q['completeness']['optional_total']}; consistency: {checks})",
         highlight=False,
     )
+    if g.get("ungrounded_paths"):
+        out.print(
+            f"not found on the page: {', '.join(g['ungrounded_paths'][:12])}", highlight=False, soft_wrap=True
+        )
     out.print(
         f"result: {result.keys['result']}  quality: {result.keys['quality']}  ({time.monotonic() - t:.1f} s)",
         highlight=False,
         soft_wrap=True,  # paths stay copyable
     )
+    return 0
+
+
+def cmd_cite(args: argparse.Namespace) -> int:
+    """Draw every cited box of an extraction result on its page image (PNG), to check it at a glance."""
+    from engine.config import Settings
+    from engine.extraction.draw import draw_citations
+
+    written = draw_citations(Path(args.result_dir), Path(args.out), settings=Settings(), source=args.source)
+    for path in written:
+        out.print(str(path), highlight=False, soft_wrap=True)
     return 0
 
 
@@ -450,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--collection")
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("cite", help="draw an extraction's cited boxes on its page images (PNG)")
+    p.add_argument(
+        "result_dir", help="folder holding result.json (results/<document_id>/<key>/ in the store)"
+    )
+    p.add_argument("--out", required=True, help="folder for page-<n>.png")
+    p.add_argument("--source", help="the document, when result.json's source is not readable from here")
+    p.set_defaults(func=cmd_cite)
 
     p = sub.add_parser("schema", help="schema tools")
     ssub = p.add_subparsers(dest="schema_command", required=True)

@@ -168,6 +168,16 @@ class Settings(BaseSettings):
     pages_per_call: int = Field(
         4, description="Pages per LLM call; more pages are split over calls and merged."
     )
+    list_mode: Literal["auto", "whole", "paged"] = Field(
+        "auto",
+        description="paged: lists are extracted segment by segment and rows merged (no truncated long lists); whole: pages_per_call pages per call; auto: paged when the schema has a list and the pages need more than one call.",
+    )
+    list_segment_pages: int = Field(1, ge=1, description="Pages per call in paged mode.")
+    list_segment_overlap: int = Field(
+        0,
+        ge=0,
+        description="Pages shared by consecutive segments in paged mode (rows seen twice are merged).",
+    )
     llm_image_max_side: int = Field(
         1568, description="Longest side in pixels of page images sent to the LLM."
     )

@@ -40,6 +40,17 @@ def _path_values(data: Any, path: str) -> list[Any]:
     return current
 
 
+# The score, in one place (README "Quality score" quotes it). Validity is a gate; every term can fail.
+WEIGHTS = {"grounding": 0.6, "consistency": 0.3, "optional_completeness": 0.1}
+DEFINITION = (
+    "0 when the answer is not schema-valid (a gate); otherwise the weighted mean of the terms that could be "
+    "evaluated: grounding ratio (text-layer values found on the page / values checked) weight 0.6, share of "
+    "evaluated consistency rules that pass weight 0.3, optional-field completeness weight 0.1. Terms that could "
+    "not be evaluated (no text layer, no rule with values, no optional field) are left out and the weights "
+    "renormalized; quality_terms lists what was used. null when no term could be evaluated."
+)
+
+
 def quality_report(
     data: dict[str, Any],
     compiled: CompiledSchema,
@@ -49,6 +60,8 @@ def quality_report(
     attempts: int,
     calls: int,
     conflicts: list[dict],
+    grounding: dict[str, Any] | None = None,
+    rejected: int = 0,
 ) -> dict[str, Any]:
     leaves: list[tuple[bool, bool]] = []
     _leaves(data, compiled.root, True, leaves)
@@ -78,12 +91,21 @@ def quality_report(
         values = [v for v in _path_values(data, path) if isinstance(v, int | float)]
         confidence = {"field": path, "values": values, "note": "reported by the model, not measured"}
     completeness_required = sum(req) / len(req) if req else 1.0
-    parts_of_score = [1.0 if valid else 0.0, completeness_required] + (
-        [sum(c["status"] == "pass" for c in evaluated) / len(evaluated)] if evaluated else []
-    )
+    terms: dict[str, float] = {}
+    if grounding and grounding.get("ratio") is not None:
+        terms["grounding"] = float(grounding["ratio"])
+    if evaluated:
+        terms["consistency"] = sum(c["status"] == "pass" for c in evaluated) / len(evaluated)
+    if opt:
+        terms["optional_completeness"] = sum(opt) / len(opt)
+    weight = sum(WEIGHTS[k] for k in terms)
+    # nothing that can fail was evaluated (a scan without rules or optional fields): no score, not a perfect one
+    score = (sum(WEIGHTS[k] * v for k, v in terms.items()) / weight if weight else None) if valid else 0.0
     return {
         "schema_valid": valid,
         "validation_errors": errors,
+        "rejected_answers": rejected,
+        "grounding": grounding,
         "completeness": {
             "required_filled": sum(req), "required_total": len(req), "required_ratio": round(completeness_required, 4),
             "optional_filled": sum(opt), "optional_total": len(opt), "optional_ratio": round(sum(opt) / len(opt), 4) if opt else None,
@@ -93,6 +115,7 @@ def quality_report(
         "attempts": attempts,
         "llm_calls": calls,
         "merge_conflicts": len(conflicts),
-        "quality_score": round(sum(parts_of_score) / len(parts_of_score), 4),
-        "quality_score_definition": "mean of: schema valid (0/1), required completeness, share of evaluated consistency rules that pass",
+        "quality_score": round(score, 4) if score is not None else None,
+        "quality_terms": {k: round(v, 4) for k, v in terms.items()},
+        "quality_score_definition": DEFINITION,
     }  # fmt: skip

@@ -1,11 +1,11 @@
-"""Extraction: document + JSON Schema → pages → BAML vision-LLM call(s) → merge → validate → outputs.
+"""Extraction over one opened document: plan (pages, calls) → ask (BAML) → assemble (merge, validate, cite) → write.
 
 Outputs (through the blob store) under results/<document_id>/<cache_key[:16]>/:
-    result.json      canonical nested data + provenance
-    tables/*.parquet one table per array path, lineage columns (and *.csv on request)
-    quality.json     computed quality report
+    result.json      canonical nested data + provenance (with provenance.citations: page + box per value)
+    tables/*.parquet one table per array path + `citations`, lineage columns (and *.csv on request)
+    quality.json     computed quality report (grounding, completeness, consistency, score)
 A run whose answer cannot be parsed or validated after the configured attempts writes nothing there;
-its raw answers go to failures/<document_id>/<cache_key[:16]>/ and ExtractionFailed says where.
+its raw answers go to failures/<document_id>/<cache_key[:16]>/ and ExtractionFailed says where (never what).
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,14 +25,26 @@ from engine.config import Settings
 from engine.documents import open_document
 from engine.documents.source import DocumentInput
 from engine.errors import ExtractionFailed
-from engine.extraction.clients import client_registry
+from engine.extraction import citations as cite
+from engine.extraction.clients import client_registry, describe_chain
 from engine.extraction.quality import quality_report
-from engine.extraction.schema import CompiledSchema, build_type_builder, canonical_json, compile_schema
+from engine.extraction.schema import (
+    CompiledSchema,
+    TypeNode,
+    build_type_builder,
+    canonical_json,
+    compile_schema,
+)
 from engine.extraction.shape import canonicalize, dumps, merge, shape, tables_json_summary, to_jsonable
 
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = "Extract the fields described below from these {n} page image(s) (pages {pages} of {total})."
+RETRY = (
+    "\nYour previous answer for these pages was rejected: {errors}. Answer again with the complete result, "
+    "giving every value in the type the schema asks for (use null for an optional value you cannot give)."
+)
+CITATIONS_VERSION = "cite-v1"
 
 
 @dataclass
@@ -42,9 +56,39 @@ class ExtractionOutput:
     keys: dict[str, Any]  # where things were written
 
 
-def cache_key(document_id: str, compiled: CompiledSchema, client: str, prompt_version: str) -> str:
+@dataclass
+class Plan:
+    key: str
+    base: str
+    pages: list[int]
+    selection: dict[str, Any]
+    calls: list[list[int]]
+    mode: str  # "whole" | "paged"
+    page_vectors: dict[int, tuple[Any, Any, int]] = field(default_factory=dict)  # in-memory embeddings
+
+
+@dataclass
+class Answer:
+    pages: list[int]
+    data: dict[str, Any]
+    attempts: int
+    rejected: list[dict[str, Any]]  # paths and reasons only
+
+
+def output_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting that changes what an extraction produces (the cache key covers all of them)."""
+    return {
+        "clients": describe_chain(settings), "prompt_version": settings.prompt_version, "pages_per_call": settings.pages_per_call,
+        "page_budget": settings.page_budget, "image_max_side": settings.llm_image_max_side, "dpi": settings.dpi,
+        "list_mode": settings.list_mode, "list_segment_pages": settings.list_segment_pages,
+        "list_segment_overlap": settings.list_segment_overlap, "citations": CITATIONS_VERSION,
+        "attempts": settings.extract_attempts,
+    }  # fmt: skip
+
+
+def cache_key(document_id: str, compiled: CompiledSchema, settings: Settings) -> str:
     return hashlib.sha256(
-        f"{document_id}\n{canonical_json(compiled.schema)}\n{client}\n{prompt_version}".encode()
+        f"{document_id}\n{canonical_json(compiled.schema)}\n{canonical_json(output_settings(settings))}".encode()
     ).hexdigest()
 
 
@@ -58,38 +102,90 @@ def schema_queries(compiled: CompiledSchema) -> list[str]:
     return out
 
 
-def select_pages(
-    doc: Any, source: Any, compiled: CompiledSchema, settings: Settings, service: Any
-) -> tuple[list[int], dict[str, Any]]:
-    """All pages of a small document; for a long one, the best pages by late-interaction retrieval."""
-    if doc.page_count <= settings.page_budget:
+def _has_arrays(node: TypeNode) -> bool:
+    return any(
+        f.type.kind == "array" or (f.type.kind == "object" and _has_arrays(f.type)) for f in node.fields
+    )
+
+
+# ------------------------------------------------------------------------------------------------- plan
+def select_pages(doc: Any, compiled: CompiledSchema, settings: Settings, service: Any, plan_vectors: dict) -> tuple[list[int], dict[str, Any]]:  # fmt: skip
+    """All pages of a small document; for a long one, the best pages by late-interaction retrieval.
+
+    An ingested document is ranked from its indexed points; any other is embedded here, in memory (the
+    shared index is never written from extraction); those embeddings are kept for similarity-map citations.
+    """
+    budget = settings.page_budget
+    if doc.page_count <= budget:
         return list(range(1, doc.page_count + 1)), {
             "method": "all pages",
-            "reason": f"{doc.page_count} pages <= page budget {settings.page_budget}",
+            "reason": f"{doc.page_count} pages <= page budget {budget}",
         }
     if service is None:
         raise ExtractionFailed(
-            f"{doc.page_count} pages exceed the page budget ({settings.page_budget}) and no index is available to pick pages",
+            f"{doc.page_count} pages exceed the page budget ({budget}) and no embedding model is available to pick "
+            "pages; raise DOCVISION_PAGE_BUDGET or extract through the service",
             document=doc.name,
         )
-    if service.index.count(doc.document_id) < doc.page_count:
-        service.ingest(source, name=doc.name)  # resumable: only pages not yet indexed are embedded
+    queries = schema_queries(compiled)
+    ranked: list[list[tuple[int, float]]] = []
+    if service.index.count(doc.document_id) >= doc.page_count:
+        source = "indexed points"
+        for q in queries:
+            hits = service.search(q, top_k=budget, document_ids=[doc.document_id])["hits"]
+            ranked.append([(h["page_number"], h["score"]) for h in hits])
+    else:
+        source = "embedded in memory (document not ingested; the index is not written)"
+        emb = service.embedder
+        for frame in doc.pages():
+            (e,) = emb.embed_images([frame.image])
+            plan_vectors[frame.page_number] = (e.vectors, tuple(e.grid) if e.grid else None, e.patch_offset)
+        numbers = sorted(plan_vectors)
+        scores = emb.score(emb.embed_queries(queries), [plan_vectors[p][0] for p in numbers])
+        for row in scores:
+            order = sorted(range(len(numbers)), key=lambda i: -row[i])[:budget]
+            ranked.append([(numbers[i], float(row[i])) for i in order])
     votes: dict[int, float] = {}
     why: dict[int, list[str]] = {}
-    for q in schema_queries(compiled):
-        hits = service.search(q, top_k=settings.page_budget, document_ids=[doc.document_id])["hits"]
-        for rank, h in enumerate(hits):
-            votes[h["page_number"]] = votes.get(h["page_number"], 0.0) + 1.0 / (
-                rank + 1
-            )  # reciprocal-rank fusion
-            why.setdefault(h["page_number"], []).append(
-                f"{q.split(':')[0]} (rank {rank + 1}, score {h['score']:.3f})"
-            )
-    chosen = sorted(sorted(votes, key=lambda p: -votes[p])[: settings.page_budget])
-    return chosen, {"method": "late-interaction retrieval (reciprocal-rank fusion over schema-field queries)", "page_budget": settings.page_budget,
-                    "pages": {str(p): {"fused_score": round(votes[p], 4), "matched": why[p]} for p in chosen}}  # fmt: skip
+    for q, hits in zip(queries, ranked, strict=True):
+        for rank, (page, score) in enumerate(hits):
+            votes[page] = votes.get(page, 0.0) + 1.0 / (rank + 1)  # reciprocal-rank fusion
+            why.setdefault(page, []).append(f"{q.split(':')[0]} (rank {rank + 1}, score {score:.3f})")
+    chosen = sorted(sorted(votes, key=lambda p: -votes[p])[:budget])
+    return chosen, {"method": "late-interaction retrieval (reciprocal-rank fusion over schema-field queries)", "page_budget": budget,
+                    "ranked_from": source, "pages": {str(p): {"fused_score": round(votes[p], 4), "matched": why[p]} for p in chosen}}  # fmt: skip
 
 
+def plan_calls(pages: list[int], compiled: CompiledSchema, settings: Settings) -> tuple[list[list[int]], str]:
+    """Whole: pages_per_call pages per call. Paged (long lists): small overlapping segments, rows merged after.
+
+    auto = paged when the schema has a list and the pages do not fit one call (a single answer truncates lists).
+    """
+    mode = settings.list_mode
+    if mode == "auto":
+        mode = "paged" if _has_arrays(compiled.root) and len(pages) > settings.pages_per_call else "whole"
+    if mode == "paged":
+        size = max(1, settings.list_segment_pages)
+        step = max(1, size - max(0, settings.list_segment_overlap))
+        calls = []
+        for i in range(0, len(pages), step):
+            calls.append(pages[i : i + size])
+            if i + size >= len(pages):
+                break
+        return calls, mode
+    n = settings.pages_per_call
+    return [pages[i : i + n] for i in range(0, len(pages), n)], "whole"
+
+
+def plan(doc: Any, compiled: CompiledSchema, settings: Settings, service: Any) -> Plan:
+    key = cache_key(doc.document_id, compiled, settings)
+    vectors: dict[int, Any] = {}
+    pages, selection = select_pages(doc, compiled, settings, service, vectors)
+    calls, mode = plan_calls(pages, compiled, settings)
+    return Plan(key, f"results/{doc.document_id}/{key[:16]}", pages, selection, calls, mode, vectors)
+
+
+# -------------------------------------------------------------------------------------------------- ask
 def _page_image(frame: Any, max_side: int) -> Any:
     import baml_py
 
@@ -121,11 +217,26 @@ def _prune(value: Any, node: Any) -> Any:
     return value
 
 
-def _schema_errors(validator: Any, root: Any, data: Any) -> list[str]:
+def _reason(e: Any) -> str:
+    """A jsonschema error without the offending value (values stay out of messages and logs)."""
+    v = e.validator
+    if v == "type":
+        return f"not of type {e.validator_value}"
+    if v == "format":
+        return f"not a valid {e.validator_value}"
+    if v == "enum":
+        return "not one of the allowed values"
+    if v == "required":
+        return e.message.split(" is a required")[0] + " is required"  # the property name, not a value
+    return f"fails {v}"
+
+
+def schema_errors(validator: Any, root: Any, data: Any) -> list[tuple[str, str, str]]:
+    """(path, reason without the value, full message for the model) for every violation."""
     import datetime as dt
 
     errors = [
-        f"/{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        ("/" + "/".join(map(str, e.absolute_path)), _reason(e), e.message)
         for e in validator.iter_errors(_prune(data, root))
     ]
 
@@ -141,167 +252,353 @@ def _schema_errors(validator: Any, root: Any, data: Any) -> list[str]:
             try:
                 dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
             except ValueError:
-                errors.append(f"{path}: {value!r} is not an ISO 8601 date-time")
+                errors.append((path, "not an ISO 8601 date-time", f"{value!r} is not an ISO 8601 date-time"))
 
     walk(data, root, "")
     return errors
 
 
-def extract_document(
-    source: DocumentInput, schema: dict[str, Any] | str, *, settings: Settings, store: Any, service: Any = None,
-    name: str | None = None, csv: bool = False, use_cache: bool = True, s3_client: Any = None, on_progress: Any = None,
-) -> ExtractionOutput:  # fmt: skip
+def raw_json(text: str | None) -> Any:
+    """The JSON object in a reply (fenced or bare, prose around it allowed); None when there is none."""
+    if not text:
+        return None
+    fenced = re.search(r"```(?:json)?\s*(\{.*?\})\s*```", text, re.S)
+    candidates = [fenced.group(1)] if fenced else []
+    if "{" in text:
+        candidates.append(text[text.index("{") :])
+    for c in candidates:
+        for attempt in (c, re.sub(r",\s*([}\]])", r"\1", c)):  # trailing commas, the common slip
+            try:
+                value, _ = json.JSONDecoder().raw_decode(attempt)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def losses(raw: Any, kept: Any, node: TypeNode, path: str = "") -> list[tuple[str, str]]:
+    """Where coercion dropped what the model answered: (path, reason) — a value nulled, a row or item lost."""
+    out: list[tuple[str, str]] = []
+    if raw is None:
+        return out
+    if node.kind == "object":
+        if not isinstance(raw, dict):
+            return [(path or "/", "not an object")]
+        from engine.extraction.schema import _prop_name
+
+        for f in node.fields:
+            r = raw.get(f.name, raw.get(_prop_name(f.name)))
+            out += losses(r, (kept or {}).get(f.name), f.type, f"{path}/{f.name}")
+        return out
+    if node.kind == "array":
+        if not isinstance(raw, list):
+            return [(path, "not a list")]
+        kept_list = kept or []
+        if len(kept_list) < len(raw):
+            bad = [i for i, item in enumerate(raw) if not _fits(item, node.item)]
+            where = ", ".join(f"{path}/{i}" for i in bad[:10]) or path
+            return [(where, f"{len(raw) - len(kept_list)} of {len(raw)} items did not fit the item type")]
+        assert node.item
+        for i, (r, k) in enumerate(zip(raw, kept_list, strict=False)):
+            out += losses(r, k, node.item, f"{path}/{i}")
+        return out
+    if kept is None:
+        return [(path, f"the answer's value did not fit type {node.kind}")]
+    if not _same_value(raw, kept, node):
+        return [(path, f"the answer's value is not a {node.kind} (coercion would have changed it)")]
+    return out
+
+
+def _same_value(raw: Any, kept: Any, node: TypeNode) -> bool:
+    """Coercion may reformat a value (\"1,200.00\" → 1200.0) but not change it ("23 percent of x" → 23)."""
+    if node.kind in ("integer", "number"):
+        if isinstance(raw, bool):
+            return False
+        if isinstance(raw, int | float):
+            return float(raw) == float(kept)
+        text = str(raw).strip()
+        return bool(cite._NUMBER_TOKEN.match(text)) and any(
+            cite._same_number(v, float(kept)) for v in cite.number_readings(text)
+        )
+    if node.kind == "boolean":
+        return isinstance(raw, bool) or str(raw).strip().lower() in ("true", "false")
+    if node.kind == "enum":
+        return str(raw).strip().lower() == str(kept).lower()
+    return True
+
+
+def _fits(value: Any, node: Any) -> bool:
+    """Roughly what BAML accepts: used only to name the rows a coercion dropped."""
+    if value is None:
+        return True
+    k = node.kind
+    if k == "object":
+        if not isinstance(value, dict):
+            return False
+        return all(
+            (value.get(f.name) is not None or not f.required) and _fits(value.get(f.name), f.type)
+            for f in node.fields
+        )
+    if k == "array":
+        return isinstance(value, list) and all(_fits(v, node.item) for v in value)
+    if k in ("integer", "number"):
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, int | float):
+            return True
+        return isinstance(value, str) and bool(cite.number_readings(value))
+    if k == "boolean":
+        return isinstance(value, bool) or str(value).lower() in ("true", "false")
+    if k == "enum":
+        return str(value).lower() in {v.lower() for v in node.values}
+    return isinstance(value, str | int | float)
+
+
+def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, registry: Any, store: Any) -> tuple[list[Answer], Any]:  # fmt: skip
+    """One BAML call per planned call; an answer that does not parse, validate, or survive coercion whole is
+    retried with the reasons, then the extraction fails naming the paths (raw replies only in the store)."""
     from baml_py import Collector
     from baml_py.errors import BamlValidationError
 
+    from baml_client import b
+
+    wanted = {p for call in plan_.calls for p in call}
+    frames = {
+        f.page_number: _page_image(f, settings.llm_image_max_side)
+        for f in doc.pages()
+        if f.page_number in wanted
+    }
+    tb = build_type_builder(compiled)
+    validator = _validator(compiled.schema)
+    collector = Collector(name="extract")
+    answers: list[Answer] = []
+    for ci, chunk in enumerate(plan_.calls):
+        base_instructions = INSTRUCTIONS.format(
+            n=len(chunk), pages=", ".join(map(str, chunk)), total=doc.page_count
+        )
+        instructions, data = base_instructions, None
+        record: list[dict[str, Any]] = []
+        for attempt in range(1, settings.extract_attempts + 1):
+            reply: str | None = None
+            try:
+                result = b.ExtractDocument([frames[p] for p in chunk], instructions,
+                                           baml_options={"tb": tb, "client_registry": registry, "collector": collector})  # fmt: skip
+                reply = collector.last.raw_llm_response if collector.last else None
+            except BamlValidationError as exc:
+                record.append({"attempt": attempt, "errors": [["/", "the answer does not parse as the schema's object"]],
+                               "raw_output": exc.raw_output})  # fmt: skip
+                instructions = base_instructions + RETRY.format(
+                    errors="it was not one JSON object of the requested shape"
+                )
+                continue
+            candidate = canonicalize(to_jsonable(result), compiled.root, from_model=True)
+            answered = raw_json(reply)
+            lost = losses(answered, candidate, compiled.root) if answered is not None else []
+            errors = [(p, r, r) for p, r in lost] + schema_errors(validator, compiled.root, candidate)
+            if not errors:
+                data = candidate
+                break
+            record.append({"attempt": attempt, "errors": [[p, r] for p, r, _ in errors[:20]], "raw_output": reply,
+                           "messages": [m for _, _, m in errors[:20]]})  # fmt: skip
+            instructions = base_instructions + RETRY.format(
+                errors="; ".join(f"{p}: {m}" for p, _, m in errors[:10])
+            )
+        rejected = [{"attempt": r["attempt"], "errors": r["errors"]} for r in record]
+        if record:
+            where = f"failures/{doc.document_id}/{plan_.key[:16]}/call-{ci}.json"
+            store.put(
+                where,
+                dumps({"document": doc.name, "pages": chunk, "attempts": record}).encode(),
+                "application/json",
+            )
+            for r in rejected:
+                r["raw_answer"] = store.url(where)
+        if data is None:
+            last = record[-1]["errors"]
+            paths = "; ".join(f"{p}: {r}" for p, r in last[:5])
+            raise ExtractionFailed(
+                f"pages {chunk}: no valid answer after {settings.extract_attempts} attempts ({paths}); the raw "
+                f"answers are at {rejected[-1]['raw_answer']}",
+                document=doc.name, raw_answer_location=rejected[-1]["raw_answer"], paths=[p for p, _ in last[:20]],
+            )  # fmt: skip
+        answers.append(Answer(chunk, data, len(record) + 1, rejected))
+    return answers, collector
+
+
+# --------------------------------------------------------------------------------------------- assemble
+def _text_pdf(doc: Any) -> Any:
+    """The opened PDF (original or converted) whose text layer citations read; None for images."""
+    pdf = getattr(doc, "_pdf", None)
+    if pdf is not None and getattr(pdf, "doc", None) is not None:
+        return pdf.doc
+    data = getattr(doc, "pdf_bytes", None)
+    if data:
+        import pymupdf
+
+        return pymupdf.open(stream=data, filetype="pdf")
+    return None
+
+
+def locate(data: dict[str, Any], compiled: CompiledSchema, doc: Any, leaf_pages: dict[str, list[int]],
+           plan_: Plan, service: Any, settings: Settings) -> list[dict[str, Any]]:  # fmt: skip
+    """One citation per non-null scalar leaf: text layer where the page has one, else the similarity map."""
+    found = cite.leaves(data, compiled)
+    layer = cite.TextLayer(_text_pdf(doc))
+    text_pages = {p for p in plan_.pages if layer.has_text(p)}
+    on_text = [lf for lf in found if any(p in text_pages for p in leaf_pages.get(lf.path, []))]
+    on_scan = [lf for lf in found if lf not in on_text]
+    located = cite.cite_text_layer(
+        on_text, layer, {k: [p for p in v if p in text_pages] for k, v in leaf_pages.items()}
+    )
+    if on_scan:
+        if service is None:
+            for lf in on_scan:
+                located[lf.path] = {"method": "none", "page": None, "bbox": None, "grounded": None}
+        else:
+            located.update(
+                cite.cite_similarity_map(
+                    on_scan, _vectors_for(doc, plan_, service), service.embedder, leaf_pages
+                )
+            )
+    return [{"path": lf.path, "row": lf.row, **located[lf.path]} for lf in found]
+
+
+def _vectors_for(doc: Any, plan_: Plan, service: Any) -> Any:
+    """page → (vectors, grid, patch offset): the plan's in-memory embeddings, the index's points, or embed now."""
+
+    def get(page: int) -> Any:
+        if page in plan_.page_vectors:
+            return plan_.page_vectors[page]
+        found = (
+            service.index.get_page(doc.document_id, page) if service.index.count(doc.document_id) else None
+        )
+        if found is not None:
+            payload, vectors = found
+            grid = (payload["grid_rows"], payload["grid_cols"]) if payload.get("grid_rows") else None
+            plan_.page_vectors[page] = (vectors, grid, int(payload.get("patch_offset") or 0))
+        else:
+            frame = next(doc.pages(start_page=page))
+            (e,) = service.embedder.embed_images([frame.image])
+            plan_.page_vectors[page] = (e.vectors, tuple(e.grid) if e.grid else None, e.patch_offset)
+        return plan_.page_vectors[page]
+
+    return get
+
+
+# ------------------------------------------------------------------------------------------------ write
+def write(store: Any, base: str, tables: dict[str, Any], csv: bool) -> dict[str, Any]:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    outputs: dict[str, Any] = {
+        "result": store.url(f"{base}/result.json"),
+        "quality": store.url(f"{base}/quality.json"),
+        "tables": {},
+    }
+    for tname, table in tables.items():
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        outputs["tables"][tname] = {
+            "parquet": store.put(
+                f"{base}/tables/{tname}.parquet", buf.getvalue(), "application/vnd.apache.parquet"
+            ),
+            "rows": table.num_rows,
+        }
+        if csv:
+            cbuf = io.BytesIO()
+            pacsv.write_csv(table, cbuf)
+            outputs["tables"][tname]["csv"] = store.put(
+                f"{base}/tables/{tname}.csv", cbuf.getvalue(), "text/csv"
+            )
+    return outputs  # fmt: skip
+
+
+def _cached(store: Any, base: str, key: str, settings: Settings) -> ExtractionOutput | None:
+    if not store.exists(f"{base}/result.json"):
+        return None
+    cached = json.loads(store.get(f"{base}/result.json"))
+    age = time.time() - datetime.fromisoformat(cached["provenance"]["created"]).timestamp()
+    if age > settings.cache_ttl_s:
+        return None
+    log.info("cache hit %s", key[:16])
+    quality = json.loads(store.get(f"{base}/quality.json"))
+    return ExtractionOutput(key, True, cached, quality, cached["provenance"]["outputs"])
+
+
+def _open(source: DocumentInput, name: str | None, settings: Settings, s3_client: Any, store: Any) -> Any:
+    """The one place extraction opens a document (the converted PDF stored at ingest plugs in here)."""
+    return open_document(source, name=name, settings=settings, s3_client=s3_client)
+
+
+def extract_document(
+    source: DocumentInput, schema: dict[str, Any] | str, *, settings: Settings, store: Any, service: Any = None,
+    name: str | None = None, csv: bool = False, use_cache: bool = True, s3_client: Any = None, on_progress: Any = None,
+    timings: dict[str, float] | None = None,
+) -> ExtractionOutput:  # fmt: skip
     if settings.llm_debug:
         import os
 
         os.environ["BAML_LOG"] = "info"
-    from baml_client import b
-
     started = time.monotonic()
     compiled = compile_schema(schema)
     registry, client_desc = client_registry(settings)
-    with open_document(source, name=name, settings=settings, s3_client=s3_client) as doc:
-        key = cache_key(doc.document_id, compiled, client_desc, settings.prompt_version)
-        base = f"results/{doc.document_id}/{key[:16]}"
-        if use_cache and store.exists(f"{base}/result.json"):
-            import json
-
-            cached = json.loads(store.get(f"{base}/result.json"))
-            age = time.time() - datetime.fromisoformat(cached["provenance"]["created"]).timestamp()
-            if age <= settings.cache_ttl_s:
-                log.info("cache hit %s", key[:16])
-                quality = json.loads(store.get(f"{base}/quality.json"))
-                return ExtractionOutput(key, True, cached, quality, cached["provenance"]["outputs"])
-        pages, selection = select_pages(doc, source, compiled, settings, service)
-        wanted = set(pages)
-        frames = {
-            f.page_number: _page_image(f, settings.llm_image_max_side)
-            for f in doc.pages()
-            if f.page_number in wanted
-        }
-        tb = build_type_builder(compiled)
+    with _open(source, name, settings, s3_client, store) as doc:
+        key = cache_key(doc.document_id, compiled, settings)
+        if use_cache and (hit := _cached(store, f"results/{doc.document_id}/{key[:16]}", key, settings)):
+            return hit
+        plan_ = plan(doc, compiled, settings, service)
+        if on_progress:
+            on_progress(0, len(plan_.calls))
+        answers, collector = ask(plan_, doc, compiled, settings, registry, store)
+        t_assemble = time.monotonic()
+        merged = merge([(a.pages, a.data) for a in answers], compiled.root)
+        data = canonicalize(merged.data, compiled.root)
         validator = _validator(compiled.schema)
-        collector = Collector(name="extract")
-        chunks = [
-            pages[i : i + settings.pages_per_call] for i in range(0, len(pages), settings.pages_per_call)
-        ]
-        per_call: list[tuple[list[int], dict[str, Any]]] = []
-        attempts_total = 0
-        failures: list[dict[str, Any]] = []
-        for ci, chunk in enumerate(chunks):
-            if on_progress:
-                on_progress(ci, len(chunks))
-            instructions = INSTRUCTIONS.format(
-                n=len(chunk), pages=", ".join(map(str, chunk)), total=doc.page_count
-            )
-            data = None
-            for attempt in range(1, settings.extract_attempts + 1):
-                attempts_total += 1
-                try:
-                    raw = b.ExtractDocument(
-                        [frames[p] for p in chunk],
-                        instructions,
-                        baml_options={"tb": tb, "client_registry": registry, "collector": collector},
-                    )
-                except BamlValidationError as exc:
-                    failures.append(
-                        {
-                            "call": ci,
-                            "attempt": attempt,
-                            "error": "unparseable answer",
-                            "raw_output": exc.raw_output,
-                        }
-                    )
-                    continue
-                candidate = canonicalize(to_jsonable(raw), compiled.root, from_model=True)
-                errors = _schema_errors(validator, compiled.root, candidate)
-                if errors:
-                    failures.append(
-                        {
-                            "call": ci,
-                            "attempt": attempt,
-                            "error": "schema violation: " + "; ".join(errors[:5]),
-                            "raw_output": collector.last.raw_llm_response if collector.last else None,
-                        }
-                    )
-                    continue
-                data = candidate
-                break
-            if data is None:
-                where = f"failures/{doc.document_id}/{key[:16]}/call-{ci}.json"
-                store.put(
-                    where,
-                    dumps({"document": doc.name, "pages": chunk, "attempts": failures}).encode(),
-                    "application/json",
-                )
-                raise ExtractionFailed(
-                    f"pages {chunk}: no valid answer after {settings.extract_attempts} attempts ({failures[-1]['error'][:200]}); raw answers at {store.url(where)}",
-                    document=doc.name, raw_answer_location=store.url(where),
-                )  # fmt: skip
-            per_call.append((chunk, data))
-        merged, conflicts, field_sources = merge(per_call, compiled.root)
-        merged = canonicalize(merged, compiled.root)
-        final_errors = _schema_errors(validator, compiled.root, merged)
-        if final_errors:
+        if final := schema_errors(validator, compiled.root, data):
             where = f"failures/{doc.document_id}/{key[:16]}/merged.json"
-            store.put(where, dumps({"merged": merged, "errors": final_errors}).encode(), "application/json")
-            raise ExtractionFailed(
-                f"the merged result violates the schema ({final_errors[0]}); see {store.url(where)}",
-                document=doc.name,
-                raw_answer_location=store.url(where),
-            )
-        usage = {
-            "input_tokens": sum((c.usage.input_tokens or 0) for c in collector.logs),
-            "output_tokens": sum((c.usage.output_tokens or 0) for c in collector.logs),
-        }
-        tables = shape(merged, compiled, doc.document_id)
-        outputs: dict[str, Any] = {
-            "result": store.url(f"{base}/result.json"),
-            "quality": store.url(f"{base}/quality.json"),
-            "tables": {},
-        }
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-
-        for tname, table in tables.items():
-            buf = io.BytesIO()
-            pq.write_table(table, buf)
-            outputs["tables"][tname] = {
-                "parquet": store.put(
-                    f"{base}/tables/{tname}.parquet", buf.getvalue(), "application/vnd.apache.parquet"
-                ),
-                "rows": table.num_rows,
-            }
-            if csv:
-                cbuf = io.BytesIO()
-                pacsv.write_csv(table, cbuf)
-                outputs["tables"][tname]["csv"] = store.put(
-                    f"{base}/tables/{tname}.csv", cbuf.getvalue(), "text/csv"
-                )
-        quality = quality_report(
-            merged,
-            compiled,
-            valid=True,
-            errors=[],
-            attempts=attempts_total,
-            calls=len(chunks),
-            conflicts=conflicts,
-        )
+            store.put(where, dumps({"merged": data, "errors": final}).encode(), "application/json")
+            raise ExtractionFailed(f"the merged result violates the schema ({final[0][0]}: {final[0][1]}); see {store.url(where)}",
+                                   document=doc.name, raw_answer_location=store.url(where))  # fmt: skip
+        t_cite = time.monotonic()
+        citations = locate(data, compiled, doc, merged.leaf_pages, plan_, service, settings)
+        grounding = cite.grounding(citations)
+        t_cited = time.monotonic()
+        tables = shape(data, compiled, doc.document_id)
+        tables["citations"] = cite.citations_table(citations, doc.document_id)
+        outputs = write(store, plan_.base, tables, csv)
+        rejected = [r for a in answers for r in a.rejected]
+        attempts = sum(a.attempts for a in answers)
+        quality = quality_report(data, compiled, valid=True, errors=[], attempts=attempts, calls=len(plan_.calls),
+                                 conflicts=merged.conflicts, grounding=grounding, rejected=len(rejected))  # fmt: skip
+        field_sources: dict[str, list[int]] = {}
+        for c in citations:
+            top = re.match(r"\$\.([^.\[]+)", c["path"])
+            if top and c["page"]:
+                field_sources.setdefault(top.group(1), [])
+                if c["page"] not in field_sources[top.group(1)]:
+                    field_sources[top.group(1)].append(c["page"])
+        usage = {"input_tokens": sum((c.usage.input_tokens or 0) for c in collector.logs),
+                 "output_tokens": sum((c.usage.output_tokens or 0) for c in collector.logs)}  # fmt: skip
         result = {
-            "data": merged,
+            "data": data,
             "provenance": {
                 "document_id": doc.document_id, "source": doc.uri or doc.name, "source_type": doc.type.value, "page_count": doc.page_count,
-                "pages_used": pages, "page_selection": selection, "calls": [{"pages": c} for c in chunks], "field_sources": field_sources,
-                "merge_conflicts": conflicts, "client": client_desc, "prompt_version": settings.prompt_version,
-                "schema_fingerprint": compiled.fingerprint, "cache_key": key, "attempts": attempts_total, "retries": attempts_total - len(chunks),
+                "pages_used": plan_.pages, "page_selection": plan_.selection, "calls": [{"pages": c} for c in plan_.calls],
+                "call_mode": plan_.mode, "field_sources": {k: sorted(v) for k, v in field_sources.items()},
+                "citations": [{k: v for k, v in c.items() if k != "row"} for c in citations],
+                "merge_conflicts": merged.conflicts, "duplicates_dropped": merged.duplicates_dropped, "rejected_answers": rejected,
+                "client": client_desc, "prompt_version": settings.prompt_version, "settings": output_settings(settings),
+                "schema_fingerprint": compiled.fingerprint, "cache_key": key, "attempts": attempts, "retries": attempts - len(plan_.calls),
                 "usage": usage, "seconds": round(time.monotonic() - started, 2), "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "tables": tables_json_summary(tables), "outputs": outputs,
             },
         }  # fmt: skip
+        if timings is not None:
+            timings.update(
+                assemble_s=time.monotonic() - t_assemble, citations_s=t_cited - t_cite, pages=len(plan_.pages)
+            )
         # quality and tables first, result.json last: its presence is what marks a complete (cacheable) result
-        store.put(f"{base}/quality.json", dumps(quality).encode(), "application/json")
-        store.put(f"{base}/result.json", dumps(result).encode(), "application/json")
+        store.put(f"{plan_.base}/quality.json", dumps(quality).encode(), "application/json")
+        store.put(f"{plan_.base}/result.json", dumps(result).encode(), "application/json")
         return ExtractionOutput(key, False, result, quality, outputs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -62,38 +63,46 @@ def to_jsonable(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- merge
-def merge(
-    results: list[tuple[list[int], dict[str, Any]]], node: TypeNode
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, list[int]]]:
+@dataclass
+class Merged:
+    data: dict[str, Any]
+    conflicts: list[dict[str, Any]]  # field paths and pages only: values stay in result.json's data
+    leaf_pages: dict[str, list[int]]  # JSON path of every scalar leaf → pages of the call that supplied it
+    duplicates_dropped: int
+
+
+def merge(results: list[tuple[list[int], dict[str, Any]]], node: TypeNode) -> Merged:
     """Merge per-call results (each with the pages it saw) into one.
 
     Rules: scalars take the first non-null value in page order, a different later non-null value is
-    recorded as a conflict; objects merge field by field; arrays concatenate in page order with exact
-    duplicates (same canonical JSON) removed — a line printed on two overlapping calls is counted once.
-    Returns (merged, conflicts, field_sources: top-level field → pages of the call(s) that supplied it).
+    recorded as a conflict; objects merge field by field; arrays concatenate in page order. A row is dropped
+    as a duplicate only when an identical row (same canonical JSON) came from an earlier call that saw one of
+    the same pages (overlapping segments print it twice); identical rows on different pages, or twice within
+    one call, are kept — they are separate lines of the document.
     """
     conflicts: list[dict[str, Any]] = []
-    sources: dict[str, list[int]] = {}
+    leaf_pages: dict[str, list[int]] = {}
+    dropped = 0
 
     def go(values: list[tuple[list[int], Any]], n: TypeNode, path: str) -> Any:
+        nonlocal dropped
         if n.kind == "object":
             return {
-                f.name: go(
-                    [(p, (v or {}).get(f.name)) for p, v in values],
-                    f.type,
-                    f"{path}.{f.name}" if path else f.name,
-                )
+                f.name: go([(p, (v or {}).get(f.name)) for p, v in values], f.type, f"{path}.{f.name}")
                 for f in n.fields
             }
         if n.kind == "array":
-            seen, out = set(), []
-            for _, v in values:
+            assert n.item
+            kept: list[tuple[list[int], Any]] = []
+            for pages, v in values:
+                before = list(kept)
                 for item in v or []:
                     key = canonical_json(item)
-                    if key not in seen:
-                        seen.add(key)
-                        out.append(item)
-            return out
+                    if any(canonical_json(x) == key and set(p) & set(pages) for p, x in before):
+                        dropped += 1
+                        continue
+                    kept.append((pages, item))
+            return [go([(p, item)], n.item, f"{path}[{i}]") for i, (p, item) in enumerate(kept)]
         chosen, chosen_pages = None, None
         for pages, v in values:
             if v is None:
@@ -101,32 +110,14 @@ def merge(
             if chosen is None:
                 chosen, chosen_pages = v, pages
             elif v != chosen:
-                conflicts.append(
-                    {
-                        "field": path,
-                        "kept": chosen,
-                        "kept_pages": chosen_pages,
-                        "other": v,
-                        "other_pages": pages,
-                    }
-                )
+                conflicts.append({"field": path, "kept_pages": chosen_pages, "other_pages": pages})
+        if chosen is not None:
+            leaf_pages[path] = list(chosen_pages or [])
         return chosen
 
     ordered = sorted(results, key=lambda r: min(r[0]) if r[0] else 0)
-    merged = go(ordered, node, "")
-    for f in node.fields:
-        pages = sorted({p for ps, v in ordered if _filled(v.get(f.name)) for p in ps})
-        if pages:
-            sources[f.name] = pages
-    return merged, conflicts, sources
-
-
-def _filled(v: Any) -> bool:
-    if v is None or v == []:
-        return False
-    if isinstance(v, dict):
-        return any(_filled(x) for x in v.values())
-    return True
+    merged = go(ordered, node, "$")
+    return Merged(merged, conflicts, leaf_pages, dropped)
 
 
 # --------------------------------------------------------------------------------------------- shaping
