@@ -144,47 +144,34 @@ class Word:
     text: str
     fold: str
     box: tuple[float, float, float, float]  # fractions of the displayed page
-    line: tuple[int, int]  # (block, line)
+
+
+def _same_line(a: Word, b: Word) -> bool:
+    return abs((a.box[1] + a.box[3]) - (b.box[1] + b.box[3])) / 2 < max(a.box[3] - a.box[1], 1e-6) / 2
 
 
 class TextLayer:
-    """The words of the pages of one opened PDF, read once per page."""
+    """The words of the pages the calls saw, read once (engine.extraction.textlayer: page → [[x0,y0,x1,y1,text]])."""
 
-    def __init__(self, pdf: Any) -> None:
-        self.pdf = pdf  # a pymupdf Document, or None (no text layer at all)
-        self._pages: dict[int, list[Word]] = {}
-        self._stream: dict[int, list[Word]] = {}
+    def __init__(self, pages: dict[int, list[list[Any]]]) -> None:
+        self._stream = {
+            n: [
+                Word(str(t), _fold(str(t)), (float(x0), float(y0), float(x1), float(y1)))
+                for x0, y0, x1, y1, t in ws
+            ]
+            for n, ws in pages.items()
+        }
+        self._pages = {
+            n: sorted(ws, key=lambda w: (round(w.box[3] * 300), w.box[0])) for n, ws in self._stream.items()
+        }
 
     def words(self, page_number: int) -> list[Word]:
         """The page's words in reading order (top to bottom, left to right)."""
-        if page_number not in self._pages:
-            self._stream[page_number] = self._read(page_number) if self.pdf is not None else []
-            self._pages[page_number] = sorted(
-                self._stream[page_number], key=lambda w: (round(w.box[3] * 300), w.box[0])
-            )
-        return self._pages[page_number]
+        return self._pages.get(page_number, [])
 
     def orders(self, page_number: int) -> list[list[Word]]:
         """Reading order and the content stream's order (which keeps a cell's wrapped lines together)."""
-        return [self.words(page_number), self._stream[page_number]]
-
-    def _read(self, page_number: int) -> list[Word]:
-        import pymupdf
-
-        page = self.pdf[page_number - 1]
-        w, h = page.rect.width, page.rect.height
-        m = page.rotation_matrix
-        out = []
-        for x0, y0, x1, y1, text, block, line, _ in page.get_text("words"):
-            r = pymupdf.Rect(x0, y0, x1, y1) * m
-            box = (
-                min(max(r.x0 / w, 0.0), 1.0),
-                min(max(r.y0 / h, 0.0), 1.0),
-                min(max(r.x1 / w, 0.0), 1.0),
-                min(max(r.y1 / h, 0.0), 1.0),
-            )
-            out.append(Word(text, _fold(text), box, (block, line)))
-        return out
+        return [self.words(page_number), self._stream.get(page_number, [])]
 
     def has_text(self, page_number: int) -> bool:
         return any(w.fold for w in self.words(page_number))
@@ -275,7 +262,7 @@ def _label_near(span: list[Word], words: list[Word], field: str) -> bool:
     if not names:
         return False
     first = words.index(span[0])
-    before = [w for w in words[max(0, first - 6) : first] if w.line == span[0].line]
+    before = [w for w in words[max(0, first - 6) : first] if _same_line(w, span[0])]
     return any(any(n in w.fold or w.fold in n for n in names if w.fold) for w in before)
 
 

@@ -36,6 +36,7 @@ from engine.extraction.schema import (
     compile_schema,
 )
 from engine.extraction.shape import canonicalize, dumps, merge, shape, tables_json_summary, to_jsonable
+from engine.extraction.textlayer import words_isolated
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +356,7 @@ def _fits(value: Any, node: Any) -> bool:
     return isinstance(value, str | int | float)
 
 
-def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, registry: Any, store: Any) -> tuple[list[Answer], Any]:  # fmt: skip
+def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, registry: Any, store: Any, on_frame: Any = None) -> tuple[list[Answer], Any]:  # fmt: skip
     """One BAML call per planned call; an answer that does not parse, validate, or survive coercion whole is
     retried with the reasons, then the extraction fails naming the paths (raw replies only in the store)."""
     from baml_py import Collector
@@ -364,11 +365,12 @@ def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, reg
     from baml_client import b
 
     wanted = {p for call in plan_.calls for p in call}
-    frames = {
-        f.page_number: _page_image(f, settings.llm_image_max_side)
-        for f in doc.pages()
-        if f.page_number in wanted
-    }
+    frames = {}
+    for f in doc.pages():  # rendered once: the LLM's images, and the embeddings scans need for citations
+        if f.page_number in wanted:
+            frames[f.page_number] = _page_image(f, settings.llm_image_max_side)
+            if on_frame is not None:
+                on_frame(f)
     tb = build_type_builder(compiled)
     validator = _validator(compiled.schema)
     collector = Collector(name="extract")
@@ -427,63 +429,46 @@ def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, reg
 
 
 # --------------------------------------------------------------------------------------------- assemble
-def _text_pdf(doc: Any) -> Any:
-    """The opened PDF (original or converted) whose text layer citations read; None for images."""
-    pdf = getattr(doc, "_pdf", None)
-    if pdf is not None and getattr(pdf, "doc", None) is not None:
-        return pdf.doc
-    data = getattr(doc, "pdf_bytes", None)
-    if data:
-        import pymupdf
+def scan_embedder(plan_: Plan, layer: cite.TextLayer, service: Any) -> Any:
+    """A frame hook: pages without a text layer are embedded (in memory) for similarity-map citations."""
+    if service is None:
+        return None
 
-        return pymupdf.open(stream=data, filetype="pdf")
-    return None
+    def on_frame(frame: Any) -> None:
+        p = frame.page_number
+        if layer.has_text(p) or p in plan_.page_vectors:
+            return
+        found = (
+            service.index.get_page(frame.document_id, p) if service.index.count(frame.document_id) else None
+        )
+        if found is not None:
+            payload, vectors = found
+            grid = (payload["grid_rows"], payload["grid_cols"]) if payload.get("grid_rows") else None
+            plan_.page_vectors[p] = (vectors, grid, int(payload.get("patch_offset") or 0))
+        else:
+            (e,) = service.embedder.embed_images([frame.image])
+            plan_.page_vectors[p] = (e.vectors, tuple(e.grid) if e.grid else None, e.patch_offset)
+
+    return on_frame
 
 
-def locate(data: dict[str, Any], compiled: CompiledSchema, doc: Any, leaf_pages: dict[str, list[int]],
-           plan_: Plan, service: Any, settings: Settings) -> list[dict[str, Any]]:  # fmt: skip
+def locate(data: dict[str, Any], compiled: CompiledSchema, layer: cite.TextLayer, leaf_pages: dict[str, list[int]],
+           plan_: Plan, service: Any) -> list[dict[str, Any]]:  # fmt: skip
     """One citation per non-null scalar leaf: text layer where the page has one, else the similarity map."""
     found = cite.leaves(data, compiled)
-    layer = cite.TextLayer(_text_pdf(doc))
     text_pages = {p for p in plan_.pages if layer.has_text(p)}
     on_text = [lf for lf in found if any(p in text_pages for p in leaf_pages.get(lf.path, []))]
     on_scan = [lf for lf in found if lf not in on_text]
     located = cite.cite_text_layer(
         on_text, layer, {k: [p for p in v if p in text_pages] for k, v in leaf_pages.items()}
     )
-    if on_scan:
-        if service is None:
-            for lf in on_scan:
-                located[lf.path] = {"method": "none", "page": None, "bbox": None, "grounded": None}
-        else:
-            located.update(
-                cite.cite_similarity_map(
-                    on_scan, _vectors_for(doc, plan_, service), service.embedder, leaf_pages
-                )
-            )
-    return [{"path": lf.path, "row": lf.row, **located[lf.path]} for lf in found]
-
-
-def _vectors_for(doc: Any, plan_: Plan, service: Any) -> Any:
-    """page → (vectors, grid, patch offset): the plan's in-memory embeddings, the index's points, or embed now."""
-
-    def get(page: int) -> Any:
-        if page in plan_.page_vectors:
-            return plan_.page_vectors[page]
-        found = (
-            service.index.get_page(doc.document_id, page) if service.index.count(doc.document_id) else None
+    if on_scan and service is not None and plan_.page_vectors:
+        located.update(
+            cite.cite_similarity_map(on_scan, plan_.page_vectors.get, service.embedder, leaf_pages)
         )
-        if found is not None:
-            payload, vectors = found
-            grid = (payload["grid_rows"], payload["grid_cols"]) if payload.get("grid_rows") else None
-            plan_.page_vectors[page] = (vectors, grid, int(payload.get("patch_offset") or 0))
-        else:
-            frame = next(doc.pages(start_page=page))
-            (e,) = service.embedder.embed_images([frame.image])
-            plan_.page_vectors[page] = (e.vectors, tuple(e.grid) if e.grid else None, e.patch_offset)
-        return plan_.page_vectors[page]
-
-    return get
+    for lf in on_scan:
+        located.setdefault(lf.path, {"method": "none", "page": None, "bbox": None, "grounded": None})
+    return [{"path": lf.path, "row": lf.row, **located[lf.path]} for lf in found]
 
 
 # ------------------------------------------------------------------------------------------------ write
@@ -527,8 +512,30 @@ def _cached(store: Any, base: str, key: str, settings: Settings) -> ExtractionOu
 
 
 def _open(source: DocumentInput, name: str | None, settings: Settings, s3_client: Any, store: Any) -> Any:
-    """The one place extraction opens a document (the converted PDF stored at ingest plugs in here)."""
-    return open_document(source, name=name, settings=settings, s3_client=s3_client)
+    """The one place extraction opens a document: read once; an Office/HTML document's converted PDF is taken
+    from the store when ingest (or an earlier extraction) kept it, and kept there otherwise."""
+    from engine.documents.sniff import DocumentType
+    from engine.documents.source import load_bytes
+
+    loaded = load_bytes(source, name=name, max_bytes=settings.max_bytes, s3_client=s3_client)
+    converted = _converted(store)
+    kept = converted.get(loaded.sha256) if converted is not None else None
+    doc = open_document(loaded.data, name=loaded.name, settings=settings, pdf_bytes=kept)
+    doc.uri = loaded.uri
+    if converted is not None and doc.pdf_bytes and kept is None:
+        converted.put(doc.document_id, doc.pdf_bytes)
+    # the PDF whose text layer citations read: the original, or what LibreOffice made of it
+    doc.text_pdf = doc.pdf_bytes or (loaded.data if doc.type == DocumentType.PDF else None)  # type: ignore[attr-defined]
+    return doc
+
+
+def _converted(store: Any) -> Any:
+    """The store of converted PDFs kept once per document (the ingest side provides it)."""
+    try:
+        from engine.storage.converted import ConvertedPdfs  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return ConvertedPdfs(store)
 
 
 def extract_document(
@@ -550,7 +557,13 @@ def extract_document(
         plan_ = plan(doc, compiled, settings, service)
         if on_progress:
             on_progress(0, len(plan_.calls))
-        answers, collector = ask(plan_, doc, compiled, settings, registry, store)
+        t_layer = time.monotonic()
+        text_pdf = getattr(doc, "text_pdf", None)
+        layer = cite.TextLayer(words_isolated(text_pdf, plan_.pages, settings, doc.name) if text_pdf else {})
+        t_layer = time.monotonic() - t_layer
+        answers, collector = ask(
+            plan_, doc, compiled, settings, registry, store, scan_embedder(plan_, layer, service)
+        )
         t_assemble = time.monotonic()
         merged = merge([(a.pages, a.data) for a in answers], compiled.root)
         data = canonicalize(merged.data, compiled.root)
@@ -561,7 +574,7 @@ def extract_document(
             raise ExtractionFailed(f"the merged result violates the schema ({final[0][0]}: {final[0][1]}); see {store.url(where)}",
                                    document=doc.name, raw_answer_location=store.url(where))  # fmt: skip
         t_cite = time.monotonic()
-        citations = locate(data, compiled, doc, merged.leaf_pages, plan_, service, settings)
+        citations = locate(data, compiled, layer, merged.leaf_pages, plan_, service)
         grounding = cite.grounding(citations)
         t_cited = time.monotonic()
         tables = shape(data, compiled, doc.document_id)
@@ -595,9 +608,8 @@ def extract_document(
             },
         }  # fmt: skip
         if timings is not None:
-            timings.update(
-                assemble_s=time.monotonic() - t_assemble, citations_s=t_cited - t_cite, pages=len(plan_.pages)
-            )
+            timings.update(text_layer_s=t_layer, citations_s=t_cited - t_cite, assemble_s=time.monotonic() - t_assemble,
+                           pages=len(plan_.pages))  # fmt: skip
         # quality and tables first, result.json last: its presence is what marks a complete (cacheable) result
         store.put(f"{plan_.base}/quality.json", dumps(quality).encode(), "application/json")
         store.put(f"{plan_.base}/result.json", dumps(result).encode(), "application/json")

@@ -311,3 +311,73 @@ def test_no_document_text_in_logs_or_errors_by_default(pdf: Path, tmp_path: Path
     assert secret not in str(info.value) and secret not in json.dumps(info.value.to_dict())
     assert "Extract the fields" not in captured.err  # no prompt either
     assert secret in Path(info.value.details["raw_answer_location"]).read_text()  # only in the store
+
+
+SMALL_INVOICE = {
+    "type": "object",
+    "properties": {
+        "invoice_number": {"type": "string"},
+        "total_due": {"type": "number"},
+        "lines": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "item": {"type": "string"},
+                    "quantity": {"type": "integer"},
+                    "price": {"type": "number"},
+                },
+                "required": ["item"],
+            },
+        },
+        "payment_terms": {"type": ["string", "null"]},
+    },
+    "required": ["invoice_number"],
+}
+
+
+def test_libreoffice_converted_documents_are_cited_on_the_converted_pdf(tmp_path: Path) -> None:
+    from tests.fixtures import documents as d
+
+    docx = d.docx(tmp_path / "invoice.docx")
+    answer = {
+        "invoice_number": "INV-2026-0042", "total_due": 1234.5, "payment_terms": "30 days net",
+        "lines": [{"item": "Widget", "quantity": 10, "price": 100.0}, {"item": "Gadget", "quantity": 2, "price": 117.25}],
+    }  # fmt: skip
+    with ScriptedLLM([{"content": json.dumps(answer)}]) as llm:
+        s = Settings(llm_base_url=llm.base_url, llm_model="test-vlm")
+        out = extract_document(docx, SMALL_INVOICE, settings=s, store=LocalStore(tmp_path / "store"))
+    cites = {c["path"]: c for c in out.result["provenance"]["citations"]}
+    assert all(c["method"] == "text_layer" and c["grounded"] for c in cites.values()), cites
+    assert cites["$.invoice_number"]["page"] == 1 and cites["$.payment_terms"]["page"] == 2
+    assert cites["$.lines[1].price"]["page"] == 1
+    assert out.quality["grounding"] == {
+        "ratio": 1.0, "grounded": 9, "checked": 9, "estimated": 0, "ungrounded_paths": []
+    }  # fmt: skip
+
+
+def test_scans_are_cited_by_the_similarity_map_and_not_called_grounded(tmp_path: Path, embedder) -> None:
+    from engine.service import DocVision
+    from tests.fixtures import documents as d
+
+    scan = d.scanned_pdf(tmp_path / "scan.pdf")
+    store = LocalStore(tmp_path / "store")
+    svc = DocVision(
+        Settings(index_path=tmp_path / "q", store=str(store.root)), embedder=embedder, store=store
+    )
+    with ScriptedLLM(
+        [{"content": json.dumps({"invoice_number": "2026-117", "total_due": 7.5, "lines": []})}]
+    ) as llm:
+        s = Settings(
+            llm_base_url=llm.base_url, llm_model="test-vlm", index_path=tmp_path / "q", store=str(store.root)
+        )
+        out = extract_document(scan, SMALL_INVOICE, settings=s, store=store, service=svc)
+    cites = out.result["provenance"]["citations"]
+    assert {c["method"] for c in cites} == {"similarity_map"} and {c["grounded"] for c in cites} == {None}
+    for c in cites:
+        x0, y0, x1, y1 = c["bbox"]
+        assert c["page"] == 1 and 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    g = out.quality["grounding"]
+    assert g["checked"] == 0 and g["ratio"] is None and g["estimated"] == 2
+    assert "grounding" not in out.quality["quality_terms"]  # an estimate is not a check: no grounding term
+    assert svc.index.count(out.result["provenance"]["document_id"]) == 0  # embedded in memory only
