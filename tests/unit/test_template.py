@@ -218,3 +218,12 @@ def test_llm_keys_come_from_secrets_and_bedrock_is_scoped() -> None:
         k.startswith("DOCVISION_LLM")
         for k in {**T["Globals"]["Function"]["Environment"]["Variables"], **ingest_env}
     )
+
+
+def test_deletes_reach_the_ingest_queue() -> None:
+    configs = RES["DocumentsBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    events = {c["Event"]: c for c in configs}
+    assert {"s3:ObjectCreated:*", "s3:ObjectRemoved:*"} <= set(events)
+    removed = events["s3:ObjectRemoved:*"]
+    assert removed["Queue"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
+    assert {"Name": "prefix", "Value": "raw/"} in removed["Filter"]["S3Key"]["Rules"]
