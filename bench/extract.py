@@ -2,6 +2,11 @@
 request/parse, validation, shaping and writing, measured against a local instant-answer server.
 
     python bench/extract.py [--pages 8]
+    python bench/extract.py --citations [--repeats 5]   → bench/results/extract-citations.json
+
+--citations measures what citations and grounding add per page: extractions with and without them, alternated
+in one run on the same documents (a faithful 3-page invoice; an 8-page document where the values are not
+printed, the worst case: every page is searched for every value), >= 3 repetitions each, median and spread.
 
 Also reports image bytes and estimated prompt tokens per page at the configured LLM resolution
 (Anthropic's published estimate w*h/750; OpenAI high-detail 85 + 170 per 512-px tile). Writes
@@ -25,10 +30,84 @@ sys.path.insert(0, str(ROOT))
 from bench.common import write_result  # noqa: E402
 
 
+def citations_ab(repeats: int) -> None:
+    import statistics
+
+    from engine.config import Settings
+    from engine.extraction import extract_document
+    from engine.storage import LocalStore
+    from tests.fixtures import documents as d
+    from tests.fixtures.llm_server import ScriptedLLM
+    from tests.integration import test_extraction as manifest_case
+    from tests.integration import test_extraction_trust as invoice_case
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = {
+            "invoice_3_pages_faithful": (invoice_case.invoice_pdf(Path(tmp) / "inv.pdf"), invoice_case.SCHEMA,
+                                         json.dumps(invoice_case.faithful())),
+            "long_8_pages_values_absent": (d.long_pdf(Path(tmp) / "long.pdf", 8), manifest_case.SCHEMA,
+                                           json.dumps(manifest_case.manifest())),
+        }  # fmt: skip
+        for case, (pdf, schema, answer) in cases.items():
+            runs: dict[str, list[float]] = {"with": [], "without": []}
+            parts: dict[str, list[float]] = {"text_layer_s": [], "citations_s": []}
+            pages = 0
+            with ScriptedLLM([{"content": answer}]) as llm:
+                s = Settings(
+                    llm_base_url=llm.base_url,
+                    llm_model="bench",
+                    page_budget=8,
+                    pages_per_call=8,
+                    list_mode="whole",
+                )
+                for i in range(repeats + 1):  # the first round warms up (imports, worker start), not counted
+                    for variant in (
+                        ("with", "without") if i % 2 else ("without", "with")
+                    ):  # alternate the order
+                        timings: dict[str, float] = {}
+                        t = time.perf_counter()
+                        extract_document(pdf, schema, settings=s, store=LocalStore(Path(tmp) / f"{case}{i}{variant}"),
+                                         use_cache=False, timings=timings, cite_values=variant == "with")  # fmt: skip
+                        if i:
+                            runs[variant].append(time.perf_counter() - t)
+                            if variant == "with":
+                                parts["text_layer_s"].append(timings["text_layer_s"])
+                                parts["citations_s"].append(timings["citations_s"])
+                        pages = int(timings.get("pages", 0))
+            med = {k: statistics.median(v) for k, v in runs.items()}
+            results[case] = {
+                "pages": pages,
+                "seconds_per_extraction": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+                "median_seconds": {k: round(v, 3) for k, v in med.items()},
+                "added_seconds_per_page_median": round((med["with"] - med["without"]) / pages, 4),
+                "added_seconds_per_page_spread": [
+                    round((min(runs["with"]) - max(runs["without"])) / pages, 4),
+                    round((max(runs["with"]) - min(runs["without"])) / pages, 4),
+                ],
+                "measured_inside_with_runs_per_page": {
+                    k: {
+                        "median": round(statistics.median(v) / pages, 4),
+                        "min": round(min(v) / pages, 4),
+                        "max": round(max(v) / pages, 4),
+                    }
+                    for k, v in parts.items()
+                },  # fmt: skip
+            }
+    print(write_result("extract-citations", {"repeats": repeats, "cases": results,
+          "note": "local instant-answer server; text_layer_s is the isolated child reading the words, citations_s the "
+                  "matching; added = median(with) - median(without), spread = (min-max, max-min) over the runs"}))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pages", type=int, default=8)
+    ap.add_argument("--citations", action="store_true", help="A/B of citations + grounding")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    if args.citations:
+        citations_ab(max(3, args.repeats))
+        return
     from engine.config import Settings
     from engine.documents import render_pages
     from engine.extraction import compile_schema, extract_document

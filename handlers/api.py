@@ -130,11 +130,14 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
     metrics.add_metric(
         name="CacheHits" if out.cached else "ExtractionsSucceeded", unit=MetricUnit.Count, value=1
     )
-    metrics.add_metric(
-        name="QualityScore", unit=MetricUnit.Percent, value=round(100 * out.quality["quality_score"], 1)
-    )
+    if out.quality["quality_score"] is not None:  # null: nothing checkable (a scan without rules), no claim
+        metrics.add_metric(
+            name="QualityScore", unit=MetricUnit.Percent, value=round(100 * out.quality["quality_score"], 1)
+        )
+    grounding = out.quality.get("grounding") or {}
     result = {"cached": out.cached, "cache_key": out.cache_key, "outputs": out.keys,
-              "quality": {"quality_score": out.quality["quality_score"], "schema_valid": out.quality["schema_valid"]}}  # fmt: skip
+              "quality": {"quality_score": out.quality["quality_score"], "schema_valid": out.quality["schema_valid"],
+                          "grounding_ratio": grounding.get("ratio")}}  # fmt: skip
     svc.jobs.succeed(job_id, result)
     return {"job_id": job_id, "status": "done", **result}
 
@@ -147,24 +150,22 @@ def _job_view(record: Any) -> dict[str, Any]:
 
 @app.post("/extract")
 def extract(body: Annotated[ExtractRequest, Body()]):  # noqa: ANN201 (a Response annotation makes Powertools build a model of it)
-    from engine.documents import open_document
     from engine.extraction import compile_schema
 
     compile_schema(_schema_for(body))  # schema errors are 400s before any work is queued
     job_id = str(uuid.uuid4())
     request = body.model_dump(by_alias=True)
     mode = body.mode
-    if mode == "auto":
+    if mode == "auto":  # decided without converting or rendering; unknown (never-converted Office) → 202
+        from engine.documents import S3Object
+        from engine.extraction.runner import pages_without_converting
+
         svc = service()
         bucket = body.document.bucket or os.environ["DOCUMENTS_BUCKET"]
-        from engine.documents import S3Object
-
-        with open_document(
-            S3Object(bucket, body.document.key, body.document.version_id),
-            settings=svc.settings,
-            s3_client=s3(),
-        ) as doc:
-            mode = "sync" if doc.page_count <= SYNC_MAX_PAGES else "async"
+        ref = S3Object(bucket, body.document.key, body.document.version_id)
+        index = svc.__dict__.get("index")  # only if already open: never load the model just to count pages
+        pages = pages_without_converting(ref, svc.settings, svc.store, index, s3_client=s3())
+        mode = "sync" if pages is not None and pages <= SYNC_MAX_PAGES else "async"
     jobs = service().jobs
     jobs.create(job_id, request, service().settings.job_timeout_s)
     if mode == "sync":

@@ -98,9 +98,9 @@ def number_readings(token: str) -> set[float]:
 
 # a printed amount: optional currency code/symbol, the number, optional unit or % ("EUR 1,200.00", "340.5kg", "12")
 _NUMBER_TOKEN = re.compile(
-    r"^[-+−(]?(?:[A-Za-z]{2,4}\s?|[$€£¥]\s?)?[-+−]?\d[\d.,'\u00a0\u202f ]*(?:\s?[A-Za-z]{1,4}|%)?\)?$"
+    r"^[-+−(]?(?:[A-Z]{3}\s?|[$€£¥]\s?)?[-+−]?\d[\d.,'\u00a0\u202f ]*(?:\s?[A-Za-z]{1,4}|%)?\)?$"
 )
-_NUMBER_WORDS = re.compile(r"^[-+−(]?(?:[A-Za-z]{2,4}|[$€£¥])?[\s\d.,'\u00a0\u202f]*\)?$")
+_NUMBER_WORDS = re.compile(r"^[-+−(]?(?:[A-Z]{3}|[$€£¥])?[\s\d.,'\u00a0\u202f]*\)?$")
 
 
 def _same_number(a: float, b: float) -> bool:

@@ -76,20 +76,20 @@ class Answer:
     rejected: list[dict[str, Any]]  # paths and reasons only
 
 
-def output_settings(settings: Settings) -> dict[str, Any]:
+def output_settings(settings: Settings, citations: bool = True) -> dict[str, Any]:
     """Every setting that changes what an extraction produces (the cache key covers all of them)."""
     return {
         "clients": describe_chain(settings), "prompt_version": settings.prompt_version, "pages_per_call": settings.pages_per_call,
         "page_budget": settings.page_budget, "image_max_side": settings.llm_image_max_side, "dpi": settings.dpi,
         "list_mode": settings.list_mode, "list_segment_pages": settings.list_segment_pages,
-        "list_segment_overlap": settings.list_segment_overlap, "citations": CITATIONS_VERSION,
+        "list_segment_overlap": settings.list_segment_overlap, "citations": CITATIONS_VERSION if citations else "off",
         "attempts": settings.extract_attempts,
     }  # fmt: skip
 
 
-def cache_key(document_id: str, compiled: CompiledSchema, settings: Settings) -> str:
+def cache_key(document_id: str, compiled: CompiledSchema, settings: Settings, citations: bool = True) -> str:
     return hashlib.sha256(
-        f"{document_id}\n{canonical_json(compiled.schema)}\n{canonical_json(output_settings(settings))}".encode()
+        f"{document_id}\n{canonical_json(compiled.schema)}\n{canonical_json(output_settings(settings, citations))}".encode()
     ).hexdigest()
 
 
@@ -178,8 +178,10 @@ def plan_calls(pages: list[int], compiled: CompiledSchema, settings: Settings) -
     return [pages[i : i + n] for i in range(0, len(pages), n)], "whole"
 
 
-def plan(doc: Any, compiled: CompiledSchema, settings: Settings, service: Any) -> Plan:
-    key = cache_key(doc.document_id, compiled, settings)
+def plan(
+    doc: Any, compiled: CompiledSchema, settings: Settings, service: Any, cite_values: bool = True
+) -> Plan:
+    key = cache_key(doc.document_id, compiled, settings, cite_values)
     vectors: dict[int, Any] = {}
     pages, selection = select_pages(doc, compiled, settings, service, vectors)
     calls, mode = plan_calls(pages, compiled, settings)
@@ -538,10 +540,32 @@ def _converted(store: Any) -> Any:
     return ConvertedPdfs(store)
 
 
+def pages_without_converting(source: DocumentInput, settings: Settings, store: Any, index: Any = None,
+                             s3_client: Any = None) -> int | None:  # fmt: skip
+    """How many pages a document has, without converting or rendering it (the API's sync-or-202 decision):
+    the index's count when it was ingested, a PDF's (or a kept converted PDF's) page tree read in the limited
+    child process; None when only a conversion could tell (an Office/HTML document never converted)."""
+    from engine.documents.sniff import DocumentType, sniff
+    from engine.documents.source import load_bytes
+    from engine.extraction.textlayer import page_count_isolated
+
+    loaded = load_bytes(source, name=None, max_bytes=settings.max_bytes, s3_client=s3_client)
+    if index is not None and (n := index.count(loaded.sha256)):
+        return int(n)
+    kind = sniff(loaded.data).type
+    if kind == DocumentType.PDF:
+        return page_count_isolated(loaded.data, settings)
+    if kind is not None and kind.is_image:
+        return 1 if kind.value not in ("tiff", "gif", "webp") else None
+    converted = _converted(store)
+    kept = converted.get(loaded.sha256) if converted is not None else None
+    return page_count_isolated(kept, settings) if kept else None
+
+
 def extract_document(
     source: DocumentInput, schema: dict[str, Any] | str, *, settings: Settings, store: Any, service: Any = None,
     name: str | None = None, csv: bool = False, use_cache: bool = True, s3_client: Any = None, on_progress: Any = None,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, float] | None = None, cite_values: bool = True,
 ) -> ExtractionOutput:  # fmt: skip
     if settings.llm_debug:
         import os
@@ -551,19 +575,18 @@ def extract_document(
     compiled = compile_schema(schema)
     registry, client_desc = client_registry(settings)
     with _open(source, name, settings, s3_client, store) as doc:
-        key = cache_key(doc.document_id, compiled, settings)
+        key = cache_key(doc.document_id, compiled, settings, cite_values)
         if use_cache and (hit := _cached(store, f"results/{doc.document_id}/{key[:16]}", key, settings)):
             return hit
-        plan_ = plan(doc, compiled, settings, service)
+        plan_ = plan(doc, compiled, settings, service, cite_values)
         if on_progress:
             on_progress(0, len(plan_.calls))
         t_layer = time.monotonic()
-        text_pdf = getattr(doc, "text_pdf", None)
+        text_pdf = getattr(doc, "text_pdf", None) if cite_values else None
         layer = cite.TextLayer(words_isolated(text_pdf, plan_.pages, settings, doc.name) if text_pdf else {})
         t_layer = time.monotonic() - t_layer
-        answers, collector = ask(
-            plan_, doc, compiled, settings, registry, store, scan_embedder(plan_, layer, service)
-        )
+        hook = scan_embedder(plan_, layer, service) if cite_values else None
+        answers, collector = ask(plan_, doc, compiled, settings, registry, store, hook)
         t_assemble = time.monotonic()
         merged = merge([(a.pages, a.data) for a in answers], compiled.root)
         data = canonicalize(merged.data, compiled.root)
@@ -574,7 +597,7 @@ def extract_document(
             raise ExtractionFailed(f"the merged result violates the schema ({final[0][0]}: {final[0][1]}); see {store.url(where)}",
                                    document=doc.name, raw_answer_location=store.url(where))  # fmt: skip
         t_cite = time.monotonic()
-        citations = locate(data, compiled, layer, merged.leaf_pages, plan_, service)
+        citations = locate(data, compiled, layer, merged.leaf_pages, plan_, service) if cite_values else []
         grounding = cite.grounding(citations)
         t_cited = time.monotonic()
         tables = shape(data, compiled, doc.document_id)
@@ -601,7 +624,7 @@ def extract_document(
                 "call_mode": plan_.mode, "field_sources": {k: sorted(v) for k, v in field_sources.items()},
                 "citations": [{k: v for k, v in c.items() if k != "row"} for c in citations],
                 "merge_conflicts": merged.conflicts, "duplicates_dropped": merged.duplicates_dropped, "rejected_answers": rejected,
-                "client": client_desc, "prompt_version": settings.prompt_version, "settings": output_settings(settings),
+                "client": client_desc, "prompt_version": settings.prompt_version, "settings": output_settings(settings, cite_values),
                 "schema_fingerprint": compiled.fingerprint, "cache_key": key, "attempts": attempts, "retries": attempts - len(plan_.calls),
                 "usage": usage, "seconds": round(time.monotonic() - started, 2), "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "tables": tables_json_summary(tables), "outputs": outputs,

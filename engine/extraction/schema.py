@@ -242,7 +242,7 @@ def _baml_type(node: TypeNode) -> str:
         assert node.item
         return f"{_baml_type(node.item)}[]"
     if node.kind == "enum":
-        return " | ".join(json.dumps(v) for v in node.values)
+        return " | ".join(json.dumps(v, ensure_ascii=False) for v in node.values)
     return {
         "string": "string",
         "integer": "int",
@@ -267,64 +267,30 @@ def _prop_name(name: str) -> str:
 
 
 def render_baml(compiled: CompiledSchema) -> str:
-    """The compiled types as .baml text: what the model is asked for (`docvision schema show`)."""
+    """The compiled types as .baml text: what the model is asked for (`docvision schema show`), and what
+    build_type_builder hands to BAML (the one source of the run-time types)."""
     lines = []
     for cls in compiled.classes():
-        name = "Extraction" if cls is compiled.root else cls.name
-        lines.append(f"class {name} {{")
+        lines.append("dynamic class Extraction {" if cls is compiled.root else f"class {cls.name} {{")
         for f in cls.fields:
             t = _baml_type(f.type)
             if not f.required and f.type.kind != "array":
                 t = f"({t})?" if f.type.kind == "enum" and len(f.type.values) > 1 else f"{t}?"
             attrs = ""
             if _prop_name(f.name) != f.name:
-                attrs += f" @alias({json.dumps(f.name)})"
+                attrs += f" @alias({json.dumps(f.name, ensure_ascii=False)})"
             if d := _describe(f):
-                attrs += f" @description({json.dumps(d)})"
+                attrs += f" @description({json.dumps(d, ensure_ascii=False)})"
             lines.append(f"  {_prop_name(f.name)} {t}{attrs}")
         lines.append("}\n")
     return "\n".join(lines)
 
 
 def build_type_builder(compiled: CompiledSchema) -> Any:
-    """A baml_client TypeBuilder whose dynamic `Extraction` class has the schema's fields."""
+    """A baml_client TypeBuilder whose dynamic `Extraction` class has the schema's fields — built from the very
+    text render_baml returns (what `docvision schema show` prints), so what is shown is what is sent."""
     from baml_client.type_builder import TypeBuilder
 
     tb = TypeBuilder()
-    built: dict[str, Any] = {}
-
-    def field_type(node: TypeNode) -> Any:
-        if node.kind == "object":
-            if node.name not in built:
-                cls = tb.add_class(node.name)
-                built[node.name] = cls
-                add_fields(cls, node)
-            return built[node.name].type()
-        if node.kind == "array":
-            assert node.item
-            return field_type(node.item).list()
-        if node.kind == "enum":
-            literals = [tb.literal_string(v) for v in node.values]
-            return literals[0] if len(literals) == 1 else tb.union(literals)
-        return {
-            "string": tb.string,
-            "integer": tb.int,
-            "number": tb.float,
-            "boolean": tb.bool,
-            "date": tb.string,
-            "datetime": tb.string,
-        }[node.kind]()
-
-    def add_fields(target: Any, node: TypeNode) -> None:
-        for f in node.fields:
-            t = field_type(f.type)
-            if not f.required and f.type.kind != "array":
-                t = t.optional()
-            prop = target.add_property(_prop_name(f.name), t)
-            if _prop_name(f.name) != f.name:
-                prop.alias(f.name)
-            if d := _describe(f):
-                prop.description(d)
-
-    add_fields(tb.Extraction, compiled.root)
+    tb.add_baml(render_baml(compiled))
     return tb

@@ -79,10 +79,28 @@ def words_isolated(
         return {int(k): v for k, v in json.loads(done.stdout).items()}
 
 
+def page_count_isolated(pdf_bytes: bytes, settings: Any) -> int | None:
+    """The page count of a PDF, read in the limited child process; None when it cannot be read."""
+    with tempfile.TemporaryDirectory(dir=getattr(settings, "work_dir", None)) as tmp:
+        path = Path(tmp) / "doc.pdf"
+        path.write_bytes(pdf_bytes)
+        cmd = [sys.executable, "-m", "engine.extraction.textlayer", str(settings.render_memory_mb),
+               str(int(settings.render_timeout_s)), str(path), "count"]  # fmt: skip
+        env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+        try:
+            done = subprocess.run(cmd, capture_output=True, env=env, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            return None
+        if done.returncode != 0:
+            return None
+        return int(json.loads(done.stdout)["page_count"])
+
+
 def _main(argv: list[str]) -> None:  # pragma: no cover - runs in the child process
     import resource
 
-    memory_mb, cpu_s, path, pages = int(argv[0]), int(argv[1]), argv[2], [int(p) for p in argv[3].split(",")]
+    memory_mb, cpu_s, path = int(argv[0]), int(argv[1]), argv[2]
+    pages = [] if argv[3] == "count" else [int(p) for p in argv[3].split(",")]
     if memory_mb > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     if cpu_s > 0:
@@ -93,7 +111,10 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs in the child proc
     pymupdf.TOOLS.mupdf_display_errors(False)
     pymupdf.TOOLS.mupdf_display_warnings(False)
     with pymupdf.open(path) as pdf:
-        sys.stdout.write(json.dumps(read_words(pdf, pages)))
+        if argv[3] == "count":
+            sys.stdout.write(json.dumps({"page_count": pdf.page_count}))
+        else:
+            sys.stdout.write(json.dumps(read_words(pdf, pages)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -381,3 +381,29 @@ def test_scans_are_cited_by_the_similarity_map_and_not_called_grounded(tmp_path:
     assert g["checked"] == 0 and g["ratio"] is None and g["estimated"] == 2
     assert "grounding" not in out.quality["quality_terms"]  # an estimate is not a check: no grounding term
     assert svc.index.count(out.result["provenance"]["document_id"]) == 0  # embedded in memory only
+
+
+def test_page_count_for_the_sync_or_202_decision_never_converts(tmp_path: Path, monkeypatch) -> None:
+    import engine.documents
+    from engine.extraction.runner import pages_without_converting
+    from engine.storage.converted import ConvertedPdfs
+    from tests.fixtures import documents as d
+
+    def no_conversion(*a, **k):
+        raise AssertionError("converted")
+
+    monkeypatch.setattr(engine.documents, "to_pdf", no_conversion)
+    store, s = LocalStore(tmp_path / "store"), Settings()
+    assert pages_without_converting(catalogue_pdf(tmp_path / "c.pdf"), s, store) == 5
+    assert pages_without_converting(d.image_file(tmp_path / "r.png", "PNG"), s, store) == 1
+    docx = d.docx(tmp_path / "i.docx")
+    assert (
+        pages_without_converting(docx, s, store) is None
+    )  # only a conversion could tell: the API answers 202
+    import hashlib
+
+    ConvertedPdfs(store).put(
+        hashlib.sha256(docx.read_bytes()).hexdigest(), invoice_pdf(tmp_path / "conv.pdf").read_bytes()
+    )
+    assert pages_without_converting(docx, s, store) == 3  # the converted PDF kept by ingest
+    assert pages_without_converting(b"%PDF-1.7 garbage", s, store) is None  # unreadable: decided as 202

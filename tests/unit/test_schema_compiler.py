@@ -18,7 +18,7 @@ def obj(**props):
 def test_shipped_schemas_compile(name: str) -> None:
     compiled = compile_schema(json.loads((SCHEMAS / name).read_text()))
     text = render_baml(compiled)
-    assert text.startswith("class Extraction {")
+    assert text.startswith("dynamic class Extraction {")
     assert len(compiled.fingerprint) == 64
 
 
