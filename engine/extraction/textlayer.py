@@ -5,7 +5,7 @@ A hostile PDF can crash MuPDF or spin; text extraction for citations therefore r
 environment and a wall-clock limit. Its failure is never the extraction's: the pages simply have no text layer
 to check against (citations fall back to the similarity map or stay unlocated, and say so).
 
-    python -m engine.extraction.textlayer MEMORY_MB CPU_S PDF_PATH PAGE,PAGE,…   → JSON on stdout
+    python -I engine/extraction/textlayer.py MEMORY_MB CPU_S PDF_PATH PAGE,PAGE,…|count   → JSON on stdout
 Each page: {"words": [[x0, y0, x1, y1, text], …]} with boxes as fractions of the displayed (rotated) page,
 in content-stream order.
 """
@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+# run as a plain script (-I: no user site, no PYTHONPATH): importing the engine package would load BAML,
+# pyarrow and jsonschema into the child for nothing
+_SCRIPT = str(Path(__file__).resolve())
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
 
 
@@ -59,7 +62,7 @@ def words_isolated(
     with tempfile.TemporaryDirectory(dir=getattr(settings, "work_dir", None)) as tmp:
         path = Path(tmp) / "doc.pdf"
         path.write_bytes(pdf_bytes)
-        cmd = [sys.executable, "-m", "engine.extraction.textlayer", str(settings.render_memory_mb),
+        cmd = [sys.executable, "-I", _SCRIPT, str(settings.render_memory_mb),
                str(int(settings.render_timeout_s)), str(path), ",".join(map(str, pages))]  # fmt: skip
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
         try:
@@ -84,7 +87,7 @@ def page_count_isolated(pdf_bytes: bytes, settings: Any) -> int | None:
     with tempfile.TemporaryDirectory(dir=getattr(settings, "work_dir", None)) as tmp:
         path = Path(tmp) / "doc.pdf"
         path.write_bytes(pdf_bytes)
-        cmd = [sys.executable, "-m", "engine.extraction.textlayer", str(settings.render_memory_mb),
+        cmd = [sys.executable, "-I", _SCRIPT, str(settings.render_memory_mb),
                str(int(settings.render_timeout_s)), str(path), "count"]  # fmt: skip
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
         try:
