@@ -12,9 +12,9 @@ GET  /openapi.json       this API's OpenAPI document
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,19 +26,32 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, model_validator
 
-from engine.errors import DocVisionError, NotFound
+from engine.errors import BadRequest, DocVisionError, InputTooLarge, NotFound
 from handlers.common import error_body, logger, metrics, s3, service, tracer, warm_model
 
 app = APIGatewayRestResolver(enable_validation=True)
 SCHEMAS_DIR = Path(os.environ.get("DOCVISION_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas"))
 SYNC_MAX_PAGES = int(os.environ.get("DOCVISION_SYNC_MAX_PAGES", "4"))
+# Request limits (issue 12): every image the API decodes, every text it embeds, every body it parses is bounded.
+API_MAX_IMAGE_PIXELS = int(os.environ.get("DOCVISION_API_MAX_IMAGE_PIXELS", str(36_000_000)))  # A3 at 300 DPI
+API_MAX_REQUEST_PIXELS = int(os.environ.get("DOCVISION_API_MAX_REQUEST_PIXELS", str(100_000_000)))
+MAX_IMAGE_B64 = 8_000_000  # characters of base64 per image (6 MB decoded; API Gateway caps bodies at 10 MB)
+MAX_TEXT_CHARS = 2000  # per query/text: the model reads a few hundred tokens; longer texts only cost minutes
+MAX_JSON_DEPTH = 64  # nesting of any request body
+MAX_SCHEMA_NODES = 5000  # an inline schema with every $ref expanded
+LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
+_BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+QueryText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+ImageB64 = Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_B64)]
 
 
 # ---------------------------------------------------------------------------------------------- models
 class DocumentRef(BaseModel):
-    bucket: str | None = Field(None, description="S3 bucket (default: the documents bucket)")
-    key: str = Field(..., min_length=1, description="S3 key of the document (raw upload or ingested)")
-    version_id: str | None = None
+    bucket: str | None = Field(None, pattern=_BUCKET, description="S3 bucket (default: the documents bucket)")
+    key: str = Field(
+        ..., min_length=1, max_length=1024, description="S3 key of the document (raw upload or ingested)"
+    )
+    version_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._\-]{1,1024}$")
 
 
 class ExtractRequest(BaseModel):
@@ -71,14 +84,21 @@ class PageRef(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    queries: list[str] = Field(..., min_length=1, max_length=32)
+    queries: list[QueryText] = Field(..., min_length=1, max_length=32)
     pages: list[PageRef] = Field(default_factory=list, max_length=64)
-    images: list[str] = Field(default_factory=list, max_length=16, description="base64-encoded page images")
+    images: list[ImageB64] = Field(
+        default_factory=list, max_length=16, description="base64-encoded page images"
+    )
 
 
 class EmbedRequest(BaseModel):
-    texts: list[str] = Field(default_factory=list, max_length=32)
-    images: list[str] = Field(default_factory=list, max_length=8, description="base64-encoded images")
+    texts: list[QueryText] = Field(default_factory=list, max_length=32)
+    images: list[ImageB64] = Field(default_factory=list, max_length=8, description="base64-encoded images")
+    encoding: Literal["float16_base64", "json"] = Field(
+        "float16_base64",
+        description="float16_base64: each multivector's data is base64 of little-endian float16 (row-major, "
+        "`shape`), which keeps 8 page images inside Lambda's 6 MB response; json: nested float lists",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -152,7 +172,9 @@ def _job_view(record: Any) -> dict[str, Any]:
 def extract(body: Annotated[ExtractRequest, Body()]):  # noqa: ANN201 (a Response annotation makes Powertools build a model of it)
     from engine.extraction import compile_schema
 
-    compile_schema(_schema_for(body))  # schema errors are 400s before any work is queued
+    schema = _schema_for(body)
+    _check_schema_size(schema)
+    compile_schema(schema)  # schema errors are 400s before any work is queued
     job_id = str(uuid.uuid4())
     request = body.model_dump(by_alias=True)
     mode = body.mode
@@ -192,14 +214,85 @@ def get_job(job_id: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ search and score
 def _images(encoded: list[str]) -> list[Any]:
-    from PIL import Image
+    """Decode with the same header-first pixel guard as ingest (never PIL's process-global limit switched off)."""
+    from engine.documents.images import decode_image
 
-    try:
-        return [Image.open(io.BytesIO(base64.b64decode(e, validate=True))).convert("RGB") for e in encoded]
-    except Exception as exc:
-        raise RequestValidationError(
-            [{"loc": ["body", "images"], "msg": f"not a base64-encoded image ({exc})", "type": "value_error"}]
-        ) from exc
+    images, total = [], 0
+    for i, e in enumerate(encoded):
+        try:
+            raw = base64.b64decode(e, validate=True)
+        except ValueError as exc:
+            raise RequestValidationError(
+                [{"loc": ["body", "images", i], "msg": "not valid base64", "type": "value_error"}]
+            ) from exc
+        image = decode_image(raw, f"images[{i}]", max_pixels=API_MAX_IMAGE_PIXELS)
+        total += image.width * image.height
+        if total > API_MAX_REQUEST_PIXELS:
+            raise InputTooLarge(
+                f"the images of this request add up to more than {API_MAX_REQUEST_PIXELS:,} pixels; "
+                "send fewer or smaller images per request",
+                document=f"images[{i}]",
+            )
+        images.append(image)
+    return images
+
+
+def _check_schema_size(schema: Any) -> None:
+    """Bound an inline schema's depth and its size with every $ref expanded (exponential $ref chains)."""
+    defs: dict[str, int] = {}
+
+    def size(node: Any, depth: int, refs: tuple[str, ...]) -> int:
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"the schema is nested deeper than {MAX_JSON_DEPTH} levels", document="schema")
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            total = 1
+            if isinstance(ref, str) and ref.startswith("#/") and ref not in refs:
+                if ref not in defs:
+                    target: Any = schema
+                    for part in ref[2:].split("/"):
+                        target = (
+                            target.get(part.replace("~1", "/").replace("~0", "~"))
+                            if isinstance(target, dict)
+                            else None
+                        )
+                    defs[ref] = size(target, depth + 1, (*refs, ref))
+                total += defs[ref]
+            total += sum(size(v, depth + 1, refs) for k, v in node.items() if k != "$ref")
+        elif isinstance(node, list):
+            total = 1 + sum(size(v, depth + 1, refs) for v in node)
+        else:
+            return 1
+        if total > MAX_SCHEMA_NODES:
+            raise InputTooLarge(
+                f"the schema expands to more than {MAX_SCHEMA_NODES:,} nodes with its $refs resolved; "
+                "simplify it or split the extraction",
+                document="schema",
+            )
+        return total
+
+    size(schema, 0, ())
+
+
+def _compact(result: dict[str, Any], encoding: str) -> dict[str, Any]:
+    """Multivectors as base64 float16 (about 5x smaller than JSON floats); refuse what Lambda could not return."""
+    import numpy as np
+
+    if encoding == "float16_base64":
+        for part in ("queries", "images"):
+            for item in result.get(part, []):
+                data = np.asarray(item["data"], dtype="<f2")
+                item.update(
+                    dtype="float16", encoding="base64", data=base64.b64encode(data.tobytes()).decode()
+                )
+    size = len(json.dumps(result))
+    if size > LAMBDA_RESPONSE_LIMIT - 64 * 1024:
+        raise InputTooLarge(
+            f"the answer would be {size:,} bytes, above Lambda's 6 MB response limit; send fewer images or texts "
+            "per request" + ("" if encoding == "float16_base64" else " or use encoding=float16_base64"),
+            document="embed",
+        )
+    return result
 
 
 @app.post("/search")
@@ -227,7 +320,8 @@ def embed(body: Annotated[EmbedRequest, Body()]) -> dict[str, Any]:
             [{"loc": ["body"], "msg": "give 'texts' and/or 'images'", "type": "value_error"}]
         )
     warm_model()
-    return service().embed_multivector(texts=body.texts or None, images=_images(body.images) or None)
+    result = service().embed_multivector(texts=body.texts or None, images=_images(body.images) or None)
+    return _compact(result, body.encoding)
 
 
 @app.get("/health")
@@ -262,6 +356,49 @@ def engine_error(exc: DocVisionError) -> Response:
     return Response(exc.http_status, content_types.APPLICATION_JSON, json.dumps(error_body(exc), default=str))
 
 
+@app.exception_handler(Exception)
+def internal_error(exc: Exception) -> Response:
+    """Anything unexpected: a JSON 500 with a correlation id, never API Gateway's 502. The log carries the
+    exception type and code locations only, no message (it could quote a document, a prompt or an answer)."""
+    import traceback
+
+    request_id = app.current_event.request_context.request_id or str(uuid.uuid4())
+    frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+    logger.error(
+        "unhandled error",
+        extra={"correlation_id": request_id, "error_type": type(exc).__name__, "where": frames[-8:]},
+    )
+    body = error_body(exc)
+    body["error"]["correlation_id"] = request_id
+    return Response(500, content_types.APPLICATION_JSON, json.dumps(body))
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _depth_ok(body: str | None) -> bool:
+    """True when the body's JSON nesting is within MAX_JSON_DEPTH (strings removed in C, then brackets counted)."""
+    if not body:
+        return True
+    depth = 0
+    for m in _BRACKETS.finditer(_JSON_STRING.sub("", body)):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return False
+    return True
+
+
+def _too_deep() -> dict[str, Any]:
+    body = {
+        "error": {
+            "code": "bad_request",
+            "message": f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels",
+        }
+    }
+    return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
+
+
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -274,4 +411,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         except Exception as exc:  # recorded on the job; not raised, so Lambda does not run it again
             logger.warning("job failed", extra={"job_id": event["docvision_job"], "error": error_of(exc)})
             return {"job_id": event["docvision_job"], "status": "failed", "error": error_of(exc)}
+    if not _depth_ok(event.get("body")):
+        return _too_deep()
     return app.resolve(event, context)

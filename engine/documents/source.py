@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DocumentTooLarge, EmptyDocument, NotFound
+from engine.errors import BadRequest, DocumentTooLarge, EmptyDocument, NotFound
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,18 @@ def _read_s3(obj: S3Object, max_bytes: int, client: Any) -> bytes:
             raise _too_large(obj.uri, head["ContentLength"], max_bytes)
         return client.get_object(Bucket=obj.bucket, Key=obj.key, **extra)["Body"].read()
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("404", "NoSuchKey", "NotFound"):
-            raise NotFound("the S3 object does not exist", document=obj.uri) from exc
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion"):
+            raise NotFound("the S3 object (or that version of it) does not exist", document=obj.uri) from exc
+        if code in ("NoSuchBucket",):
+            raise NotFound("the S3 bucket does not exist", document=obj.uri) from exc
+        if code in ("403", "AccessDenied", "AllAccessDisabled"):
+            raise NotFound(
+                "the S3 object does not exist or this function may not read it (check the bucket policy)",
+                document=obj.uri,
+            ) from exc
+        if code in ("400", "InvalidArgument", "InvalidBucketName", "InvalidVersionId", "InvalidRequest"):
+            raise BadRequest(
+                f"S3 rejected the request ({code}): check the bucket name and version id", document=obj.uri
+            ) from exc
         raise
