@@ -169,5 +169,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return background
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit greyscale: scale to 8 bits instead of clipping.
-        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+        # (through mode I: point() does not take the big-endian I;16B that 16-bit TIFFs from Macs use)
+        return image.convert("I").point(lambda v: v / 256).convert("L").convert("RGB")
     return image.convert("RGB")

@@ -215,8 +215,16 @@ def _blank_if_outside(m: re.Match[bytes]) -> bytes:
     return m.group(1) + m.group(2) + (b"" if _outside_package(m.group(3)) else m.group(3)) + m.group(2)
 
 
+_ENTITY_NAME = re.compile(rb"<!ENTITY\s+%?\s*([\w.:-]+)")
+
+
 def _strip_doctype(xml: bytes) -> bytes:
-    return _ENTITY.sub(b"", _DOCTYPE.sub(b"", xml))
+    """No DOCTYPE, so no entity (XXE, billion laughs) can be declared; references to the declared ones go too."""
+    names = [n for m in _DOCTYPE.finditer(xml) for n in _ENTITY_NAME.findall(m.group(0))]
+    xml = _ENTITY.sub(b"", _DOCTYPE.sub(b"", xml))
+    for name in set(names) - {b"amp", b"lt", b"gt", b"quot", b"apos"}:
+        xml = xml.replace(b"&" + name + b";", b"")
+    return xml
 
 
 def neutralize_svg(svg: bytes) -> bytes:

@@ -77,7 +77,7 @@ class PdfDocument:
         # A repaired file is fine when its pages render (junk after %%EOF, no %%EOF line, a broken xref):
         # damage is judged page by page from MuPDF's warnings, not from the trailer.
         if page_count == 0:
-            if self.doc.is_repaired:
+            if self.doc.is_repaired or not self._has_page_tree():
                 raise CorruptDocument(
                     "no page tree could be recovered from the PDF (damaged or truncated); upload the complete file",
                     document=name,
@@ -91,6 +91,17 @@ class PdfDocument:
             )
         self.page_count = page_count
         self._check_xfa()
+
+    def _has_page_tree(self) -> bool:
+        """The catalog points to a /Pages node (an empty one is a real zero-page PDF, no tree is damage)."""
+        try:
+            kind, _ = self.doc.xref_get_key(self.doc.pdf_catalog(), "Pages")
+            if kind != "xref":
+                return False
+            pages = self.doc.xref_get_key(self.doc.pdf_catalog(), "Pages/Type")
+            return pages[1] == "/Pages"
+        except MUPDF_ERRORS:
+            return False
 
     def _check_xfa(self) -> None:
         """XFA-only forms: the page is Adobe's "please wait" placeholder and the content lives in XFA XML.

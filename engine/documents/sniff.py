@@ -6,6 +6,7 @@ The file name is never trusted: a PDF called ``scan.jpg`` is a PDF.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 from enum import StrEnum
@@ -127,7 +128,21 @@ def sniff(data: bytes) -> Sniffed:
         return _sniff_ole(data)
     if _looks_like_html(head):
         return Sniffed(DocumentType.HTML)
+    if _headerless_pdf(data):
+        return Sniffed(DocumentType.PDF)
     return Sniffed(None, f"unrecognised content (first bytes {head[:8]!r})")
+
+
+_PDF_OBJECT = re.compile(rb"^\s*(?:%[^\n]*\n\s*)*\d+\s+\d+\s+obj\b")
+
+
+def _headerless_pdf(data: bytes) -> bool:
+    """A PDF whose %PDF- line is missing or damaged (viewers open these): it starts with an indirect object
+    (after comments) and has a page tree or a trailer further on."""
+    if not _PDF_OBJECT.match(data[:1024]):
+        return False
+    tail = data[: 1 << 20]
+    return b"endobj" in tail and (b"/Page" in tail or b"trailer" in tail)
 
 
 def _sniff_zip(data: bytes) -> Sniffed:

@@ -6,7 +6,6 @@ import base64
 import importlib
 import io
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -52,7 +51,7 @@ def test_image_bombs_are_refused_from_the_header(aws) -> None:  # noqa: F811
 
 def test_request_pixel_budget(aws, monkeypatch) -> None:  # noqa: F811
     monkeypatch.setenv("DOCVISION_API_MAX_REQUEST_PIXELS", "1000000")
-    importlib.reload(sys.modules["handlers.api"])
+    importlib.reload(importlib.import_module("handlers.api"))
     status, out = _post("score.json", {"queries": ["q"], "images": [_png(800, 800), _png(800, 800)]})
     assert (
         status == 413 and out["error"]["code"] == "input_too_large" and "images[1]" in out["error"]["message"]

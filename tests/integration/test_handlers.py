@@ -39,7 +39,7 @@ def moto_url():
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(600):  # up to a minute: moto starts slowly on a loaded 2-core CI machine
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
