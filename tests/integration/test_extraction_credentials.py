@@ -67,25 +67,10 @@ def test_credential_references_fail_with_what_to_fix(monkeypatch: pytest.MonkeyP
 
 @pytest.fixture(scope="module")
 def moto_server():
-    import socket
-    import subprocess
-    import sys
-    import time
+    from tests.fixtures.moto import moto_server as start
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with start() as url:
+        yield url
 
 
 def test_secrets_manager_reference(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:

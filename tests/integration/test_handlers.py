@@ -7,16 +7,14 @@ import copy
 import importlib
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import documents as d
 from tests.fixtures.llm_server import ScriptedLLM
+from tests.fixtures.moto import moto_server
 from tests.integration.test_extraction import manifest
 
 pytestmark = pytest.mark.integration
@@ -30,24 +28,8 @@ def event(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def moto_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):  # up to a minute: moto starts slowly on a loaded 2-core CI machine
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
