@@ -11,12 +11,21 @@ from engine.documents.images import ImageDocument
 from engine.documents.pdf import PdfDocument, iter_pdf_pages
 
 Frame = tuple[int, Image.Image, int, bool]  # (page_number, image, effective_dpi, downscaled)
+# (page_number, width, height, RGB bytes, effective_dpi, downscaled)
+RawFrame = tuple[int, int, int, bytes | memoryview, int, bool]
+
+
+def _raw(frames: Iterator[Frame]) -> Iterator[RawFrame]:
+    for n, image, dpi, downscaled in frames:
+        yield n, image.width, image.height, image.tobytes(), dpi, downscaled
 
 
 class Renderable(Protocol):
     page_count: int
 
     def iter_pages(self, start_page: int = 1) -> Iterator[Frame]: ...
+
+    def iter_raw(self, start_page: int = 1) -> Iterator[RawFrame]: ...
 
     def close(self) -> None: ...
 
@@ -48,6 +57,20 @@ class _Pdf:
             start_page=start_page,
         )
 
+    def iter_raw(self, start_page: int = 1) -> Iterator[RawFrame]:
+        """Pages as raw RGB buffers: with pymupdf, the pixmap's own memory (no PIL image, no extra copy)."""
+        lim = self.limits
+        if lim["backend"] != "pymupdf":
+            yield from _raw(self.iter_pages(start_page))
+            return
+        from engine.documents.pdf import effective_dpi
+
+        for n in range(start_page, self.page_count + 1):
+            eff, downscaled = effective_dpi(*self.pdf.page_size_pt(n), lim["dpi"], lim["max_page_pixels"])
+            pix = self.pdf.render_pixmap(n, eff)
+            yield n, pix.width, pix.height, pix.samples_mv, eff, downscaled
+            del pix
+
     def close(self) -> None:
         self.pdf.close()
 
@@ -65,6 +88,9 @@ class _Image:
         yield from self.image.iter_pages(
             dpi=lim["dpi"], max_page_pixels=lim["max_page_pixels"], start_page=start_page
         )
+
+    def iter_raw(self, start_page: int = 1) -> Iterator[RawFrame]:
+        yield from _raw(self.iter_pages(start_page))
 
     def close(self) -> None:
         self.image.close()

@@ -149,6 +149,11 @@ class PdfDocument:
             )
 
     def render_pymupdf(self, page_number: int, dpi: int) -> Image.Image:
+        pix = self.render_pixmap(page_number, dpi)
+        return Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv)
+
+    def render_pixmap(self, page_number: int, dpi: int) -> pymupdf.Pixmap:
+        """The page as an RGB pixmap (the worker sends its samples without a PIL copy)."""
         pymupdf.TOOLS.mupdf_warnings()
         try:
             page = self.doc[page_number - 1]
@@ -167,7 +172,7 @@ class PdfDocument:
                 page_number=page_number,
             ) from exc
         self._check_damage(page_number)
-        return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+        return pix
 
     def close(self) -> None:
         self.doc.close()
