@@ -58,7 +58,7 @@ def test_a_hanging_worker_times_out_per_page(docs: dict[str, Path]) -> None:
 
 
 def test_memory_limit_is_document_too_complex(docs: dict[str, Path]) -> None:
-    settings = Settings(dpi=600, render_memory_mb=300)
+    settings = Settings(dpi=1200, max_page_pixels=500_000_000, render_memory_mb=300)  # a 400 MB pixmap
     code = _code(lambda: list(open_document(docs["multipage_pdf"], settings=settings).pages()))
     assert code == "document_too_complex"
 
