@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.config import Settings, get_settings
 from engine.documents import S3Object, open_document, sniff
-from engine.documents.source import DocumentInput
+from engine.documents.source import DocumentInput, load_bytes
 from engine.errors import ConversionTimeout
 from engine.index import PageIndex, PageRecord
 from engine.index.membership import Membership, SourceVersion, local_sequencer
@@ -143,29 +143,27 @@ def ingest_document(
     if isinstance(source, S3Object):
         if documents is None:
             raise TypeError("S3Object sources need documents= (bucket → blob store)")
-        data: DocumentInput = documents(source.bucket).get(
-            source.key, version_id=source.version_id, max_bytes=s.max_bytes
-        )
+        data = documents(source.bucket).get(source.key, version_id=source.version_id, max_bytes=s.max_bytes)
         name = name or source.uri
     else:
-        data = source
+        loaded = load_bytes(source, name=name, max_bytes=s.max_bytes)
+        data, name = loaded.data, loaded.name
 
     # Office/HTML: reuse the converted PDF stored by an earlier run; otherwise convert within the time left.
     open_kwargs: dict[str, Any] = {}
     converted = ConvertedPdfs(store)
-    doc_id_guess = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
-    needs_conversion = isinstance(data, bytes) and bool(
-        (found := sniff(data)).type and found.type.needs_conversion
-    )
-    if needs_conversion and doc_id_guess:
-        cached = converted.get(doc_id_guess)
+    doc_id = hashlib.sha256(data).hexdigest()
+    found = sniff(data)
+    needs_conversion = bool(found.type and found.type.needs_conversion and not found.encrypted)
+    if needs_conversion:
+        cached = converted.get(doc_id)
         if cached is not None:
             open_kwargs["pdf_bytes"] = cached
     doc_settings = s
     if needs_conversion and "pdf_bytes" not in open_kwargs and deadline is not None:
         left = deadline - time.monotonic()
         if left <= 1:
-            return _not_started(doc_id_guess or "", name or uri, uri, started)
+            return _not_started(doc_id, name or uri, uri, started)
         if left < s.conversion_timeout_s:
             doc_settings = s.model_copy(update={"conversion_timeout_s": left})
     try:
@@ -173,7 +171,7 @@ def ingest_document(
     except ConversionTimeout:
         if doc_settings is not s:  # cut short by the deadline, not by the configured limit: try again later
             log.info("deadline reached while converting %s; continuing in a new invocation", name)
-            return _not_started(doc_id_guess or "", name or uri, uri, started)
+            return _not_started(doc_id, name or uri, uri, started)
         raise
 
     with opened as doc:

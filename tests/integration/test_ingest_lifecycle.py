@@ -342,3 +342,39 @@ def test_overdue_jobs_are_reported_failed(aws, tmp_path, monkeypatch) -> None:
         job = _job(job_id)
         assert job["status"] == "failed" and job["error"]["code"] == "job_timeout", job
     assert not svc().jobs.start(queued)  # a late invocation does not revive it
+
+
+# ------------------------------------------------------------------------------------- convert once, in time
+def test_conversion_runs_once_and_counts_against_the_deadline(tmp_path, embedder, docs, monkeypatch) -> None:
+    import types
+
+    import engine.documents as documents
+    import engine.ingest as ingest_mod
+    from engine.config import Settings
+    from engine.service import DocVision
+    from engine.storage.converted import ConvertedPdfs
+
+    dv = DocVision(
+        Settings(index_path=tmp_path / "q", store=str(tmp_path / "store"), max_batch_size=2),
+        embedder=embedder,
+    )
+    real_to_pdf, real_clock, offset = documents.to_pdf, time.monotonic, [0.0]
+    timeouts: list[float] = []
+
+    def converting(data, kind, name, settings):
+        timeouts.append(settings.conversion_timeout_s)
+        pdf = real_to_pdf(data, kind, name, settings)
+        offset[0] = 1000.0  # the conversion used up the invocation
+        return pdf
+
+    monkeypatch.setattr(documents, "to_pdf", converting)
+    monkeypatch.setattr(ingest_mod, "time", types.SimpleNamespace(monotonic=lambda: real_clock() + offset[0]))
+    first = dv.ingest(docs["docx"], deadline=real_clock() + 120)
+    assert timeouts and timeouts[0] <= 120  # the conversion's own timeout was cut to the time left
+    assert first.converted and not first.complete and first.pages_embedded == 0 and first.next_page == 1
+    assert ConvertedPdfs(dv.store).get(first.document_id) is not None  # kept: derived/converted/<doc>.pdf
+
+    offset[0] = 0.0
+    rest = dv.ingest(docs["docx"], start_page=first.next_page)  # the continuation
+    assert rest.complete and not rest.converted and len(timeouts) == 1
+    assert rest.document_id == first.document_id and dv.index.count(first.document_id) == rest.page_count
