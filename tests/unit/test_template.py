@@ -227,3 +227,9 @@ def test_deletes_reach_the_ingest_queue() -> None:
     removed = events["s3:ObjectRemoved:*"]
     assert removed["Queue"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
     assert {"Name": "prefix", "Value": "raw/"} in removed["Filter"]["S3Key"]["Rules"]
+
+
+def test_ingest_may_delete_derived_objects_of_removed_documents() -> None:
+    policies = RES["IngestFunction"]["Properties"]["Policies"]
+    actions = {a for p in policies if "Statement" in p for s in p["Statement"] for a in s["Action"]}
+    assert {"s3:PutObject", "s3:DeleteObject"} <= actions
