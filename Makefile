@@ -71,6 +71,7 @@ lint: setup
 	$(VENV)/bin/hadolint Dockerfile.lambda
 	@# the image's dependency set must install on its platform (Lambda python3.12, Amazon Linux 2023, glibc 2.34)
 	UV="$(UV)" infra/check_image_deps.sh
+	$(VENV)/bin/hadolint Dockerfile.gpu
 	$(PY) -m mypy
 
 typecheck: setup

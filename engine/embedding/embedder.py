@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.embedding import compute, fast
+from engine.embedding import compute, fast, gpu_preprocess
 from engine.embedding.baked import load_baked
 from engine.embedding.families import Family, detect_family
 from engine.embedding.loader import load_source
@@ -107,6 +107,8 @@ class Embedder:
         if self.plan.device == "cuda":
             self.model = self.model.to("cuda")
         self.speedups = fast.apply(self.model, fast.parse(speedups, self.plan.device))
+        # On a GPU the processor's resize/normalize/patchify run there too (engine/embedding/gpu_preprocess.py).
+        self.gpu_preprocess = self.plan.device == "cuda" and gpu_preprocess.supports(self.processor)
         if max_visual_tokens and "longest_edge" in (
             getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
         ):
@@ -169,12 +171,17 @@ class Embedder:
         dtype = getattr(torch, self.plan.dtype)
         if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        if "cuda_graphs" in self.speedups:
+            fast.new_step()
         with torch.inference_mode():
             out = self.model(**batch)
         return out.float().cpu()
 
     def embed_images(self, images: Sequence[Image.Image]) -> list[PageEmbedding]:
-        batch = self.processor.process_images(list(images))
+        if self.gpu_preprocess:
+            batch = gpu_preprocess.process_pages(self.processor, list(images), self.plan.device)
+        else:
+            batch = self.processor.process_images(list(images))
         out = self._forward(batch)
         mask = batch["attention_mask"].bool()
         results = []

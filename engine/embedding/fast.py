@@ -14,6 +14,12 @@ prepacked_linear    CPU bf16 only: Linear weights reordered once into oneDNN's b
                     format) instead of on every call; ``torch.ops.mkldnn._linear_pointwise`` runs them.
 fp8                 CUDA (Hopper) only: Linear layers as FP8 e4m3 matrix products (``torch._scaled_mm``),
                     weights per output channel, activations per token, scaled back to bf16.
+fp8_block           CUDA (Hopper) only: fp8 e4m3 with DeepSeek-V3-style block scales (weights per 128x128 block,
+                    activations per token per 128 columns) through ``F.scaled_mm`` block-wise recipes; finer
+                    scales than ``fp8`` for the fidelity target. Layers whose dimensions are not multiples of
+                    128 (the patch embedding) and the 128-d head stay bf16.
+cuda_graphs         ``compile`` with CUDA graphs (Inductor's ``reduce-overhead``): each compiled block replays
+                    as one graph per shape; the caller marks each forward a new step.
 compile             ``torch.compile`` of the vision blocks and the language model (Inductor), static shapes:
                     each new (batch, page size) compiles once (~8 s on an H100); past torch's recompile
                     limit (8 shapes) further shapes run eagerly. Bulk backfills of one paper size and DPI
@@ -32,14 +38,24 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-ALL = ("linear_patch_embed", "batched_attention", "prepacked_linear", "fp8", "compile")
+ALL = (
+    "linear_patch_embed",
+    "batched_attention",
+    "prepacked_linear",
+    "fp8",
+    "fp8_block",
+    "compile",
+    "cuda_graphs",
+)
 
 
 def default_speedups(device: str) -> tuple[str, ...]:
     """What the benchmarks showed helps, per device (bench/results/embed-variants-*.json).
 
     H100, batch 32: patch embedding + batched attention 1.04x, + torch.compile 1.51x (cosine to fp32
-    unchanged); fp8 on top 1.64x but cosine 0.980, so it stays opt-in. CPU (AMX, 2 cores): compile was
+    unchanged); fp8 on top 1.64x but cosine 0.980, so it stays opt-in. Second H100 run
+    (embed-gpu-h100-stock-today-new.json): fp8_block 0.56x of compile alone at cosine 0.979, cuda_graphs
+    within the spread (61.2 vs 62.1 pages/s model only): both opt-in. CPU (AMX, 2 cores): compile was
     slower than eager (12.7 vs 9.7 s/page) and prepacked oneDNN weights within run-to-run noise.
     """
     base = ("linear_patch_embed", "batched_attention")
@@ -270,17 +286,87 @@ def fp8(model: nn.Module) -> bool:
     return _replace_linears(model, eligible, Fp8Linear) > 0
 
 
+BLOCK = 128
+
+
+class Fp8BlockLinear(nn.Module):
+    """y = x W^T + b in fp8 e4m3: W scaled per 128x128 block, x per token per 128 columns; output bf16."""
+
+    w8: torch.Tensor
+    w_scale: torch.Tensor
+
+    def __init__(self, lin: nn.Linear) -> None:
+        super().__init__()
+        w = lin.weight.detach().float()
+        n, k = w.shape
+        blocks = w.reshape(n // BLOCK, BLOCK, k // BLOCK, BLOCK)
+        scale = (blocks.abs().amax(dim=(1, 3)) / FP8_MAX).clamp(min=1e-12)  # (n/128, k/128)
+        self.register_buffer("w8", (blocks / scale[:, None, :, None]).reshape(n, k).to(torch.float8_e4m3fn))
+        # cuBLAS wants the K-block count of the weight scales padded to a multiple of 4
+        self.register_buffer("w_scale", F.pad(scale, (0, -(k // BLOCK) % 4)).contiguous())
+        self.bias = None if lin.bias is None else nn.Parameter(lin.bias.detach(), requires_grad=False)
+        self.in_features, self.out_features = k, n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        m = x2.shape[0]
+        if m % 4:  # cuBLAS wants the token count of the activation scales a multiple of 4
+            x2 = F.pad(x2, (0, 0, 0, -m % 4))
+        g = x2.reshape(x2.shape[0], -1, BLOCK)
+        xs = (g.abs().amax(dim=-1).float() / FP8_MAX).clamp(min=1e-12)  # (m, k/128)
+        x8 = (g / xs[..., None]).to(torch.float8_e4m3fn).reshape(x2.shape)
+        y = F.scaled_mm(
+            x8, self.w8.t(), xs.t().contiguous().t(), F.ScalingType.BlockWise1x128,
+            self.w_scale.t(), F.ScalingType.BlockWise128x128, output_dtype=torch.bfloat16,
+        )[:m]  # fmt: skip
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features)
+
+
+def fp8_block(model: nn.Module) -> bool:
+    if (
+        not torch.cuda.is_available()
+        or torch.cuda.get_device_capability() < (9, 0)
+        or not hasattr(F, "scaled_mm")
+    ):
+        return False
+
+    def eligible(mod: nn.Linear) -> bool:
+        return (
+            mod.weight.is_cuda
+            and mod.in_features % BLOCK == 0
+            and mod.out_features % BLOCK == 0
+            and mod.out_features > 128  # keep the 128-d embedding head in bf16
+        )
+
+    return _replace_linears(model, eligible, Fp8BlockLinear) > 0
+
+
 # ------------------------------------------------------------------------------------------ compile
-def compile_model(model: nn.Module) -> bool:
+def compile_model(model: nn.Module, mode: str | None = None) -> bool:
     if not torch.cuda.is_available():
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # weights become constants: oneDNN prepacks them (AMX/VNNI layouts)
     for blk in getattr(_vision(model), "blocks", []):
-        blk.compile(dynamic=False)
+        blk.compile(dynamic=False, mode=mode)
     for layer in getattr(_submodule(model, "language_model"), "layers", []):
-        layer.compile(dynamic=False)
+        layer.compile(dynamic=False, mode=mode)
     return True
+
+
+def cuda_graphs(model: nn.Module) -> bool:
+    """``compile`` replaying each block as a CUDA graph; callers call ``new_step()`` before each forward."""
+    if not torch.cuda.is_available():
+        return False
+    return compile_model(model, mode="reduce-overhead")
+
+
+def new_step() -> None:
+    """Tell CUDA-graph trees a new forward begins (outputs of the last one are no longer read)."""
+    torch.compiler.cudagraph_mark_step_begin()
 
 
 PATCHES = {
@@ -288,5 +374,7 @@ PATCHES = {
     "batched_attention": batched_attention,
     "prepacked_linear": prepacked_linear,
     "fp8": fp8,
+    "fp8_block": fp8_block,
     "compile": compile_model,
+    "cuda_graphs": cuda_graphs,
 }

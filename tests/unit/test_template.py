@@ -130,10 +130,56 @@ def test_cfn_lint_passes() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_hadolint_passes() -> None:
-    proc = subprocess.run(
-        [_tool("hadolint"), str(ROOT / "Dockerfile.lambda")], capture_output=True, text=True
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.lambda", "Dockerfile.gpu"])
+def test_hadolint_passes(dockerfile: str) -> None:
+    proc = subprocess.run([_tool("hadolint"), str(ROOT / dockerfile)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+BATCH = ("BatchInstanceRole", "BatchInstanceProfile", "BatchComputeEnvironment", "BatchJobQueue", "BatchLogGroup",
+         "BatchExecutionRole", "BatchJobRole", "BatchJobDefinition")  # fmt: skip
+
+
+def test_batch_backfill_is_off_by_default_and_runs_one_shard_per_array_child() -> None:
+    assert PARAMS["EnableBatch"]["Default"] == "false"
+    for name in BATCH:
+        assert RES[name]["Condition"] == "BatchEnabled", name
+    container = RES["BatchJobDefinition"]["Properties"]["ContainerProperties"]
+    command = " ".join(container["Command"])
+    assert "python -m engine backfill" in command and '--shard "$AWS_BATCH_JOB_ARRAY_INDEX"' in command
+    assert {"Type": "GPU", "Value": "1"} in container["ResourceRequirements"]
+    assert {s["Name"] for s in container["Secrets"]} == {"QDRANT_URL", "QDRANT_API_KEY"}
+    statements = RES["BatchJobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    actions = {a for st in statements for a in st["Action"]}
+    assert actions == {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:PutObject",
+    }  # no deletes, no *
+    (put,) = [st for st in statements if st["Action"] == ["s3:PutObject"]]
+    assert put["Resource"]["Fn::Sub"].endswith("/derived/*")
+
+
+def test_template_lints_with_batch_enabled(tmp_path: Path) -> None:
+    text = (ROOT / "template.yaml").read_text()
+    enabled = re.sub(r'(  EnableBatch:\n    Type: String\n    Default: )"false"', r'\1"true"', text)
+    enabled = re.sub(
+        r'(  BatchSubnetIds:\n    Type: CommaDelimitedList\n    Default: )""',
+        r'\1"subnet-0123456789abcdef0"',
+        enabled,
     )
+    enabled = re.sub(
+        r'(  BatchSecurityGroupIds:\n    Type: CommaDelimitedList\n    Default: )""',
+        r'\1"sg-0123456789abcdef0"',
+        enabled,
+    )
+    assert (
+        enabled.count('"true"') > text.count('"true"') and "subnet-0123" in enabled and "sg-0123" in enabled
+    )
+    path = tmp_path / "template-batch.yaml"
+    path.write_text(enabled)
+    proc = subprocess.run([_tool("cfn-lint"), str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
