@@ -98,7 +98,10 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
 
     opened: native.Renderable | None = None
     name = "<document>"
-    for line in sys.stdin:
+    inp = sys.stdin.buffer
+    while line := inp.readline():
+        if not line.strip():
+            continue  # a late frame acknowledgement
         cmd = json.loads(line)
         page: int | None = None
         try:
@@ -110,9 +113,27 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
             elif cmd["op"] == "render":
                 assert opened is not None
                 page = cmd["start"]
-                for page_number, w, h, raw, dpi, downscaled in opened.iter_raw(cmd["start"]):
-                    head = {"page": page_number, "w": w, "h": h, "dpi": dpi}
-                    _send(out, {**head, "downscaled": downscaled, "size": len(raw)}, raw)
+                slots: list[str] | None = cmd.get("slots")
+                acked = 0
+                for sent, (page_number, w, h, raw, dpi, downscaled) in enumerate(
+                    opened.iter_raw(cmd["start"])
+                ):
+                    head = {"page": page_number, "w": w, "h": h, "dpi": dpi, "downscaled": downscaled}
+                    if slots:
+                        # Two frame files used in turn: one write here, one read there, one small message on
+                        # the pipe (instead of a 25 MB frame squeezed through it in 1 MiB turns).
+                        if sent - acked >= len(slots):
+                            inp.readline()  # the caller has copied the frame that used this slot
+                            acked += 1
+                        slot = sent % len(slots)
+                        fd = os.open(slots[slot], os.O_WRONLY | os.O_CREAT, 0o600)
+                        try:
+                            os.pwrite(fd, raw, 0)
+                        finally:
+                            os.close(fd)
+                        _send(out, {**head, "size": len(raw), "slot": slot})
+                    else:
+                        _send(out, {**head, "size": len(raw)}, raw)
                     page = page_number + 1
                     del raw
                 _send(out, {"done": True})
@@ -198,6 +219,13 @@ class RenderWorker:
         self.waited = 0.0  # wall seconds spent waiting for the worker (not for our own consumer)
         self._frame = bytearray()
         self._tmp = tempfile.mkdtemp(prefix="docvision-render-", dir=work_dir)
+        # Frames travel through files in memory-backed /dev/shm where there is one, else next to the document.
+        shm = Path("/dev/shm")
+        self._frames_dir = (
+            tempfile.mkdtemp(prefix="docvision-frames-", dir=shm)
+            if shm.is_dir() and os.access(shm, os.W_OK) and work_dir is None
+            else self._tmp
+        )
         path = Path(self._tmp) / "document"
         path.write_bytes(data)
         self.proc = _take_worker(memory_mb, int(document_timeout_s) + 1)
@@ -209,9 +237,9 @@ class RenderWorker:
         self.page_count = int(reply["page_count"])
 
     # ---- protocol
-    def _command(self, cmd: dict[str, Any]) -> None:
+    def _command(self, cmd: dict[str, Any], ack: bool = False) -> None:
         try:
-            self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")  # type: ignore[union-attr]
+            self.proc.stdin.write(b"\n" if ack else json.dumps(cmd).encode() + b"\n")  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
         except (BrokenPipeError, OSError):
             self._died(None)
@@ -290,7 +318,8 @@ class RenderWorker:
 
     # ---- public
     def pages(self, start_page: int = 1) -> Iterator[Frame]:
-        self._command({"op": "render", "start": start_page})
+        slots = [str(Path(self._frames_dir) / f"frame-{i}") for i in range(2)]
+        self._command({"op": "render", "start": start_page, "slots": slots})
         page = start_page
         while True:
             header = self._read_header(page)
@@ -304,7 +333,20 @@ class RenderWorker:
                 )
             if len(self._frame) < size:  # one receive buffer, reused page after page
                 self._frame = bytearray(size)
-            self._read_exact(size, page, into=self._frame)
+            if "slot" in header:
+                fd = os.open(slots[int(header["slot"])], os.O_RDONLY)
+                try:
+                    got = os.preadv(fd, [memoryview(self._frame)[:size]], 0)
+                finally:
+                    os.close(fd)
+                if got != size:
+                    self._kill()
+                    raise RendererCrashed(
+                        f"the renderer wrote a short frame for page {page}", document=self.name
+                    )
+                self._command({"op": "ack"}, ack=True)
+            else:
+                self._read_exact(size, page, into=self._frame)
             image = Image.frombytes("RGB", (w, h), memoryview(self._frame)[:size])
             yield int(header["page"]), image, int(header["dpi"]), bool(header["downscaled"])
             page = int(header["page"]) + 1
@@ -320,6 +362,7 @@ class RenderWorker:
             if f:
                 f.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+        shutil.rmtree(self._frames_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
