@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
 from engine.documents.images import ImageDocument
 from engine.documents.pdf import PdfDocument, iter_pdf_pages
+from engine.errors import CorruptDocument, DocumentError, TooManyPages
 
 Frame = tuple[int, Image.Image, int, bool]  # (page_number, image, effective_dpi, downscaled)
 # (page_number, width, height, RGB bytes, effective_dpi, downscaled)
@@ -96,7 +103,84 @@ class _Image:
         self.image.close()
 
 
+class _Poppler:
+    """A PDF MuPDF finds no pages in (or cannot open) rendered by poppler, whose repair strategy differs.
+
+    Only where poppler-utils is installed (developer machines, CI; not the Lambda image); otherwise MuPDF's
+    verdict (corrupt_document) stands.
+    """
+
+    def __init__(self, data: bytes, name: str, limits: dict[str, Any], cause: DocumentError) -> None:
+        self.name, self.limits = name, limits
+        self.pdfinfo, self.pdftoppm = shutil.which("pdfinfo"), shutil.which("pdftoppm")
+        if not (self.pdfinfo and self.pdftoppm):
+            raise cause
+        self._tmp = tempfile.TemporaryDirectory(prefix="docvision-poppler-")
+        self.path = Path(self._tmp.name) / "document.pdf"
+        self.path.write_bytes(data)
+        try:
+            info = subprocess.run(
+                [str(self.pdfinfo), "-f", "1", "-l", str(limits["max_pages"]), str(self.path)],
+                capture_output=True,
+                timeout=60,
+            ).stdout.decode(errors="replace")
+        except subprocess.SubprocessError:
+            self.close()
+            raise cause from None
+        pages = re.search(r"^Pages:\s+(\d+)", info, re.M)
+        self.sizes = {
+            int(m[1]): (float(m[2]), float(m[3]))
+            for m in re.finditer(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", info, re.M)
+        }
+        self.page_count = int(pages[1]) if pages else 0
+        if self.page_count == 0 or len(self.sizes) != min(self.page_count, limits["max_pages"]):
+            self.close()
+            raise cause
+        if self.page_count > limits["max_pages"]:
+            self.close()
+            raise TooManyPages(
+                f"{self.page_count} pages exceeds the limit of {limits['max_pages']} (DOCVISION_MAX_PAGES)",
+                document=name,
+            )
+
+    def iter_pages(self, start_page: int = 1) -> Iterator[Frame]:
+        from engine.documents.pdf import effective_dpi
+
+        lim = self.limits
+        for n in range(start_page, self.page_count + 1):
+            eff, downscaled = effective_dpi(*self.sizes[n], lim["dpi"], lim["max_page_pixels"])
+            cmd = [
+                str(self.pdftoppm),
+                "-r",
+                str(eff),
+                "-f",
+                str(n),
+                "-l",
+                str(n),
+                "-singlefile",
+                str(self.path),
+            ]
+            try:
+                out = subprocess.run(cmd, capture_output=True, timeout=300)
+                image = Image.open(io.BytesIO(out.stdout))
+                image.load()
+            except (subprocess.SubprocessError, OSError, ValueError, SyntaxError) as exc:
+                raise CorruptDocument(
+                    f"page {n} cannot be rendered by MuPDF or poppler", document=self.name, page_number=n
+                ) from exc
+            yield n, image.convert("RGB"), eff, downscaled
+
+    def iter_raw(self, start_page: int = 1) -> Iterator[RawFrame]:
+        yield from _raw(self.iter_pages(start_page))
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
 def open_renderable(data: bytes, type_: str, name: str, limits: dict[str, Any]) -> Renderable:
     if type_ == "pdf":
-        return _Pdf(data, name, limits)
+        try:
+            return _Pdf(data, name, limits)
+        except CorruptDocument as exc:
+            return _Poppler(data, name, limits, exc)
     return _Image(data, name, type_, limits)
