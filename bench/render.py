@@ -171,6 +171,7 @@ def main() -> None:
                 "libreoffice": tool_version(["soffice", "--version"]),
             },
             "target": "isolated slowdown < 10 % (steady state: second document, spare worker ready)",
+            "load_average_at_end": [round(x, 1) for x in __import__("os").getloadavg()],
             "isolation_cost": isolation_cost,
             "runs": runs,
             "peak_rss_ratio_largest_vs_smallest": ratios,
