@@ -190,12 +190,17 @@ def _discard(proc: subprocess.Popen[bytes]) -> None:
                 f.close()
 
 
+_open_dirs: set[str] = set()  # scratch and frame folders of workers not closed yet
+
+
 @atexit.register
 def _discard_spare() -> None:
     global _spare
     if _spare is not None:
         _discard(_spare[1])
         _spare = None
+    for folder in list(_open_dirs):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class RenderWorker:
@@ -226,15 +231,20 @@ class RenderWorker:
             if shm.is_dir() and os.access(shm, os.W_OK) and work_dir is None
             else self._tmp
         )
+        _open_dirs.update((self._tmp, self._frames_dir))
         path = Path(self._tmp) / "document"
         path.write_bytes(data)
         self.proc = _take_worker(memory_mb, int(document_timeout_s) + 1)
         self._fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         with contextlib.suppress(OSError):  # 1 MiB pipe: a 25 MB frame in 25 reads instead of 400
             fcntl.fcntl(self._fd, _F_SETPIPE_SZ, 1 << 20)
-        self._command({"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits})
-        reply = self._read_header(None)
-        self.page_count = int(reply["page_count"])
+        try:
+            self._command({"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits})
+            reply = self._read_header(None)
+            self.page_count = int(reply["page_count"])
+        except BaseException:
+            self.close()  # a document that fails to open leaves no process and no files behind
+            raise
 
     # ---- protocol
     def _command(self, cmd: dict[str, Any], ack: bool = False) -> None:
@@ -363,6 +373,12 @@ class RenderWorker:
                 f.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
         shutil.rmtree(self._frames_dir, ignore_errors=True)
+        _open_dirs.discard(self._tmp)
+        _open_dirs.discard(self._frames_dir)
+
+    def __del__(self) -> None:  # a Document nobody closed must not leave a process or frame files behind
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,3 +77,11 @@ def test_no_worker_or_temp_file_outlives_the_document(docs: dict[str, Path], tmp
         next(doc.pages())
     assert proc.poll() is not None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_document_that_fails_to_open_leaves_nothing_behind(tmp_path: Path) -> None:
+    with pytest.raises(DocVisionError):
+        open_document(
+            b"%PDF-1.7\n" + bytes(range(256)) * 20, name="bad.pdf", settings=Settings(work_dir=tmp_path)
+        )
+    assert list(tmp_path.iterdir()) == []
