@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         None, description="Visual tokens per page (default: the processor's, 768 for ColQwen2)."
     )
     verify_weights: bool = Field(True, description="Verify baked weight files against their sha256 at load.")
+    lazy_vision: bool = Field(
+        False,
+        description="Load the vision tower on the first image, not at start (the API: queries are text-only).",
+    )
 
     # --- index and storage ---------------------------------------------------------------------------
     qdrant_url: str | None = Field(

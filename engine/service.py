@@ -47,13 +47,24 @@ class DocVision:
 
         s = self.settings
         return Embedder(s.model, family=s.model_family, compute_mode=s.compute, speedups=s.speedups, threads=s.threads, verify=s.verify_weights,
-                        max_visual_tokens=s.max_visual_tokens, memory_budget=s.memory_budget_mb, max_batch_size=s.max_batch_size)  # fmt: skip
+                        max_visual_tokens=s.max_visual_tokens, memory_budget=s.memory_budget_mb, max_batch_size=s.max_batch_size,
+                        lazy_vision=s.lazy_vision)  # fmt: skip
+
+    def model_identity(self) -> tuple[str, int]:
+        """(model id, embedding dim) without loading the model when it is baked (its manifest says both)."""
+        if "embedder" not in self.__dict__:
+            from engine.embedding.manifest import baked_identity
+
+            known = baked_identity(self.settings.model)
+            if known:
+                return known
+        return self.embedder.model_id, self.embedder.dim
 
     @cached_property
     def index(self) -> PageIndex:
         from engine.index import open_index
 
-        return open_index(self.embedder.model_id, self.embedder.dim, self.settings)
+        return open_index(*self.model_identity(), self.settings)
 
     @cached_property
     def store(self) -> BlobStore:
@@ -235,8 +246,13 @@ class DocVision:
     def health(self) -> dict[str, Any]:
         from importlib.metadata import version
 
+        if "embedder" in self.__dict__:
+            model = self.embedder.describe()
+        else:  # health never loads the model (a cold model load is seconds to minutes)
+            model_id, dim = self.model_identity()
+            model = {"model_id": model_id, "dim": dim, "loaded": False}
         info: dict[str, Any] = {
-            "model": self.embedder.describe(),
+            "model": model,
             "versions": {
                 p: version(p) for p in ("qdrant-client", "qdrant-edge-py", "colpali-engine", "torch")
             },

@@ -326,8 +326,7 @@ def embed(body: Annotated[EmbedRequest, Body()]) -> dict[str, Any]:
 
 @app.get("/health")
 def health() -> dict[str, Any]:
-    warm_model()
-    return service().health()
+    return service().health()  # never loads the model (nor imports torch when it is not loaded)
 
 
 @app.get("/openapi.json")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from engine.embedding.baked import quantized_state_dict, write_manifest
+from engine.embedding.baked import model_identity, quantized_state_dict, state_digest, write_manifest
 from engine.embedding.loader import load_source
 
 log = logging.getLogger("bake")
@@ -53,9 +53,11 @@ def bake(
         processor.save_pretrained(work)
         n_int8 = sum(t.numel() for t in state.values() if t.dtype == torch.int8)
         n_all = sum(t.numel() for k, t in state.items() if not k.endswith("_scale"))
+        local = Path(source).is_dir()
         manifest = write_manifest(
             work,
-            source={"id": source, "revision": rev, "base": base},
+            # a local directory's path is recorded for provenance only: model_identity() ignores it
+            source={"id": source, "revision": rev, "base": base, "kind": "local" if local else "hub"},
             family=fam.name,
             model_class=fam.model_class,
             embedding_dim=int(getattr(model, "dim", 128)),
@@ -63,7 +65,10 @@ def bake(
             int8_fraction=round(n_int8 / n_all, 4),
             bake_seconds=round(time.perf_counter() - started, 1),
             tiny_random=(Path(source) / "TINY_MODEL.json").exists(),
+            weights_digest=state_digest(state),
         )
+        manifest["model_id"] = model_identity(manifest)
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         for f in work.iterdir():
             f.chmod(0o644)
         work.chmod(0o755)  # the Lambda runtime user is not the build user

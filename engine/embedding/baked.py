@@ -22,14 +22,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.embedding.manifest import (  # noqa: F401 (re-exported: the baked format's public names)
+    FORMAT_VERSION,
+    QUANT_SCHEME,
+    QUANT_TAG,
+    baked_identity,
+    model_identity,
+    read_manifest,
+)
 from engine.errors import ModelIntegrityError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-QUANT_SCHEME = "int8-weight-only-symmetric-per-output-channel"
 SCALE_SUFFIX = "_scale"
 MIN_QUANT_NUMEL = 4096  # tiny matrices (and every 1-D tensor) stay in full precision
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor in name order: the weights, not the file."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
@@ -89,18 +105,6 @@ def write_manifest(directory: Path, **info: Any) -> dict:
     return manifest
 
 
-def read_manifest(directory: Path) -> dict:
-    path = directory / "manifest.json"
-    if not path.exists():
-        raise ModelIntegrityError(
-            f"{directory} is not a baked model (no manifest.json); run `python -m models.bake`"
-        )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelIntegrityError(f"{path} is not valid JSON ({exc})") from exc
-
-
 def verify_files(directory: Path, manifest: dict) -> None:
     """Sizes first (cheap, catches truncation), then sha256 of every file."""
     for rel, meta in manifest["files"].items():
@@ -135,10 +139,83 @@ def _int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
     return layer
 
 
+def _read_tensors(weights: Path, keep: Any) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(weights, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if keep(k)}  # noqa: SIM118 (not a dict)
+    except Exception as exc:  # safetensors raises its own error types for truncated headers
+        raise ModelIntegrityError(f"cannot read {weights} ({exc}); rebuild the model directory") from exc
+
+
+def _materialize(
+    state: dict[str, torch.Tensor], modules: dict[str, nn.Module], dtype: torch.dtype, int8_gemm: bool
+) -> dict[str, nn.Module]:
+    """int8 weights → compute-dtype tensors in `state` (in place), or int8 GEMM modules (returned)."""
+    int8_modules: dict[str, nn.Module] = {}
+    for key in [k for k in state if k.endswith(SCALE_SUFFIX)]:
+        scale, wkey = state.pop(key), key[: -len(SCALE_SUFFIX)]
+        q = state.pop(wkey)
+        mod_name = wkey.rsplit(".", 1)[0]
+        mod = modules.get(mod_name)
+        if mod is None:
+            raise ModelIntegrityError(f"baked weights name a module the model does not have: {mod_name}")
+        if int8_gemm and isinstance(mod, nn.Linear):
+            bias = state.pop(f"{mod_name}.bias", None)
+            int8_modules[mod_name] = _int8_linear(q, scale, bias)
+            continue
+        # Dequantize straight into the compute dtype: int8 values are exact in bf16, so one rounding of the
+        # product; no fp32 temporaries (3x less memory traffic, most of the load time on 2 cores).
+        state[wkey] = q.to(dtype).mul_(scale.to(dtype)[:, None])
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and tensor.dtype != dtype:
+            state[name] = tensor.to(dtype)
+    return int8_modules
+
+
+def _install(model: nn.Module, modules: dict[str, nn.Module], int8_modules: dict[str, nn.Module]) -> None:
+    for mod_name, layer in int8_modules.items():
+        parent, _, child = mod_name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, layer)
+
+
+def load_deferred(
+    model: nn.Module, directory: Path, prefix: str, *, dtype: torch.dtype, int8_gemm: bool
+) -> float:
+    """Load the tensors load_baked(defer_prefix=prefix) left out, into the live model; returns seconds.
+
+    Copied in place into the placeholder tensors (so patches that share their storage, like
+    fast.linear_patch_embed's reshaped view, see the real weights), int8 Linear layers installed as at load.
+    """
+    started = time.perf_counter()
+    state = _read_tensors(directory / "model.safetensors", lambda k: k.startswith(prefix))
+    modules = dict(model.named_modules())
+    int8_modules = _materialize(state, modules, dtype, int8_gemm)
+    current = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name not in current or current[name].numel() != tensor.numel():
+                raise ModelIntegrityError(f"{directory}: deferred tensor {name} does not fit the model")
+            current[name].copy_(tensor.reshape(current[name].shape))
+    _install(model, modules, int8_modules)
+    seconds = time.perf_counter() - started
+    log.info("loaded deferred weights %s* of %s in %.2f s", prefix, directory, seconds)
+    return seconds
+
+
 def load_baked(
-    directory: Path, model_cls: type, *, dtype: torch.dtype, int8_gemm: bool, verify: bool = True
+    directory: Path,
+    model_cls: type,
+    *,
+    dtype: torch.dtype,
+    int8_gemm: bool,
+    verify: bool = True,
+    defer_prefix: str | None = None,
 ) -> tuple[nn.Module, dict]:
-    from safetensors.torch import load_file
+    """The baked model, ready to run. With `defer_prefix` (e.g. "visual."), those tensors are left as
+    uninitialised placeholders (never read, never resident) until load_deferred() — the API's queries are
+    text-only, so its cold start skips the vision tower."""
     from transformers import AutoConfig
     from transformers.initialization import no_init_weights
 
@@ -152,10 +229,7 @@ def load_baked(
     if not weights.exists():
         raise ModelIntegrityError(f"baked model file {weights} is missing; rebuild the model directory")
     config = AutoConfig.from_pretrained(directory)
-    try:
-        state = load_file(weights)
-    except Exception as exc:  # safetensors raises its own error types for truncated headers
-        raise ModelIntegrityError(f"cannot read {weights} ({exc}); rebuild the model directory") from exc
+    state = _read_tensors(weights, lambda k: not (defer_prefix and k.startswith(defer_prefix)))
     previous = torch.get_default_dtype()
     torch.set_default_dtype(
         dtype
@@ -166,28 +240,13 @@ def load_baked(
     finally:
         torch.set_default_dtype(previous)
     modules = dict(model.named_modules())
-    int8_modules: dict[str, nn.Module] = {}
-    for key in [k for k in state if k.endswith(SCALE_SUFFIX)]:
-        scale, wkey = state.pop(key), key[: -len(SCALE_SUFFIX)]
-        q = state.pop(wkey)
-        mod_name = wkey.rsplit(".", 1)[0]
-        mod = modules[mod_name]
-        if int8_gemm and isinstance(mod, nn.Linear):
-            bias = state.pop(f"{mod_name}.bias", None)
-            int8_modules[mod_name] = _int8_linear(q, scale, bias)
-            continue
-        # Dequantize straight into the compute dtype: int8 values are exact in bf16, so one rounding of the
-        # product; no fp32 temporaries (3x less memory traffic, most of the load time on 2 cores).
-        state[wkey] = q.to(dtype).mul_(scale.to(dtype)[:, None])
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and tensor.dtype != dtype:
-            state[name] = tensor.to(dtype)
+    int8_modules = _materialize(state, modules, dtype, int8_gemm)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    for mod_name, layer in int8_modules.items():
-        parent, _, child = mod_name.rpartition(".")
-        setattr(modules[parent] if parent else model, child, layer)
+    _install(model, modules, int8_modules)
     replaced = tuple(f"{m}." for m in int8_modules)
     missing = [n for n in missing if not n.startswith(replaced)]
+    if defer_prefix:
+        missing = [n for n in missing if not n.startswith(defer_prefix)]
     if unexpected:
         raise ModelIntegrityError(f"{weights} holds tensors the model does not have: {unexpected[:5]}")
     model.tie_weights()

@@ -16,11 +16,13 @@ import torch
 from PIL import Image
 
 from engine.embedding import compute, fast, gpu_preprocess
-from engine.embedding.baked import load_baked
+from engine.embedding.baked import load_baked, load_deferred, model_identity
 from engine.embedding.families import Family, detect_family
 from engine.embedding.loader import load_source
 
 log = logging.getLogger(__name__)
+# speed patches that leave the vision tower's parameters where load_deferred() copies the weights in
+LAZY_VISION_PATCHES = {"linear_patch_embed", "batched_attention"}
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Embedder:
         max_visual_tokens: int | None = None,
         memory_budget: int | None = None,
         max_batch_size: int | None = None,
+        lazy_vision: bool = False,
     ) -> None:
         started = time.perf_counter()
         self.source = source
@@ -81,15 +84,22 @@ class Embedder:
         dtype = getattr(torch, self.plan.dtype)
         path = Path(source)
         self.manifest: dict | None = None
+        patches = fast.parse(speedups, self.plan.device)
+        self._deferred: str | None = None  # state-dict prefix still to load (the vision tower)
+        self.vision_load_seconds: float | None = None
         if (path / "manifest.json").exists():
             self.family: Family = detect_family(source, family)
             model_cls, processor_cls = self.family.classes()
+            # Queries are text-only: a query-serving process (the API) loads the vision tower on the first
+            # image. Only with patches that keep the tower's tensors in place (see baked.load_deferred).
+            if lazy_vision and self.family.vision_prefix and set(patches) <= LAZY_VISION_PATCHES:
+                self._deferred = self.family.vision_prefix
             self.model, self.manifest = load_baked(
-                path, model_cls, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=verify
-            )
+                path, model_cls, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=verify,
+                defer_prefix=self._deferred,
+            )  # fmt: skip
             self.processor = processor_cls.from_pretrained(path)
-            src = self.manifest["source"]
-            self.model_id = src["id"] + (f"@{src['revision']}" if src.get("revision") else "")
+            self.model_id = model_identity(self.manifest)
         else:
             self.model, self.processor, self.family, rev = load_source(
                 source, family_name=family, dtype=dtype
@@ -99,14 +109,11 @@ class Embedder:
                     self.model, {torch.nn.Linear}, dtype=torch.qint8
                 )
             self.model_id = (path.name if path.is_dir() else source) + (f"@{rev}" if rev else "")
-        tiny = path / "TINY_MODEL.json"
-        if tiny.exists() or (
-            self.manifest and Path(self.manifest["source"]["id"], "TINY_MODEL.json").exists()
-        ):
-            self.model_id = "tiny-random-" + self.family.name
+            if (path / "TINY_MODEL.json").exists():
+                self.model_id = "tiny-random-" + self.family.name
         if self.plan.device == "cuda":
             self.model = self.model.to("cuda")
-        self.speedups = fast.apply(self.model, fast.parse(speedups, self.plan.device))
+        self.speedups = fast.apply(self.model, patches)
         # On a GPU the processor's resize/normalize/patchify run there too (engine/embedding/gpu_preprocess.py).
         self.gpu_preprocess = self.plan.device == "cuda" and gpu_preprocess.supports(self.processor)
         if max_visual_tokens and "longest_edge" in (
@@ -177,7 +184,19 @@ class Embedder:
             out = self.model(**batch)
         return out.float().cpu()
 
+    def load_vision(self) -> None:
+        """Load the vision tower if it was deferred (lazy_vision); a no-op otherwise."""
+        if self._deferred is None:
+            return
+        assert self.manifest is not None
+        self.vision_load_seconds = load_deferred(
+            self.model, Path(self.source), self._deferred,
+            dtype=getattr(torch, self.plan.dtype), int8_gemm=self.plan.int8_gemm,
+        )  # fmt: skip
+        self._deferred = None
+
     def embed_images(self, images: Sequence[Image.Image]) -> list[PageEmbedding]:
+        self.load_vision()
         if self.gpu_preprocess:
             batch = gpu_preprocess.process_pages(self.processor, list(images), self.plan.device)
         else:
@@ -242,6 +261,7 @@ class Embedder:
             "reason": self.plan.reason,
             "dim": self.dim,
             "load_seconds": round(self.load_seconds, 3),
+            "vision": "deferred" if self._deferred else "loaded",
             "baked": self.manifest is not None,
         }
 

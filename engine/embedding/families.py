@@ -8,7 +8,9 @@ Adding a family = adding one ``Family`` to ``FAMILIES``; nothing else branches o
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,46 @@ def _square_grid(batch: Any, i: int, merge: int) -> tuple[int, int]:
     return side, side
 
 
+def _deferred_package(name: str) -> None:
+    """Put package `name` in sys.modules without running its __init__ (PEP 562 runs it on first use).
+
+    ``colpali_engine.models.__init__`` imports every model family (Gemma3, Idefics3, ModernVBert, Qwen3, …):
+    ~14 s of a cold start on 2 vCPUs when one family is used. With the parent packages deferred, importing
+    ``colpali_engine.models.qwen2.colqwen2`` runs only that family's modules; colpali-engine's classes stay
+    the ones used. Anything that later reads an attribute of the package (``from colpali_engine.models
+    import ColPali``) runs the real __init__ then, so nothing else changes.
+    """
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        raise ImportError(f"{name} is not an installed package")
+    module = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def __getattr__(attr: str) -> Any:  # noqa: N807 (the module-level hook's fixed name)
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        delattr(module, "__getattr__")
+        loader.exec_module(module)  # the real __init__, once
+        return getattr(module, attr)
+
+    setattr(module, "__getattr__", __getattr__)  # noqa: B010 (a module attribute, set on purpose)
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+
+
+def import_family_module(module: str) -> Any:
+    """Import one colpali-engine family module without importing every other family."""
+    if module in sys.modules:
+        return sys.modules[module]
+    for package in ("colpali_engine", "colpali_engine.models"):
+        _deferred_package(package)
+    return importlib.import_module(module)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -37,9 +79,15 @@ class Family:
     image_token_attr: str  # config attribute holding the image token id
     grid: Callable[[Any, int, int], tuple[int, int]] | None  # (batch, index, merge/patch) → (rows, cols)
     grid_param: Callable[[Any], int]  # model → the int passed to grid()
+    module: str = ""  # the colpali-engine module defining both classes (only it is imported)
+    vision_prefix: str | None = None  # state-dict prefix of the vision tower (loaded on demand when set)
 
     def classes(self) -> tuple[Any, Any]:
-        mod = importlib.import_module("colpali_engine.models")
+        mod = (
+            import_family_module(self.module)
+            if self.module
+            else importlib.import_module("colpali_engine.models")
+        )
         return getattr(mod, self.model_class), getattr(mod, self.processor_class)
 
 
@@ -49,19 +97,23 @@ FAMILIES: dict[str, Family] = {
         Family(
             "colqwen2", "ColQwen2", "ColQwen2Processor", ("qwen2_vl",), ("colqwen2-", "colqwen2_", "/colqwen2"),
             "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
+            "colpali_engine.models.qwen2.colqwen2", "visual.",
         ),
         Family(
             "colqwen2.5", "ColQwen2_5", "ColQwen2_5_Processor", ("qwen2_5_vl",), ("colqwen2.5", "colqwen2_5"),
             "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
+            "colpali_engine.models.qwen2_5.colqwen2_5", "visual.",
         ),
         Family(
             "colpali", "ColPali", "ColPaliProcessor", ("paligemma",), ("colpali",),
             "image_token_index", _square_grid, lambda m: m.config.vision_config.patch_size,
+            "colpali_engine.models.paligemma.colpali",
         ),
         Family(
             # ColSmol / ColIdefics3 split pages into tiles plus a global view; no single patch grid exists.
             "colidefics3", "ColIdefics3", "ColIdefics3Processor", ("idefics3",), ("colsmol", "colidefics3"),
             "image_token_id", None, lambda m: 0,
+            "colpali_engine.models.idefics3.colidefics3",
         ),
     ]
 }  # fmt: skip
