@@ -84,6 +84,7 @@ bench: setup
 	$(PY) bench/extract.py
 	$(PY) bench/ingest_memory.py
 	$(PY) bench/embed.py --label cpu-$$(uname -m)
+	$(PY) bench/coldstart.py
 	$(PY) bench/embed_ab.py --label cpu-$$(uname -m)
 	$(PY) bench/embed_profile.py
 

@@ -1,0 +1,191 @@
+"""Cold start of the full-size model: imports + baked load, before and after issue 11, in one run.
+
+    python bench/coldstart.py [--reps 3]          → bench/results/coldstart.json
+
+Each measurement is a fresh Python process (a cold start is a new process), variants alternating, the
+order rotated every repetition; the model file is read once first so every variant finds it in the page
+cache (on Lambda the first read comes from the image instead, the same for every variant).
+
+before        what a cold start did before: `import colpali_engine.models` (every model family), then the
+              baked model loaded whole (vision tower included) — Embedder(baked) as it was.
+after-api     the API function now: only the family in use imported, vision tower deferred
+              (DOCVISION_LAZY_VISION=true); the tower's load is reported apart (paid by the first image).
+after-ingest  the ingest function now: only the family imported, the whole model loaded (it embeds pages).
+
+Model: full-size ColQwen2 architecture (Qwen2-VL-2B, models/configs/colqwen2-2b.json) with random weights,
+baked int8 (bench/embed.py builds the same directories under bench/work/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "bench" / "work"
+FULL, BAKED = WORK / "colqwen2-full-random", WORK / "colqwen2-full-random-baked"
+VARIANTS = ("before", "after-api", "after-ingest")
+
+
+class Clock:
+    """Wall and CPU seconds (all threads of this process) per part: on a shared, overloaded host the CPU
+    seconds are the steadier measure of the work a cold start does; both are reported."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.w0, self.c0 = time.perf_counter(), time.process_time()
+        self.w, self.c = self.w0, self.c0
+
+    def lap(self, name: str) -> None:
+        w, c = time.perf_counter(), time.process_time()
+        self.wall[name], self.cpu[name] = w - self.w, c - self.c
+        self.w, self.c = w, c
+
+    def total(self, name: str) -> None:
+        self.wall[name], self.cpu[name] = self.w - self.w0, self.c - self.c0
+
+
+def worker(variant: str, baked: Path) -> dict:
+    clock = Clock()
+    import torch  # noqa: F401
+
+    clock.lap("import_torch")
+    import transformers  # noqa: F401
+
+    clock.lap("import_transformers")
+    if variant == "before":
+        import colpali_engine.models  # noqa: F401  (what families.classes() imported before)
+    from engine.embedding.families import FAMILIES
+
+    FAMILIES["colqwen2"].classes()
+    clock.lap("import_colpali")
+    from engine.embedding import Embedder
+
+    emb = Embedder(str(baked), lazy_vision=(variant == "after-api"))
+    clock.lap("load")
+    clock.total("import_and_load")
+    emb.embed_queries(["total weight of the containers"])
+    clock.lap("first_query")
+    if variant == "after-api":
+        emb.load_vision()
+        clock.lap("deferred_vision_load")
+    import resource
+
+    return {
+        "parts_s": {k: round(v, 3) for k, v in clock.wall.items()},
+        "parts_cpu_s": {k: round(v, 3) for k, v in clock.cpu.items()},
+        "families_imported": sorted(
+            {m.split(".")[2] for m in sys.modules if m.startswith("colpali_engine.models.")}
+        ),
+        "vision": emb.describe()["vision"],
+        "compute": emb.plan.name,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def summary(values: list[float]) -> dict:
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "runs": [round(v, 2) for v in values],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--baked", type=Path, default=BAKED)
+    parser.add_argument("--label", default="coldstart")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, 'before' first")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args.worker, args.baked)))
+        return
+    if not (args.baked / "manifest.json").exists():
+        from models.bake import bake
+        from models.tiny import build_fullsize_random
+
+        if not (FULL / "config.json").exists():
+            build_fullsize_random(FULL)
+        bake(str(FULL), args.baked)
+    from engine.embedding.baked import read_manifest, verify_files
+
+    manifest = read_manifest(args.baked)
+    t = time.perf_counter()
+    verify_files(args.baked, manifest)  # also warms the page cache
+    verify_s = time.perf_counter() - t
+    variants = tuple(args.variants.split(","))
+    assert variants[0] == "before" and set(variants) <= set(VARIANTS), variants
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    for rep in range(args.reps):
+        order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
+        for variant in order:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", variant, "--baked", str(args.baked)],
+                capture_output=True, text=True, env=env, cwd=ROOT,
+            )  # fmt: skip
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+            runs[variant].append(json.loads(line[7:]))
+            print(rep, variant, runs[variant][-1]["parts_s"], file=sys.stderr, flush=True)
+            report(args, manifest, verify_s, runs, complete=False)  # what finished so far, if cut short
+    report(args, manifest, verify_s, runs, complete=True)
+
+
+def report(args: argparse.Namespace, manifest: dict, verify_s: float, runs: dict, complete: bool) -> None:
+    from bench.common import write_result
+
+    runs = {v: rs for v, rs in runs.items() if rs}
+    if "before" not in runs:
+        return
+    parts = {
+        v: {p: summary([r["parts_s"][p] for r in rs]) for p in rs[0]["parts_s"]} for v, rs in runs.items()
+    }
+    cpu = {
+        v: {p: summary([r["parts_cpu_s"][p] for r in rs]) for p in rs[0]["parts_cpu_s"]}
+        for v, rs in runs.items()
+    }
+    before = parts["before"]["import_and_load"]["median"]
+    before_cpu = cpu["before"]["import_and_load"]["median"]
+    payload = {
+        "complete": complete,
+        "repetitions_done": {v: len(rs) for v, rs in runs.items()},
+        "model": "ColQwen2 architecture (Qwen2-VL-2B, random weights), baked int8, "
+        f"{sum(f['bytes'] for f in manifest['files'].values()) / 1e9:.2f} GB",
+        "method": "fresh process per measurement; variants alternate, order rotated per repetition; "
+        "model file in the page cache (read by the sha256 verification first)",
+        "reps": args.reps,
+        "verify_sha256_seconds_warm_cache": round(verify_s, 2),
+        "parts_seconds": parts,
+        "parts_cpu_seconds": cpu,
+        "after_over_before": {
+            v: round(parts[v]["import_and_load"]["median"] / before, 3) for v in runs if v != "before"
+        },
+        "after_over_before_cpu": {
+            v: round(cpu[v]["import_and_load"]["median"] / before_cpu, 3) for v in runs if v != "before"
+        },
+        "target": "after-api import_and_load <= 0.40 x before",
+        "details": {
+            v: [{k: r[k] for k in r if k not in ("parts_s", "parts_cpu_s")} for r in rs]
+            for v, rs in runs.items()
+        },
+    }
+    print(write_result(args.label, payload), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
