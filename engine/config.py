@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     speedups: str = Field(
         "auto",
         description="Model speed patches (engine/embedding/fast.py): auto, none, or a comma list of "
-        "linear_patch_embed, batched_attention, prepacked_linear, fp8, fp8_block, compile, cuda_graphs.",
+        "linear_patch_embed, batched_attention, prepacked_linear, fp8, fp8_block, compile, cuda_graphs, "
+        "int8_onednn.",
     )
     threads: int | None = Field(None, description="CPU threads for the model (default: all available).")
     memory_budget_mb: int | None = Field(

@@ -20,6 +20,10 @@ fp8_block           CUDA (Hopper) only: fp8 e4m3 with DeepSeek-V3-style block sc
                     128 (the patch embedding) and the 128-d head stay bf16.
 cuda_graphs         ``compile`` with CUDA graphs (Inductor's ``reduce-overhead``): each compiled block replays
                     as one graph per shape; the caller marks each forward a new step.
+int8_onednn         CPU only: Linear layers as int8 matrix products through oneDNN (VNNI / AMX-INT8 where the CPU has
+                    them): activations quantized per token at run time, weights per output channel (from the baked
+                    int8 weights where the plan already holds them). Output in the compute dtype. Opt-in: measured
+                    against the default per CPU class in ``bench/embed_ab.py`` (bench/results/embed-ab-*.json).
 compile             ``torch.compile`` of the vision blocks and the language model (Inductor), static shapes:
                     each new (batch, page size) compiles once (~8 s on an H100); past torch's recompile
                     limit (8 shapes) further shapes run eagerly. Bulk backfills of one paper size and DPI
@@ -46,20 +50,24 @@ ALL = (
     "fp8_block",
     "compile",
     "cuda_graphs",
+    "int8_onednn",
 )
 
 
 def default_speedups(device: str) -> tuple[str, ...]:
-    """What the benchmarks showed helps, per device (bench/results/embed-variants-*.json).
+    """What the in-process A/B showed wins beyond the spread of its repetitions, per device.
 
     H100, batch 32: patch embedding + batched attention 1.04x, + torch.compile 1.51x (cosine to fp32
     unchanged); fp8 on top 1.64x but cosine 0.980, so it stays opt-in. Second H100 run
     (embed-gpu-h100-stock-today-new.json): fp8_block 0.56x of compile alone at cosine 0.979, cuda_graphs
     within the spread (61.2 vs 62.1 pages/s model only): both opt-in. CPU (AMX, 2 cores): compile was
     slower than eager (12.7 vs 9.7 s/page) and prepacked oneDNN weights within run-to-run noise.
+    CPU, every class measured (bench/results/embed-ab-cpu-*.json, 2 cores, >= 2-3 alternating reps): no patch
+    wins beyond the spread. AMX: linear_patch_embed + batched_attention 1.13x by median, slowest patched rep
+    20.75 s vs fastest unpatched 19.63 s; int8_onednn 0.99x. AVX512-VNNI without AMX (fbgemm plan): patches
+    0.92x, int8_onednn 0.85x. AVX2: patches 42.6 → 40.9 s, within the spread. So the CPU default is none.
     """
-    base = ("linear_patch_embed", "batched_attention")
-    return (*base, "compile") if device == "cuda" else base
+    return ("linear_patch_embed", "batched_attention", "compile") if device == "cuda" else ()
 
 
 def parse(spec: str | None, device: str) -> tuple[str, ...]:
@@ -342,6 +350,88 @@ def fp8_block(model: nn.Module) -> bool:
         )
 
     return _replace_linears(model, eligible, Fp8BlockLinear) > 0
+# ------------------------------------------------------------------------------------------ int8 (oneDNN)
+class OnednnInt8Linear(nn.Module):
+    """y = x W^T + b as an int8 GEMM in oneDNN: x per token (symmetric, held as uint8 + 128), W per channel.
+
+    oneDNN's quantized linear takes one activation scale; per-token scales are applied to its fp32 output
+    rows instead (exact: the scale of row i factors out of row i of the product). CPUs without VNNI multiply
+    u8×s8 pairs into saturating int16 (vpmaddubsw): there weights keep 7 bits (±63), as fbgemm's reduce_range.
+    """
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype):
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        self.packed = torch.ops.onednn.qlinear_prepack(q.contiguous(), None)
+        self.w_scale = scale.float().contiguous()
+        self.w_zp = torch.zeros(self.out_features, dtype=torch.int32)
+        self.bias = None if bias is None else bias.detach().float()
+        self.out_dtype = out_dtype
+        self._one, self._zp = torch.tensor(1.0), torch.tensor(128, dtype=torch.int32)
+        self.weight = torch.empty(0, dtype=out_dtype)  # transformers reads `.weight.dtype`
+
+    @classmethod
+    def from_linear(cls, mod: nn.Module, out_dtype: torch.dtype) -> OnednnInt8Linear:
+        qmax = 127 if _has_vnni() else 63
+        if isinstance(mod, nn.Linear):
+            w, bias = mod.weight.detach().float(), mod.bias
+        else:  # torch.ao dynamic Linear (the fbgemm plan): its int8 weights, as they are where VNNI is there
+            qw, bias = mod.weight(), mod.bias()
+            q, scale = qw.int_repr(), qw.q_per_channel_scales().float()
+            if qmax == 127:
+                return cls(q, scale, bias, out_dtype)
+            w = q.float() * scale[:, None]
+        scale = (w.abs().amax(dim=1) / qmax).clamp(min=1e-12)
+        q = torch.round(w / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
+        return cls(q, scale, bias, out_dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        s = (x2.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
+        xq = torch.round(x2 / s).add_(128).clamp_(0, 255).to(torch.uint8)
+        y = torch.ops.onednn.qlinear_pointwise.tensor(
+            xq, self._one, self._zp, self.packed, self.w_scale, self.w_zp, None,
+            1.0, 0, torch.float32, "none", [], "",
+        )  # fmt: skip
+        y = y.mul_(s)
+        if self.bias is not None:
+            y = y.add_(self.bias)
+        return y.to(self.out_dtype).reshape(*shape[:-1], self.out_features)
+
+
+def _has_vnni() -> bool:
+    from engine.embedding.compute import cpu_flags
+
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+def _int8_eligible(mod: nn.Module) -> bool:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    if isinstance(mod, DynamicLinear):
+        return True
+    return type(mod) is nn.Linear and mod.weight.device.type == "cpu" and mod.weight.numel() >= 4096
+
+
+def int8_swaps(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module, nn.Module]]:
+    """(parent, name, current, int8 replacement) for every eligible Linear; the caller swaps them in."""
+    if torch.cuda.is_available() or not hasattr(torch.ops.onednn, "qlinear_prepack"):
+        return []
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return [
+        (parent, name, mod, OnednnInt8Linear.from_linear(mod, dtype))
+        for parent in list(model.modules())
+        for name, mod in list(parent.named_children())
+        if _int8_eligible(mod)
+    ]
+
+
+def int8_onednn(model: nn.Module) -> bool:
+    swaps = int8_swaps(model)
+    for parent, name, _old, new in swaps:
+        setattr(parent, name, new)
+    return bool(swaps)
 
 
 # ------------------------------------------------------------------------------------------ compile
@@ -375,6 +465,7 @@ PATCHES = {
     "prepacked_linear": prepacked_linear,
     "fp8": fp8,
     "fp8_block": fp8_block,
+    "int8_onednn": int8_onednn,
     "compile": compile_model,
     "cuda_graphs": cuda_graphs,
 }

@@ -91,7 +91,7 @@ def test_fp8_is_not_applied_without_a_gpu(tiny_colqwen2: Path) -> None:
 
 def test_spec_parsing() -> None:
     assert fast.parse("auto", "cuda") == ("linear_patch_embed", "batched_attention", "compile")
-    assert fast.parse(None, "cpu") == ("linear_patch_embed", "batched_attention")
+    assert fast.parse(None, "cpu") == ()  # no CPU patch won beyond the spread (bench/results/embed-ab-*.json)
     assert fast.parse("none", "cpu") == ()
     assert fast.parse("fp8, compile", "cuda") == ("fp8", "compile")
     with pytest.raises(ConfigError, match="unknown \\['turbo'\\]"):
@@ -99,5 +99,29 @@ def test_spec_parsing() -> None:
 
 
 def test_embedder_reports_its_speedups(baked_tiny: Path) -> None:
-    assert Embedder(str(baked_tiny)).describe()["speedups"] == ["linear_patch_embed", "batched_attention"]
+    assert Embedder(str(baked_tiny)).describe()["speedups"] == []
     assert Embedder(str(baked_tiny), speedups="none").describe()["speedups"] == []
+
+
+def test_int8_onednn_linear_numerics() -> None:
+    """Per-token activation scales: a row of large values must not flatten the small rows (per-tensor would)."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 512)
+    x = torch.randn(3, 5, 256)
+    x[0, 0] *= 1000  # one outlier token
+    y = fast.OnednnInt8Linear.from_linear(lin, torch.float32)(x)
+    assert y.shape == (3, 5, 512) and y.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(y, lin(x).detach(), dim=-1)
+    assert cos.min() > 0.999
+
+
+def test_int8_onednn_reuses_the_fbgemm_plan_weights(baked_tiny: Path) -> None:
+    """On the int8 plan the patch takes the baked int8 weights as they are and keeps the page embedding."""
+    img = mixed_pages()[:1]
+    ref = Embedder(str(baked_tiny), compute_mode="int8", speedups="none").embed_images(img)[0].vectors
+    emb = Embedder(str(baked_tiny), compute_mode="int8", speedups="int8_onednn")
+    assert emb.describe()["speedups"] == ["int8_onednn"]
+    assert any(isinstance(m, fast.OnednnInt8Linear) for m in emb.model.modules())
+    out = emb.embed_images(img)[0].vectors
+    assert out.shape == ref.shape
+    assert float((out * ref).sum(-1).mean()) > 0.99
