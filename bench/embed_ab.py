@@ -100,8 +100,12 @@ def main() -> None:
     ap.add_argument("--label", default="cpu-avx2")
     ap.add_argument("--cpus", help="pin to these CPUs, e.g. 0,1 (before torch starts its threads)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS)
-    ap.add_argument("--model", type=Path, default=BAKED, help="baked model directory (default: full-size random)")
-    ap.add_argument("--prepare", action="store_true", help="only build the model and fp32 references (all cores)")
+    ap.add_argument(
+        "--model", type=Path, default=BAKED, help="baked model directory (default: full-size random)"
+    )
+    ap.add_argument(
+        "--prepare", action="store_true", help="only build the model and fp32 references (all cores)"
+    )
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-fidelity", action="store_true", help="skip the fp32 reference (needs ~9 GB)")
     args = ap.parse_args()
@@ -115,7 +119,15 @@ def main() -> None:
         prepare()
     if not args.no_fidelity and not all(reference_path(args.model, t).exists() for t in budgets):
         env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
-        cmd = [sys.executable, __file__, "--reference", "--variants", args.variants, "--model", str(args.model)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--reference",
+            "--variants",
+            args.variants,
+            "--model",
+            str(args.model),
+        ]
         subprocess.run(cmd, check=True, env=env)
     if args.prepare:
         return
@@ -198,7 +210,9 @@ def main() -> None:
             "threads": emb.plan.threads,
             "pinned_cpus": args.cpus,
             "reps_planned": args.reps,
-            "env": {k: v for k, v in os.environ.items() if k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")},
+            "env": {
+                k: v for k, v in os.environ.items() if k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+            },
             "torch": torch.__version__,
             "method": "one process, model loaded once, variants swapped in place and run in turn each repetition "
             "(after one warm-up pass each); a variant wins only if its slowest rep beats the other's fastest. "

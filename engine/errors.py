@@ -113,6 +113,12 @@ class ModelMismatch(DocVisionError):
     http_status = 409
 
 
+class TokenBudgetMismatch(ModelMismatch):
+    """Same model, another visual-token budget (DOCVISION_MAX_VISUAL_TOKENS) than the collection's pages."""
+
+    code = "token_budget_mismatch"
+
+
 class UpsertFailed(DocVisionError):
     code = "upsert_failed"
     http_status = 503

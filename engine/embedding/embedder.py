@@ -116,11 +116,9 @@ class Embedder:
         self.speedups = fast.apply(self.model, patches)
         # On a GPU the processor's resize/normalize/patchify run there too (engine/embedding/gpu_preprocess.py).
         self.gpu_preprocess = self.plan.device == "cuda" and gpu_preprocess.supports(self.processor)
-        if max_visual_tokens and "longest_edge" in (
-            getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
-        ):
-            self.processor.image_processor.max_pixels = max_visual_tokens * 28 * 28
-            self.processor.image_processor.size["longest_edge"] = max_visual_tokens * 28 * 28
+        self.visual_token_budget: int | None = None
+        if max_visual_tokens:
+            self._set_token_budget(max_visual_tokens)
         self.dim = int(getattr(self.model, "dim", 128))
         # Measured (bench/results/embed-*.json): on CPU a batch of 8 is slower per page than 1 (cache pressure),
         # so CPU batches stay small; GPUs want large ones.
@@ -135,6 +133,26 @@ class Embedder:
             self.plan.name,
             self.load_seconds,
         )
+
+    def _set_token_budget(self, tokens: int) -> None:
+        """A visual-token budget (Qwen2-VL-style processors: max_pixels = tokens × 28 × 28). Pages embedded at
+        different budgets are not comparable, so the budget becomes part of the model id: it is in every
+        point's payload and in the collection, and mixing budgets in one collection is refused."""
+        from engine.errors import ConfigError
+        from engine.index.base import with_token_budget
+
+        size = getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
+        if "longest_edge" not in size:
+            raise ConfigError(
+                f"DOCVISION_MAX_VISUAL_TOKENS applies to Qwen2-VL-style families (colqwen2, colqwen2.5), not "
+                f"{self.family.name}; unset it or pick such a model"
+            )
+        if tokens < 4:
+            raise ConfigError(f"DOCVISION_MAX_VISUAL_TOKENS={tokens} is too small; use 64 or more")
+        self.processor.image_processor.max_pixels = tokens * 28 * 28
+        self.processor.image_processor.size["longest_edge"] = tokens * 28 * 28
+        self.visual_token_budget = tokens
+        self.model_id = with_token_budget(self.model_id, tokens)
 
     # ------------------------------------------------------------------------------------------ batching
     def model_bytes(self) -> int:
@@ -254,6 +272,7 @@ class Embedder:
     def describe(self) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
+            "visual_token_budget": self.visual_token_budget,
             "family": self.family.name,
             "compute": self.plan.name,
             "threads": self.plan.threads,

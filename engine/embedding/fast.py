@@ -350,6 +350,8 @@ def fp8_block(model: nn.Module) -> bool:
         )
 
     return _replace_linears(model, eligible, Fp8BlockLinear) > 0
+
+
 # ------------------------------------------------------------------------------------------ int8 (oneDNN)
 class OnednnInt8Linear(nn.Module):
     """y = x W^T + b as an int8 GEMM in oneDNN: x per token (symmetric, held as uint8 + 128), W per channel.
@@ -359,7 +361,9 @@ class OnednnInt8Linear(nn.Module):
     u8×s8 pairs into saturating int16 (vpmaddubsw): there weights keep 7 bits (±63), as fbgemm's reduce_range.
     """
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype):
+    def __init__(
+        self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype
+    ):
         super().__init__()
         self.out_features, self.in_features = q.shape
         self.packed = torch.ops.onednn.qlinear_prepack(q.contiguous(), None)

@@ -10,11 +10,25 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engine.errors import ModelMismatch, UpsertFailed
+from engine.errors import ModelMismatch, TokenBudgetMismatch, UpsertFailed
 
 POINT_NAMESPACE = uuid.UUID("6f1c0d8e-7c1a-4c57-9a55-2f0f5d7a9b11")
 FULL, ROWS, COLS, MEAN = "colqwen", "rows", "cols", "mean"
 PAYLOAD_INDEXES = {"document_id": "keyword", "page_number": "integer", "source_uri": "keyword"}
+
+
+BUDGET_MARK = "#tokens="
+
+
+def with_token_budget(model_id: str, tokens: int) -> str:
+    """The model id of pages embedded at a visual-token budget: `<model>#tokens=<n>`."""
+    return f"{split_token_budget(model_id)[0]}{BUDGET_MARK}{tokens}"
+
+
+def split_token_budget(model_id: str) -> tuple[str, int | None]:
+    """(model, budget or None for the processor's default)."""
+    base, mark, tokens = model_id.partition(BUDGET_MARK)
+    return base, int(tokens) if mark and tokens.isdigit() else None
 
 
 def point_id(document_id: str, page_number: int, model_id: str) -> str:
@@ -71,6 +85,7 @@ class PageRecord:
             "width": self.width,
             "height": self.height,
             "model_id": self.model_id,
+            "visual_token_budget": split_token_budget(self.model_id)[1],
             "ingested_at": self.ingested_at,
         }
 
@@ -146,6 +161,20 @@ def check_model(
             "(DOCVISION_COLLECTION) or re-ingest", document=where,
         )  # fmt: skip
     if stored_model is not None and stored_model != model_id:
+        (stored_base, stored_budget), (base, budget) = (
+            split_token_budget(stored_model),
+            split_token_budget(model_id),
+        )
+        if stored_base == base:
+
+            def say(b: int | None) -> str:
+                return f"{b} visual tokens per page" if b else "the processor's default visual-token budget"
+
+            raise TokenBudgetMismatch(
+                f"the index holds pages embedded at {say(stored_budget)}, this embedder uses {say(budget)}; "
+                "one collection holds one budget. Set DOCVISION_MAX_VISUAL_TOKENS to match, or use another "
+                "DOCVISION_COLLECTION / DOCVISION_INDEX_PATH", document=where,
+            )  # fmt: skip
         raise ModelMismatch(
             f"the index was built with model {stored_model!r}, not {model_id!r}; embeddings of different models "
             "cannot be compared. Use the same DOCVISION_MODEL, or another DOCVISION_COLLECTION", document=where,

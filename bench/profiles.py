@@ -1,0 +1,114 @@
+"""The README's "Profiles" table, computed from the committed A/B results (no new timing here).
+
+    python bench/profiles.py        # prints the markdown table, writes bench/results/profiles.json
+
+Per profile and CPU class: median s/page on 2 cores with the spread of the alternating repetitions
+(bench/results/embed-ab-*.json), stored vectors and bytes per page, and an estimated Lambda cost per 1,000
+pages. The Lambda estimate assumes the 2-core time scales linearly to the 6 vCPUs of a 10,240 MB function
+(optimistic: attention and memory bandwidth do not scale perfectly), at the x86 price per GB-second below.
+The GPU row uses the end-to-end throughput of bench/results/embed-gpu-h100.json at an assumed price per
+GPU-hour (an assumption, not a measurement: put in your own).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import RESULTS, write_result  # noqa: E402
+
+LAMBDA_GB, LAMBDA_VCPU, LAMBDA_USD_PER_GB_S = 10.0, 6, 0.0000166667  # 10,240 MB → 6 vCPU (AWS docs)
+GPU_USD_PER_HOUR = 4.0  # assumed on-demand price of one H100 GPU-hour; change to yours
+PROMPT_TOKENS = 6  # non-image tokens of the page prompt kept with the page vectors (bench/search.py)
+CLASSES = {
+    "AMX (device Xeon)": "embed-ab-cpu-amx-2cores.json",
+    "AVX512-VNNI, AMX off (device Xeon)": "embed-ab-cpu-no-amx-2cores.json",
+    "AVX2 (this host, AMD EPYC)": "embed-ab-cpu-avx2.json",
+}
+PUBLISHED = {"default": "89.3 (ViDoRe v1 nDCG@5, vidore/colqwen2-v1.0)"}
+
+
+def lambda_usd_per_1000(seconds_2cores: float) -> float:
+    return seconds_2cores * 2 / LAMBDA_VCPU * LAMBDA_GB * LAMBDA_USD_PER_GB_S * 1000
+
+
+def rows() -> list[dict]:
+    out = []
+    for cls, name in CLASSES.items():
+        path = ROOT / "bench" / "results" / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        if "results" not in data:  # the first AVX2 A/B (none vs patched, 744 tokens) had its own layout
+            for variant, ts in data["seconds_per_page"].items():
+                med = sorted(ts)[len(ts) // 2]
+                out.append(row(cls, "ColQwen2 " + data["compute"], variant, 744, med, min(ts), max(ts), data))
+            continue
+        for variant, s in data["results"].items():
+            tokens = data["visual_tokens"][variant]
+            out.append(
+                row(
+                    cls, "ColQwen2 " + data["compute"], variant, tokens, s["median"], s["min"], s["max"], data
+                )
+            )
+    return out
+
+
+def row(
+    cls: str, model: str, variant: str, tokens: int, med: float, lo: float, hi: float, data: dict
+) -> dict:
+    vectors = tokens + PROMPT_TOKENS
+    return {
+        "cpu_class": cls,
+        "model": model,
+        "variant": variant,
+        "visual_tokens": tokens,
+        "s_per_page_2cores_median": med,
+        "s_per_page_2cores_range": [lo, hi],
+        "reps": len(data.get("results", {}).get(variant, {}).get("seconds_per_page", [])) or 3,
+        "fidelity_vs_fp32": data.get("fidelity", {}).get(variant),
+        "process_peak_rss_mb": data.get("peak_rss_mb"),
+        "vectors_per_page": vectors,
+        "full_multivector_kb_per_page_fp16": round(vectors * 128 * 2 / 1024, 1),
+        "published_vidore": PUBLISHED["default"] if variant in ("none", "patched") else "not published",
+        "lambda_usd_per_1000_pages_estimate": round(lambda_usd_per_1000(med), 2),
+    }
+
+
+def main() -> None:
+    table = rows()
+    gpu = json.loads((ROOT / "bench" / "results" / "embed-gpu-h100.json").read_text())
+    pps = gpu["best_ours"]["pages_per_s"]
+    gpu_row = {"gpu": gpu["gpu"], "pages_per_s": pps, "assumed_usd_per_gpu_hour": GPU_USD_PER_HOUR,
+               "usd_per_1000_pages_estimate": round(1000 / pps / 3600 * GPU_USD_PER_HOUR, 3)}  # fmt: skip
+    lines = [
+        "| CPU class (2 cores) | model / compute | variant | tokens/page | s/page median (range) | fidelity vs fp32 (page / query cosine) | vectors, KB/page (fp16 full) | ViDoRe | Lambda $/1,000 pages (est.) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for r in table:
+        f = r["fidelity_vs_fp32"]
+        fid = f"{f['page_token_cosine_vs_fp32']} / {f['query_token_cosine_vs_fp32']}" if f else "not measured"
+        lo, hi = r["s_per_page_2cores_range"]
+        lines.append(
+            f"| {r['cpu_class']} | {r['model']} | {r['variant']} | {r['visual_tokens']} | "
+            f"{r['s_per_page_2cores_median']} ({lo}–{hi}) | {fid} | {r['vectors_per_page']}, "
+            f"{r['full_multivector_kb_per_page_fp16']} | {r['published_vidore']} | "
+            f"{r['lambda_usd_per_1000_pages_estimate']} |"
+        )
+    lines.append(
+        f"| GPU: {gpu_row['gpu']} | ColQwen2 bf16 + compile | batch 32 | 744 | {pps} pages/s | — | 750, 187.5 | "
+        f"{PUBLISHED['default']} | {gpu_row['usd_per_1000_pages_estimate']} at ${GPU_USD_PER_HOUR}/GPU-hour (assumed) |"
+    )
+    print("\n".join(lines))
+    write_result("profiles", {"rows": table, "gpu": gpu_row, "lambda": {
+        "memory_gb": LAMBDA_GB, "vcpu": LAMBDA_VCPU, "usd_per_gb_s": LAMBDA_USD_PER_GB_S,
+        "scaling": "2-core seconds x 2/6 (linear, optimistic)"}, "table_markdown": lines})  # fmt: skip
+    print(RESULTS / "profiles.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
