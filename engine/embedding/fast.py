@@ -380,7 +380,8 @@ class OnednnInt8Linear(nn.Module):
         if isinstance(mod, nn.Linear):
             w, bias = mod.weight.detach().float(), mod.bias
         else:  # torch.ao dynamic Linear (the fbgemm plan): its int8 weights, as they are where VNNI is there
-            qw, bias = mod.weight(), mod.bias()
+            dyn: Any = mod
+            qw, bias = dyn.weight(), dyn.bias()
             q, scale = qw.int_repr(), qw.q_per_channel_scales().float()
             if qmax == 127:
                 return cls(q, scale, bias, out_dtype)
