@@ -15,11 +15,13 @@ PYTEST_ARGS ?=
 ## setup: Debian packages (LibreOffice, poppler, fonts), uv, the Python env, generated BAML client, tiny model
 setup: $(STAMPS)/system $(STAMPS)/python models/tiny-colqwen2-baked/manifest.json
 
-$(STAMPS)/system:
+# Installs whichever of DEBIAN_PACKAGES is missing (a package added later reaches machines set up earlier).
+$(STAMPS)/system: Makefile
 	@mkdir -p $(STAMPS)
-	@if ! command -v soffice >/dev/null || ! command -v pdftoppm >/dev/null || ! command -v bwrap >/dev/null; then \
-	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
-	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@touch $@
 
