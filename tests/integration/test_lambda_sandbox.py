@@ -143,6 +143,10 @@ def test_both_handlers_run_from_the_image_tree_in_a_lambda_like_sandbox(
     sandbox = ["bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
                "--unshare-user", "--uid", "993", "--gid", "990", "--unshare-pid", "--die-with-parent",
                "--clearenv", "--chdir", "/tmp"]  # fmt: skip
+    # The fresh /tmp hides whatever lives under it (a checkout in /tmp, as CI's may be): show the task tree and
+    # the events again at their own paths, read-only.
+    for path in (task, EVENTS):
+        sandbox += ["--ro-bind", str(path), str(path)]
     for k, v in env.items():
         sandbox += ["--setenv", k, v]
     # One sandbox = one container: ingest, then the API (search, health) on the same /tmp index, then a
