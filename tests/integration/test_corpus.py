@@ -43,8 +43,11 @@ def test_corpus_is_complete_and_documented() -> None:
 def test_corpus_file(name: str) -> None:
     want = EXPECTED[name]
     code, pages = outcome(CORPUS / "files" / name)
-    assert code == want["outcome"], f"{name}: {code} (expected {want['outcome']})"
-    if code == "ok":
+    # A list names every acceptable outcome: a decoder bug that corrupts the heap (JPX in MuPDF) aborts on some
+    # runs and not on others; what must hold is a typed result and a surviving parent (this process).
+    allowed = want["outcome"] if isinstance(want["outcome"], list) else [want["outcome"]]
+    assert code in allowed, f"{name}: {code} (expected {' or '.join(allowed)})"
+    if code == "ok" and "pages" in want:
         assert pages == want["pages"]
 
 
