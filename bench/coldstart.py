@@ -1,16 +1,18 @@
 """Cold start of the full-size model: imports + baked load, before and after issue 11, in one run.
 
-    python bench/coldstart.py [--reps 3]          → bench/results/coldstart.json
+    python bench/coldstart.py [--reps 3] [--before-code DIR]     → bench/results/coldstart.json
 
 Each measurement is a fresh Python process (a cold start is a new process), variants alternating, the
 order rotated every repetition; the model file is read once first so every variant finds it in the page
 cache (on Lambda the first read comes from the image instead, the same for every variant).
 
-before        what a cold start did before: `import colpali_engine.models` (every model family), then the
-              baked model loaded whole (vision tower included) — Embedder(baked) as it was.
-after-api     the API function now: only the family in use imported, vision tower deferred
-              (DOCVISION_LAZY_VISION=true); the tower's load is reported apart (paid by the first image).
-after-ingest  the ingest function now: only the family imported, the whole model loaded (it embeds pages).
+before        the code before issue 11 (its `engine/` from git commit BEFORE_COMMIT, extracted under bench/work):
+              `import colpali_engine.models` (every model family), then Embedder(baked) loading the whole
+              model, sha256 of every file checked — what a cold start did then.
+after-api     the API function now, as it runs in the image (DOCVISION_VERIFY_WEIGHTS=size, lazy vision):
+              weights read and prepacked in a thread while transformers and the one family in use import; the
+              vision tower's load is reported apart (paid by the first image, never by a query).
+after-ingest  the ingest function now: the same, the whole model loaded (it embeds pages).
 
 Model: full-size ColQwen2 architecture (Qwen2-VL-2B, models/configs/colqwen2-2b.json) with random weights,
 baked int8 (bench/embed.py builds the same directories under bench/work/).
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 WORK = ROOT / "bench" / "work"
 FULL, BAKED = WORK / "colqwen2-full-random", WORK / "colqwen2-full-random-baked"
 VARIANTS = ("before", "after-api", "after-ingest")
+BEFORE_COMMIT = "cf89557"  # main when issue 11 was taken up
 
 
 class Clock:
@@ -54,23 +57,29 @@ class Clock:
 
 
 def worker(variant: str, baked: Path) -> dict:
+    load_at_start = os.getloadavg()[0]
     clock = Clock()
     import torch  # noqa: F401
 
     clock.lap("import_torch")
-    import transformers  # noqa: F401
-
-    clock.lap("import_transformers")
+    timings: dict[str, float] = {}
     if variant == "before":
+        import transformers  # noqa: F401
+
+        clock.lap("import_transformers")
         import colpali_engine.models  # noqa: F401  (what families.classes() imported before)
-    from engine.embedding.families import FAMILIES
 
-    FAMILIES["colqwen2"].classes()
-    clock.lap("import_colpali")
-    from engine.embedding import Embedder
+        clock.lap("import_colpali")
+        from engine.embedding import Embedder
 
-    emb = Embedder(str(baked), lazy_vision=(variant == "after-api"))
-    clock.lap("load")
+        emb = Embedder(str(baked))  # the old defaults: sha256 verification, whole model
+        clock.lap("load")
+    else:  # the service's own sequence: everything after `import torch` happens inside Embedder()
+        from engine.embedding import Embedder
+
+        emb = Embedder(str(baked), lazy_vision=(variant == "after-api"), verify="size")
+        clock.lap("embedder")
+        timings = {k: round(v, 3) for k, v in emb.timings.items()}
     clock.total("import_and_load")
     emb.embed_queries(["total weight of the containers"])
     clock.lap("first_query")
@@ -85,7 +94,9 @@ def worker(variant: str, baked: Path) -> dict:
         "families_imported": sorted(
             {m.split(".")[2] for m in sys.modules if m.startswith("colpali_engine.models.")}
         ),
-        "vision": emb.describe()["vision"],
+        "loadavg_1m_at_start": round(load_at_start, 2),
+        "embedder_timings_wall_s": timings,  # inside Embedder(): the family import and the weights' thread overlap
+        "vision": emb.describe().get("vision", "loaded"),
         "compute": emb.plan.name,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
@@ -108,12 +119,25 @@ def main() -> None:
     parser.add_argument("--baked", type=Path, default=BAKED)
     parser.add_argument("--label", default="coldstart")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, 'before' first")
+    parser.add_argument("--before-commit", default=BEFORE_COMMIT, help="the code measured as 'before'")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--code", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        if args.code:
+            sys.path.insert(0, str(args.code))  # the 'before' engine/ shadows today's
         print("RESULT " + json.dumps(worker(args.worker, args.baked)))
         return
-    if not (args.baked / "manifest.json").exists():
+    before_code = WORK / f"code-{args.before_commit}"
+    if not (before_code / "engine").exists():
+        before_code.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", args.before_commit, "engine"], cwd=ROOT, capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(before_code)], input=archive.stdout, check=True)
+    manifest_path = args.baked / "manifest.json"
+    if not manifest_path.exists() or "embedding_weights" not in json.loads(manifest_path.read_text()):
+        # (a bake from before the manifest named its embedding weights is baked again)
         from models.bake import bake
         from models.tiny import build_fullsize_random
 
@@ -133,8 +157,9 @@ def main() -> None:
     for rep in range(args.reps):
         order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for variant in order:
+            code = ["--code", str(before_code)] if variant == "before" else []
             proc = subprocess.run(
-                [sys.executable, __file__, "--worker", variant, "--baked", str(args.baked)],
+                [sys.executable, __file__, "--worker", variant, "--baked", str(args.baked), *code],
                 capture_output=True, text=True, env=env, cwd=ROOT,
             )  # fmt: skip
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -169,6 +194,8 @@ def report(args: argparse.Namespace, manifest: dict, verify_s: float, runs: dict
         "method": "fresh process per measurement; variants alternate, order rotated per repetition; "
         "model file in the page cache (read by the sha256 verification first)",
         "reps": args.reps,
+        "before_code": f"engine/ of git commit {args.before_commit}",
+        "after_settings": "DOCVISION_VERIFY_WEIGHTS=size (as Dockerfile.lambda sets; its build checks the sha256s)",
         "verify_sha256_seconds_warm_cache": round(verify_s, 2),
         "parts_seconds": parts,
         "parts_cpu_seconds": cpu,

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     max_visual_tokens: int | None = Field(
         None, description="Visual tokens per page (default: the processor's, 768 for ColQwen2)."
     )
-    verify_weights: bool = Field(True, description="Verify baked weight files against their sha256 at load.")
+    verify_weights: Literal["sha256", "size"] = Field(
+        "sha256",
+        description="Check baked weight files at load: sha256 (every byte) or size (when something stronger pins "
+        "them: the Lambda image sets size, its digest covers the weights and its build checks the sha256s).",
+    )
     lazy_vision: bool = Field(
         False,
         description="Load the vision tower on the first image, not at start (the API: queries are text-only).",
@@ -192,6 +196,12 @@ class Settings(BaseSettings):
     prompt_version: str = Field(
         "extract-v1", description="Part of the cache key; bump when the prompt changes."
     )
+
+    @field_validator("verify_weights", mode="before")
+    @classmethod
+    def _verify_bool(cls, value: object) -> object:  # the earlier boolean form: true = sha256, false = size
+        text = str(value).strip().lower()
+        return {"true": "sha256", "1": "sha256", "false": "size", "0": "size"}.get(text, text)
 
 
 @lru_cache(maxsize=1)

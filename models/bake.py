@@ -22,7 +22,13 @@ from pathlib import Path
 
 import torch
 
-from engine.embedding.baked import model_identity, quantized_state_dict, state_digest, write_manifest
+from engine.embedding.baked import (
+    embedding_weights,
+    model_identity,
+    quantized_state_dict,
+    state_digest,
+    write_manifest,
+)
 from engine.embedding.loader import load_source
 
 log = logging.getLogger("bake")
@@ -66,6 +72,7 @@ def bake(
             bake_seconds=round(time.perf_counter() - started, 1),
             tiny_random=(Path(source) / "TINY_MODEL.json").exists(),
             weights_digest=state_digest(state),
+            embedding_weights=embedding_weights(model),  # lets a cold start prepack before the model exists
         )
         manifest["model_id"] = model_identity(manifest)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -5,7 +5,10 @@
                             everything else in its original dtype
     <dir>/config.json, tokenizer/processor files
 
-Loading needs no network, verifies every file against the manifest (sizes, then sha256), and turns the int8 weights into what the compute plan runs on.
+Loading needs no network, verifies the files against the manifest (sizes always; sha256 unless the weights are
+pinned by something stronger, such as the container image's digest: `DOCVISION_VERIFY_WEIGHTS=size`), and turns
+the int8 weights into what the compute plan runs on. A cold start reads and prepacks the weights in a background
+thread (prefetch) while Python imports transformers and the model family: the two overlap.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +79,17 @@ def quantizable(model: nn.Module) -> set[str]:
     return names
 
 
+def embedding_weights(model: nn.Module) -> list[str]:
+    """The int8 weights that belong to nn.Embedding (looked up, never multiplied): recorded in the manifest so a
+    loader can tell them from Linear weights before the model class is even imported (see prefetch)."""
+    targets = quantizable(model)
+    return sorted(
+        f"{n}.weight"
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Embedding) and f"{n}.weight" in targets
+    )
+
+
 def quantized_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     targets = quantizable(model)
     out: dict[str, torch.Tensor] = {}
@@ -105,8 +123,13 @@ def write_manifest(directory: Path, **info: Any) -> dict:
     return manifest
 
 
-def verify_files(directory: Path, manifest: dict) -> None:
-    """Sizes first (cheap, catches truncation), then sha256 of every file."""
+VERIFY_LEVELS = ("sha256", "size")
+
+
+def verify_files(directory: Path, manifest: dict, level: str = "sha256") -> None:
+    """Sizes first (cheap, catches truncation), then (level "sha256") the sha256 of every file."""
+    if level not in VERIFY_LEVELS:
+        raise ValueError(f"verify level {level!r}: use one of {VERIFY_LEVELS}")
     for rel, meta in manifest["files"].items():
         path = directory / rel
         if not path.exists():
@@ -115,6 +138,8 @@ def verify_files(directory: Path, manifest: dict) -> None:
             raise ModelIntegrityError(
                 f"baked model file {path} is {path.stat().st_size} bytes, manifest says {meta['bytes']} (truncated?); rebuild it"
             )
+    if level == "size":
+        return
     for rel, meta in manifest["files"].items():
         if sha256_file(directory / rel) != meta["sha256"]:
             raise ModelIntegrityError(
@@ -134,7 +159,10 @@ def _int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
         qw = torch._make_per_channel_quantized_tensor(
             q, scale.to(torch.float64), torch.zeros(out_f, dtype=torch.int64), 0
         )
-        layer = DynamicLinear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
+        # Built 1x1, then given its real weight: DynamicLinear(in_f, out_f) first prepacks a full-size zero matrix,
+        # which was 14 of the 33 CPU seconds this function cost a cold start (fbgemm prepack runs ~90 MB/s here).
+        layer = DynamicLinear(1, 1, bias_=bias is not None, dtype=torch.qint8)
+        layer.in_features, layer.out_features = in_f, out_f
         layer.set_weight_bias(qw, None if bias is None else bias.float())
     return layer
 
@@ -150,18 +178,19 @@ def _read_tensors(weights: Path, keep: Any) -> dict[str, torch.Tensor]:
 
 
 def _materialize(
-    state: dict[str, torch.Tensor], modules: dict[str, nn.Module], dtype: torch.dtype, int8_gemm: bool
+    state: dict[str, torch.Tensor], kind: Callable[[str], str | None], dtype: torch.dtype, int8_gemm: bool
 ) -> dict[str, nn.Module]:
-    """int8 weights → compute-dtype tensors in `state` (in place), or int8 GEMM modules (returned)."""
+    """int8 weights → compute-dtype tensors in `state` (in place), or int8 GEMM modules (returned).
+    `kind(module name)` is "linear", "other" (e.g. an Embedding) or None (the model has no such module)."""
     int8_modules: dict[str, nn.Module] = {}
     for key in [k for k in state if k.endswith(SCALE_SUFFIX)]:
         scale, wkey = state.pop(key), key[: -len(SCALE_SUFFIX)]
         q = state.pop(wkey)
         mod_name = wkey.rsplit(".", 1)[0]
-        mod = modules.get(mod_name)
-        if mod is None:
+        mod_kind = kind(mod_name)
+        if mod_kind is None:
             raise ModelIntegrityError(f"baked weights name a module the model does not have: {mod_name}")
-        if int8_gemm and isinstance(mod, nn.Linear):
+        if int8_gemm and mod_kind == "linear":
             bias = state.pop(f"{mod_name}.bias", None)
             int8_modules[mod_name] = _int8_linear(q, scale, bias)
             continue
@@ -172,6 +201,69 @@ def _materialize(
         if tensor.is_floating_point() and tensor.dtype != dtype:
             state[name] = tensor.to(dtype)
     return int8_modules
+
+
+def _module_kind(modules: dict[str, nn.Module]) -> Callable[[str], str | None]:
+    def kind(name: str) -> str | None:
+        mod = modules.get(name)
+        return None if mod is None else "linear" if isinstance(mod, nn.Linear) else "other"
+
+    return kind
+
+
+@dataclass
+class Prefetched:
+    """Weights read, verified and turned into compute form before the model object exists."""
+
+    manifest: dict
+    state: dict[str, torch.Tensor]
+    int8_modules: dict[str, nn.Module]
+    seconds: float  # from the start of prefetch() to ready
+    parts: dict[str, float]  # verify, read, materialize seconds
+
+
+def prefetch(
+    directory: Path,
+    *,
+    dtype: torch.dtype,
+    int8_gemm: bool,
+    verify: str = "sha256",
+    defer_prefix: str | None = None,
+) -> Future[Prefetched]:
+    """Start verifying, reading and prepacking the baked weights in a background thread; returns at once.
+
+    A cold start is mostly two things that need not wait for each other: Python importing transformers and the
+    model family (one core, holding the GIL) and fbgemm prepacking the int8 weights (C++, GIL released). Needs
+    only torch and the manifest's `embedding_weights` (which int8 weights are not Linear); an older manifest
+    without it gets the read ahead of time and the materialization afterwards, in load_baked.
+    """
+    future: Future[Prefetched] = Future()
+
+    def work() -> None:
+        try:
+            started = time.perf_counter()
+            manifest = read_manifest(directory)
+            verify_files(directory, manifest, verify)
+            verified = time.perf_counter()
+            state = _read_tensors(
+                directory / "model.safetensors", lambda k: not (defer_prefix and k.startswith(defer_prefix))
+            )
+            read = time.perf_counter()
+            int8_modules: dict[str, nn.Module] = {}
+            if "embedding_weights" in manifest:
+                embeddings = {w.rsplit(".", 1)[0] for w in manifest["embedding_weights"]}
+                int8_modules = _materialize(
+                    state, lambda n: "other" if n in embeddings else "linear", dtype, int8_gemm
+                )
+            done = time.perf_counter()
+            parts = {"verify": verified - started, "read": read - verified, "materialize": done - read}
+            future.set_result(Prefetched(manifest, state, int8_modules, done - started, parts))
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting loader, raised there)
+            future.set_exception(exc)
+
+    if future.set_running_or_notify_cancel():
+        threading.Thread(target=work, name="docvision-prefetch", daemon=True).start()
+    return future
 
 
 def _install(model: nn.Module, modules: dict[str, nn.Module], int8_modules: dict[str, nn.Module]) -> None:
@@ -191,7 +283,7 @@ def load_deferred(
     started = time.perf_counter()
     state = _read_tensors(directory / "model.safetensors", lambda k: k.startswith(prefix))
     modules = dict(model.named_modules())
-    int8_modules = _materialize(state, modules, dtype, int8_gemm)
+    int8_modules = _materialize(state, _module_kind(modules), dtype, int8_gemm)
     current = model.state_dict(keep_vars=True)
     with torch.no_grad():
         for name, tensor in state.items():
@@ -210,26 +302,27 @@ def load_baked(
     *,
     dtype: torch.dtype,
     int8_gemm: bool,
-    verify: bool = True,
+    verify: str | bool = "sha256",
     defer_prefix: str | None = None,
+    prefetched: Future[Prefetched] | None = None,
 ) -> tuple[nn.Module, dict]:
     """The baked model, ready to run. With `defer_prefix` (e.g. "visual."), those tensors are left as
     uninitialised placeholders (never read, never resident) until load_deferred() — the API's queries are
-    text-only, so its cold start skips the vision tower."""
+    text-only, so its cold start skips the vision tower. `prefetched` (from prefetch(), same directory, dtype,
+    plan and prefix) supplies weights already read and prepacked while the caller imported `model_cls`."""
     from transformers import AutoConfig
     from transformers.initialization import no_init_weights
 
     started = time.perf_counter()
-    manifest = read_manifest(directory)
-    if verify:
-        # Sequential on purpose: hashing in a thread beside torch's OpenMP pool stalled its spin-waiting
-        # workers on 2 vCPUs (load went from 7 s to 21 s in bench/work measurements).
-        verify_files(directory, manifest)
+    level = verify if isinstance(verify, str) else "sha256" if verify else "size"
     weights = directory / "model.safetensors"
-    if not weights.exists():
-        raise ModelIntegrityError(f"baked model file {weights} is missing; rebuild the model directory")
+    if prefetched is None:  # read now (the thread is waited for at once: nothing runs beside the hashing)
+        prefetched = prefetch(
+            directory, dtype=dtype, int8_gemm=int8_gemm, verify=level, defer_prefix=defer_prefix
+        )
+    ready = prefetched.result()
+    manifest, state, int8_modules = ready.manifest, ready.state, ready.int8_modules
     config = AutoConfig.from_pretrained(directory)
-    state = _read_tensors(weights, lambda k: not (defer_prefix and k.startswith(defer_prefix)))
     previous = torch.get_default_dtype()
     torch.set_default_dtype(
         dtype
@@ -240,7 +333,14 @@ def load_baked(
     finally:
         torch.set_default_dtype(previous)
     modules = dict(model.named_modules())
-    int8_modules = _materialize(state, modules, dtype, int8_gemm)
+    kind = _module_kind(modules)
+    for name in int8_modules:  # prepacked from the manifest's word: the model must agree
+        if kind(name) != "linear":
+            raise ModelIntegrityError(
+                f"{weights}: {name} was baked as a Linear layer but the model has {type(modules.get(name)).__name__}"
+                "; rebuild the model directory"
+            )
+    int8_modules.update(_materialize(state, kind, dtype, int8_gemm))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     _install(model, modules, int8_modules)
     replaced = tuple(f"{m}." for m in int8_modules)
@@ -254,7 +354,10 @@ def load_baked(
     if still_missing:
         raise ModelIntegrityError(f"{weights} lacks tensors the model needs: {still_missing[:5]}")
     model.eval()
-    log.info("loaded baked model %s in %.2f s (verify=%s)", directory, time.perf_counter() - started, verify)
+    log.info(
+        "loaded baked model %s in %.2f s (verify=%s; reading and prepacking the weights took %.2f s)",
+        directory, time.perf_counter() - started, level, ready.seconds,
+    )  # fmt: skip
     return model, manifest
 
 

@@ -118,6 +118,80 @@ def test_tampered_and_truncated_files_are_refused(baked_tiny: Path, tmp_path: Pa
         Embedder(str(copy))
 
 
+def test_size_level_checks_sizes_only(baked_tiny: Path, tmp_path: Path) -> None:
+    """DOCVISION_VERIFY_WEIGHTS=size (the Lambda image, whose digest pins the bytes): a same-size change passes,
+    a truncation still does not; the default level refuses both."""
+    copy = tmp_path / "baked"
+    shutil.copytree(baked_tiny, copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    Embedder(str(copy), verify="size")
+    with pytest.raises(ModelIntegrityError, match=r"model\.safetensors.*sha256"):
+        Embedder(str(copy), verify="sha256")
+    weights.write_bytes(bytes(data[:-1]))
+    with pytest.raises(ModelIntegrityError, match=r"model\.safetensors.*truncated"):
+        Embedder(str(copy), verify="size")
+
+
+def test_verify_setting_accepts_levels_and_the_old_booleans(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from engine.config import Settings
+
+    for value, level in (("size", "size"), ("sha256", "sha256"), ("true", "sha256"), ("false", "size")):
+        monkeypatch.setenv("DOCVISION_VERIFY_WEIGHTS", value)
+        assert Settings().verify_weights == level
+    monkeypatch.setenv("DOCVISION_VERIFY_WEIGHTS", "md5")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_prefetch_prepacks_before_the_model_exists_and_loads_the_same_model(
+    baked_tiny: Path, tmp_path: Path
+) -> None:
+    """The cold-start path (weights read and prepacked in a thread, from the manifest's word on which int8
+    weights are embeddings) gives exactly the model of the model-first path (an older manifest without it)."""
+    import torch
+
+    from engine.embedding.baked import prefetch
+
+    manifest = json.loads((baked_tiny / "manifest.json").read_text())
+    assert manifest["embedding_weights"] and all("embed" in w for w in manifest["embedding_weights"])
+    ready = prefetch(baked_tiny, dtype=torch.float32, int8_gemm=True).result()
+    assert ready.int8_modules and not any(k.endswith("_scale") for k in ready.state)
+    assert not {f"{m}.weight" for m in ready.int8_modules} & set(manifest["embedding_weights"])
+
+    old = tmp_path / "old-manifest"
+    shutil.copytree(baked_tiny, old)
+    del manifest["embedding_weights"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert prefetch(old, dtype=torch.float32, int8_gemm=True).result().int8_modules == {}
+    page = text_image(text="Invoice 42 total 17.50")
+    query = "total weight of the containers"
+    prefetched, model_first = (
+        Embedder(str(baked_tiny), compute_mode="int8"),
+        Embedder(str(old), compute_mode="int8"),
+    )
+    np.testing.assert_array_equal(
+        prefetched.embed_images([page])[0].vectors, model_first.embed_images([page])[0].vectors
+    )
+    np.testing.assert_array_equal(prefetched.embed_queries([query])[0], model_first.embed_queries([query])[0])
+
+
+def test_a_manifest_that_hides_an_embedding_is_refused(baked_tiny: Path, tmp_path: Path) -> None:
+    """Prepacking follows the manifest; the model must agree, or the load fails with a typed error."""
+    copy = tmp_path / "lying"
+    shutil.copytree(baked_tiny, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["embedding_weights"] = []  # the token embedding would be prepacked as a Linear
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelIntegrityError, match="baked as a Linear layer but the model has Embedding"):
+        Embedder(str(copy), compute_mode="int8")
+    Embedder(str(copy), compute_mode="fp32")  # no int8 GEMMs: nothing is prepacked, the weights dequantize
+
+
 def test_lora_adapter_is_merged_when_baking(tiny_colqwen2: Path, tmp_path: Path) -> None:
     """A LoRA adapter directory bakes into a model that reproduces the adapter's outputs."""
     from colpali_engine.models import ColQwen2, ColQwen2Processor

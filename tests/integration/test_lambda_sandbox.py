@@ -139,6 +139,7 @@ def test_both_handlers_run_from_the_image_tree_in_a_lambda_like_sandbox(
         "DOCVISION_INDEX_PATH": "/tmp/qdrant", "DOCVISION_WORK_DIR": "/tmp", "DOCVISION_SOFFICE": "soffice",
         "DOCVISION_SCHEMAS_DIR": str(task / "schemas"), "DOCUMENTS_BUCKET": BUCKET, "IDEMPOTENCY_TABLE": "idem",
         "JOBS_TABLE": "jobs", "INGEST_QUEUE_URL": queue, "INGEST_DLQ_URL": dlq, "DOCVISION_LAZY_VISION": "true",
+        "DOCVISION_VERIFY_WEIGHTS": "size",
     }  # fmt: skip
     sandbox = ["bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
                "--unshare-user", "--uid", "993", "--gid", "990", "--unshare-pid", "--die-with-parent",
