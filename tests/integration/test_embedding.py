@@ -149,7 +149,7 @@ def test_verify_setting_accepts_levels_and_the_old_booleans(monkeypatch: pytest.
 
 
 def test_prefetch_prepacks_before_the_model_exists_and_loads_the_same_model(
-    baked_tiny: Path, tmp_path: Path
+    baked_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cold-start path (weights read and prepacked in a thread, from the manifest's word on which int8
     weights are embeddings) gives exactly the model of the model-first path (an older manifest without it)."""
@@ -162,6 +162,14 @@ def test_prefetch_prepacks_before_the_model_exists_and_loads_the_same_model(
     ready = prefetch(baked_tiny, dtype=torch.float32, int8_gemm=True).result()
     assert ready.int8_modules and not any(k.endswith("_scale") for k in ready.state)
     assert not {f"{m}.weight" for m in ready.int8_modules} & set(manifest["embedding_weights"])
+    from engine.embedding import baked
+
+    monkeypatch.setattr(baked, "_prepack_workers", lambda: 3)  # a Lambda's 6 vCPUs: prepacked in a pool
+    pooled = prefetch(baked_tiny, dtype=torch.float32, int8_gemm=True).result()
+    assert list(pooled.int8_modules) == list(ready.int8_modules)
+    for name, layer in pooled.int8_modules.items():
+        assert torch.equal(layer.weight().int_repr(), ready.int8_modules[name].weight().int_repr()), name
+    monkeypatch.undo()
 
     old = tmp_path / "old-manifest"
     shutil.copytree(baked_tiny, old)
