@@ -1,28 +1,36 @@
 """GPU embedding throughput, one run, same pages: stock colpali-engine vs today's path vs the new one.
 
-    python bench/embed_gpu.py --pages 320 --batch 32 --workers 12 --rounds 3
+    python bench/embed_gpu.py --pages 320 --batch 32 --workers 12 --rounds 3   (--smoke: a short check)
 
 Full-size ColQwen2 architecture (Qwen2-VL-2B, random weights: no weights can be downloaded here), synthetic
 US-letter pages rendered once at 300 DPI (2550x3300, 744 visual tokens); rendering is not what is measured.
 
 stock        the colpali-engine README loop: ``processor.process_images`` in the main process, bf16 model
-today        wave 1: speed patches (linear patch embed, batched attention, torch.compile) and CPU
-             preprocessing in DataLoader worker processes
-new          today's model; workers only hand over raw uint8 pixels (pinned), the processor's own
-             resize/normalize/patchify run on the GPU (engine/embedding/gpu_preprocess.py)
-new+graphs   new, compiled blocks replayed as CUDA graphs (fast.cuda_graphs)
-new+fp8blk   new, Linear layers in fp8 with 128x128 / 1x128 block scales (fast.fp8_block)
+today        speed patches (linear patch embed, batched attention, torch.compile per block) and CPU
+             preprocessing in DataLoader worker processes; one batch at a time
+new          today's patches + ``static_pages`` (per-shape rotary/M-RoPE/cu_seqlens constants, no host sync
+             inside the forward); workers resize pages to the model's input size (PIL bicubic,
+             gpu_preprocess.presize) and hand over uint8 pixels (pinned); rescale/normalize/patchify run on
+             the GPU (the processor's own code); the next batch is queued before the last one's embeddings
+             are read back (pinned, non-blocking)
+new+fp8sel   new, rowwise fp8 (per-token x per-channel, torch._scaled_mm) only on the Linear classes chosen
+             in this run: per-class sensitivity on the fidelity pages, then a greedy set (least cosine lost
+             per FLOP first) that keeps the min page cosine to fp32 >= --select-threshold
+new+fp8all   new, rowwise fp8 on every Linear class (the speed fp8 could give, whatever its fidelity)
 
 Per variant: end-to-end pages/s (PIL pages in, embeddings on the host out; first batch = warm-up) and
 model-only pages/s (one preprocessed batch, CUDA events), both over ``--rounds`` alternating rounds (median
-and spread), and the per-token cosine of 8 pages against an fp32 reference (stock model, CPU preprocessing).
-A profile of the new path says how busy the GPU is. Writes $OUT/embed-gpu.json (bench/results/ without OUT)
-after every stage.
+and spread), and the per-token cosine of 8 pages against an fp32 reference (stock model, CPU preprocessing),
+plus MaxSim scores of 8 queries (fp32 query embeddings, as the API computes them) against those pages.
+Micro-benchmarks: the vision MLP's GEMM in bf16 vs fp8 rowwise, SDPA backends on the vision attention
+shape. A profile of the new paths says how busy the GPU is. Writes $OUT/embed-gpu.json (bench/results/
+without OUT) after every stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -105,65 +113,86 @@ def build(device: str, spec_path: Path | None = None):
 
 
 # ----------------------------------------------------------------------------------------------- loaders
-def _uint8_batch(images: list[Image.Image]) -> torch.Tensor:
-    """DataLoader collate for the GPU path: raw pixels only, (N, 3, H, W) uint8 (pages of one size)."""
-    from engine.embedding.gpu_preprocess import page_tensor
+def _uint8_batch(images: list[Image.Image], proc=None) -> torch.Tensor:
+    """DataLoader collate for the GPU path: raw pixels only, (N, 3, H, W) uint8 (pages of one size);
+    with ``proc``, each page first resized to the model's input size on the worker's CPU."""
+    from engine.embedding.gpu_preprocess import page_tensor, presize
 
-    return torch.stack([page_tensor(im) for im in images])
+    return torch.stack([page_tensor(presize(proc, im) if proc is not None else im) for im in images])
+
+
+def loader(proc, n_pages: int, batch: int, how: str, workers: int):
+    collate = proc.process_images if how == "cpu-workers" else functools.partial(_uint8_batch, proc=proc)
+    return torch.utils.data.DataLoader(
+        Pages(n_pages), batch_size=batch, num_workers=workers, collate_fn=collate, pin_memory=True,
+        prefetch_factor=4,
+    )  # fmt: skip
 
 
 def batches(proc, n_pages: int, batch: int, how: str, workers: int):
-    """Model inputs on the GPU, batch by batch, prepared the way variant ``how`` prepares them."""
+    """Model inputs, batch by batch, prepared the way variant ``how`` prepares them."""
     from engine.embedding.gpu_preprocess import process_pages
 
     ds = Pages(n_pages)
     if how == "cpu-main":
         for i in range(0, n_pages, batch):
-            b = proc.process_images([ds[j] for j in range(i, min(i + batch, n_pages))])
-            yield {k: v.to("cuda", non_blocking=True) for k, v in b.items()}
+            yield proc.process_images([ds[j] for j in range(i, min(i + batch, n_pages))])
         return
-    collate = proc.process_images if how == "cpu-workers" else _uint8_batch
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch, num_workers=workers, collate_fn=collate, pin_memory=True, prefetch_factor=2
-    )
-    for b in loader:
+    for b in loader(proc, n_pages, batch, how, workers):
         if how == "cpu-workers":
-            yield {k: v.to("cuda", non_blocking=True) for k, v in b.items()}
-        else:
+            yield b
+        else:  # presized uint8 pages: rescale/normalize/patchify on the GPU; ids, masks, grids stay on the CPU
             yield process_pages(proc, list(b.to("cuda", non_blocking=True)), "cuda")
 
 
-def forward(model, b: dict, graphs: bool) -> torch.Tensor:
-    from engine.embedding import fast
-
-    b = {k: v.to("cuda") for k, v in b.items()}
+def forward(model, b: dict, static: bool) -> torch.Tensor:
+    """One forward. ``static``: ids/masks/grids stay on the CPU (static_pages decides without a GPU sync)."""
+    b = {k: v if (static and k != "pixel_values") else v.to("cuda", non_blocking=True) for k, v in b.items()}
     b["pixel_values"] = b["pixel_values"].to(torch.bfloat16)
-    if graphs:
-        fast.new_step()
     return model(**b)
 
 
-def end_to_end(model, proc, how: str, graphs: bool, n_pages: int, batch: int, workers: int) -> dict:
-    done, started = 0, None
+def end_to_end(model, proc, v: dict, n_pages: int, batch: int, workers: int) -> dict:
+    """Pages/s from PIL pages to embeddings on the host. ``pipelined``: batch i+1 is queued on the GPU before
+    batch i's embeddings are read back (pinned buffer, non-blocking copy, event)."""
+    done, started, pending = 0, None, None
+
+    def finish(item: tuple) -> None:
+        nonlocal done, started
+        if item[1] is not None:
+            item[1].synchronize()
+        if started is None:  # first batch = warm-up (workers starting)
+            started = time.perf_counter()
+        else:
+            done += item[0].shape[0]
+
     with torch.inference_mode():
-        for b in batches(proc, n_pages + batch, batch, how, workers):
-            out = forward(model, b, graphs).float().cpu()  # embeddings on the host, as ingest needs them
-            if started is None:  # first batch = warm-up (workers starting, graphs recorded)
-                started = time.perf_counter()
+        for b in batches(proc, n_pages + batch, batch, v["prep"], workers):
+            out = forward(model, b, v["static"]).float()
+            if not v["pipelined"]:
+                finish((out.cpu(), None))
                 continue
-            done += out.shape[0]
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            if pending is not None:
+                finish(pending)
+            pending = (host, event)
+        if pending is not None:
+            finish(pending)
     elapsed = time.perf_counter() - started
     return {"pages": done, "seconds": round(elapsed, 3), "pages_per_s": round(done / elapsed, 2)}
 
 
-def model_only(model, b: dict, graphs: bool, reps: int = 5) -> dict:
+def model_only(model, b: dict, static: bool, reps: int = 5) -> dict:
     with torch.inference_mode():
-        forward(model, b, graphs)
+        forward(model, b, static)
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(reps):
-            forward(model, b, graphs)
+            forward(model, b, static)
         end.record()
         torch.cuda.synchronize()
     n = b["input_ids"].shape[0] * reps
@@ -175,64 +204,179 @@ def token_cosine(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).mean(dim=1).tolist()
 
 
-def fp8_block_check() -> dict:
-    """Fp8BlockLinear against the bf16 product on fresh random data (relative Frobenius error)."""
-    from engine.embedding.fast import Fp8BlockLinear
-
-    torch.manual_seed(1)
-    lin = torch.nn.Linear(1280, 3840, device="cuda", dtype=torch.bfloat16)
-    x = torch.randn(1001, 1280, device="cuda", dtype=torch.bfloat16)
-    ref = x.double() @ lin.weight.double().t() + lin.bias.double()
-    y = Fp8BlockLinear(lin)(x).double()
-    return {"rel_err_fp8_block": float((y - ref).norm() / ref.norm()),
-            "rel_err_bf16": float((lin(x).double() - ref).norm() / ref.norm())}  # fmt: skip
+def maxsim(queries: list[torch.Tensor], pages: torch.Tensor) -> torch.Tensor:
+    """(n_queries, n_pages) late-interaction scores (pages unpadded: one prompt, no padding)."""
+    return torch.stack([(pages.float() @ q.float().T).amax(dim=1).sum(dim=1) for q in queries])
 
 
-def profile_new(model, b: dict) -> dict:
+def fidelity(out: torch.Tensor, ref: torch.Tensor, queries: list[torch.Tensor]) -> dict:
+    cos = token_cosine(out, ref)
+    s, s_ref = maxsim(queries, out), maxsim(queries, ref)
+    return {
+        "cosine_vs_fp32_mean": round(sum(cos) / len(cos), 5),
+        "cosine_vs_fp32_min_page": round(min(cos), 5),
+        "maxsim_max_rel_err": round(float(((s - s_ref).abs() / s_ref.abs()).max()), 5),
+        "maxsim_same_top_page": bool((s.argmax(1) == s_ref.argmax(1)).all()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def micro(batch: int, tokens: int) -> dict:
+    """The vision MLP's fc1 GEMM (batch x tokens rows) in bf16 vs rowwise fp8, and SDPA backends on the vision
+    attention shape, with fresh random data (median of triton's do_bench)."""
+    import triton
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from engine.embedding.fast import Fp8Linear
+
+    torch.manual_seed(2)
+    res: dict = {}
+    m, k, n = batch * tokens, 1280, 5120
+    lin = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    f8 = Fp8Linear(lin)
+    xs = (x.abs().amax(dim=1, keepdim=True).float() / 448.0).clamp(min=1e-12)
+    x8 = (x / xs).to(torch.float8_e4m3fn)
+    flop = 2 * m * k * n
+    ms = triton.testing.do_bench(lambda: lin(x), return_mode="median")
+    res["gemm_bf16"] = {"ms": round(ms, 3), "tflops": round(flop / ms / 1e9, 1)}
+    mm = lambda: torch._scaled_mm(x8, f8.w8.t(), scale_a=xs, scale_b=f8.w_scale, out_dtype=torch.bfloat16)  # noqa: E731
+    ms = triton.testing.do_bench(mm, return_mode="median")
+    res["gemm_fp8_rowwise"] = {"ms": round(ms, 3), "tflops": round(flop / ms / 1e9, 1)}
+    compiled = torch.compile(f8)
+    with torch.inference_mode():
+        ms = triton.testing.do_bench(lambda: compiled(x), return_mode="median")
+    res["fp8_linear_compiled_with_quantization"] = {"ms": round(ms, 3), "tflops": round(flop / ms / 1e9, 1)}
+    ref = x.double() @ lin.weight.double().t()
+    res["rel_err_fp8_rowwise"] = float((f8(x[:4096]).double() - ref[:4096]).norm() / ref[:4096].norm())
+    res["rel_err_bf16"] = float((lin(x[:4096]).double() - ref[:4096]).norm() / ref[:4096].norm())
+    q, kk, v = (torch.randn(batch, 16, tokens, 80, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    flop = 4 * batch * 16 * tokens * tokens * 80
+    for backend in ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"):
+        try:
+            with sdpa_kernel(getattr(SDPBackend, backend)):
+                f = lambda: torch.nn.functional.scaled_dot_product_attention(q, kk, v)  # noqa: E731
+                ms = triton.testing.do_bench(f, return_mode="median")
+            res[f"sdpa_{backend.lower()}"] = {"ms": round(ms, 3), "tflops": round(flop / ms / 1e9, 1)}
+        except Exception as exc:
+            res[f"sdpa_{backend.lower()}"] = f"{type(exc).__name__}: {exc}"[:200]
+    return res
+
+
+def class_flops(model, n_vision: int, n_text: int) -> dict[str, float]:
+    """GFLOP per page of each fp8 layer class."""
+    from engine.embedding.fast import layer_class
+
+    merge = 4
+    flops: dict[str, float] = {}
+    for name, mod in model.named_modules():
+        c = layer_class(name)
+        if c is None or not isinstance(mod, torch.nn.Linear):
+            continue
+        rows = n_text if c.startswith("text") else n_vision // merge if c == "merger" else n_vision
+        flops[c] = flops.get(c, 0.0) + 2 * rows * mod.in_features * mod.out_features / 1e9
+    return {c: round(f, 1) for c, f in flops.items()}
+
+
+def select_fp8(fid: dict, ref: torch.Tensor, threshold: float) -> dict:
+    """Per-class fp8 sensitivity (eager model, fidelity pages), then the greedy set kept at ``threshold``."""
+    from engine.embedding import fast
+
+    model, _ = build("cuda")
+    fast.apply(model, ["linear_patch_embed", "batched_attention", "static_pages"])
+    gflop = class_flops(model, fid["pixel_values"].shape[1], fid["input_ids"].shape[1])
+
+    def min_cos(classes: list[str]) -> float:
+        swaps = fast.swap_fp8(model, classes)
+        with torch.inference_mode():
+            out = forward(model, fid, True).float().cpu()
+        fast.unswap(swaps)
+        return round(min(token_cosine(out, ref)), 5)
+
+    base = min_cos([])
+    single = {c: min_cos([c]) for c in fast.FP8_CLASSES}
+    order = sorted(fast.FP8_CLASSES, key=lambda c: max(base - single[c], 1e-6) / gflop[c])
+    chosen: list[str] = []
+    trail = []
+    for c in order:
+        cos = min_cos([*chosen, c])
+        trail.append({"add": c, "min_cosine": cos, "kept": cos >= threshold})
+        if cos >= threshold:
+            chosen.append(c)
+    result = {
+        "threshold": threshold,
+        "gflop_per_page": gflop,
+        "bf16_min_cosine": base,
+        "single_class_min_cosine": single,
+        "all_classes_min_cosine": min_cos(list(fast.FP8_CLASSES)),
+        "greedy": trail,
+        "selected": chosen,
+        "selected_gflop_share": round(sum(gflop[c] for c in chosen) / sum(gflop.values()), 3),
+    }
+    return result
+
+
+def profile(model, b: dict, static: bool) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     with torch.inference_mode():
-        forward(model, b, False)
+        forward(model, b, static)
         torch.cuda.synchronize()
         t = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(2):
-                forward(model, b, False).float().cpu()
+                forward(model, b, static).float().cpu()
             torch.cuda.synchronize()
         wall = time.perf_counter() - t
     events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     gpu_us = sum(e.self_device_time_total for e in events)
+    pages = 2 * b["input_ids"].shape[0]
     top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:15]
     return {
-        "wall_s_two_forwards": round(wall, 3),
+        "wall_s_two_forwards_under_profiler": round(wall, 3),
         "gpu_kernel_s": round(gpu_us / 1e6, 3),
-        "gpu_busy_share": round(gpu_us / 1e6 / wall, 3),
+        "gpu_kernel_ms_per_page": round(gpu_us / 1e3 / pages, 2),
+        "pages_per_s_if_gpu_always_busy": round(pages / (gpu_us / 1e6), 1),
+        "gpu_busy_share_under_profiler": round(gpu_us / 1e6 / wall, 3),
         "top_kernels": [{"kernel": e.key[:80], "ms": round(e.self_device_time_total / 1e3, 1), "calls": e.count} for e in top],
     }  # fmt: skip
 
 
-VARIANTS = {  # name: (patches, preprocessing, CUDA graphs)
-    "stock": ((), "cpu-main", False),
-    "today": (("linear_patch_embed", "batched_attention", "compile"), "cpu-workers", False),
-    "new": (("linear_patch_embed", "batched_attention", "compile"), "gpu", False),
-    "new+graphs": (("linear_patch_embed", "batched_attention", "cuda_graphs"), "gpu", True),
-    "new+fp8blk": (("linear_patch_embed", "batched_attention", "fp8_block", "compile"), "gpu", False),
-}
+BASE = ("linear_patch_embed", "batched_attention")
+NEW = (*BASE, "static_pages", "compile")
+VARIANTS = {  # patches (fp8 classes are swapped in before compile), preprocessing, static inputs, pipelined
+    "stock": {"patches": (), "prep": "cpu-main", "static": False, "pipelined": False, "fp8": None},
+    "today": {"patches": (*BASE, "compile"), "prep": "cpu-workers", "static": False, "pipelined": False, "fp8": None},
+    "new": {"patches": NEW, "prep": "presize", "static": True, "pipelined": True, "fp8": None},
+    "new+fp8sel": {"patches": NEW, "prep": "presize", "static": True, "pipelined": True, "fp8": "selected"},
+    "new+fp8all": {"patches": NEW, "prep": "presize", "static": True, "pipelined": True, "fp8": "all"},
+}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pages", type=int, default=320)
-    ap.add_argument("--stock-pages", type=int, default=64, help="stock is ~6 pages/s end to end")
+    ap.add_argument("--stock-pages", type=int, default=64, help="stock is ~16 pages/s end to end")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--select-threshold", type=float, default=0.996, help="fidelity target 0.995 + margin")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--smoke", action="store_true", help="few pages, one round: does every path run?")
     args = ap.parse_args()
+    if args.smoke:
+        args.pages, args.stock_pages, args.rounds = 64, 32, 1
     import statistics
 
+    import torch._dynamo
+    import transformers
+
     from engine.embedding import fast
-    from engine.embedding.gpu_preprocess import process_pages
+
+    # every variant's compiled blocks share transformers' layer __call__ code object: without a higher limit,
+    # the later variants would run eagerly once 8 (variant, shape) entries exist
+    torch._dynamo.config.recompile_limit = 64
+    from engine.embedding.gpu_preprocess import presize, process_pages
 
     out_dir = Path(os.environ.get("OUT", ROOT / "bench" / "results"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,12 +384,16 @@ def main() -> None:
         "benchmark": "embed-gpu",
         "gpu": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "cpu_cores": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
         "python": platform.python_version(),
         "model": "ColQwen2 architecture (Qwen2-VL-2B), random weights, bf16 unless named",
         "input": "synthetic US-letter pages 2550x3300 (pre-rendered PIL images) -> 744 visual tokens",
         "batch": args.batch,
         "workers": args.workers,
+        "rounds": args.rounds,
+        "smoke": args.smoke,
         "target_pages_per_s": 85,
         "image_processor": type(build("meta")[1].image_processor).__name__,
         "variants": {},
@@ -255,74 +403,90 @@ def main() -> None:
     def save() -> None:
         (out_dir / "embed-gpu.json").write_text(json.dumps(_public(payload), indent=2) + "\n")
 
+    t0 = time.perf_counter()
     try:
-        payload["fp8_block_check"] = fp8_block_check()
-    except Exception as exc:  # the block-scaled fp8 product may not exist in this torch/cuBLAS
-        payload["errors"]["fp8_block_check"] = f"{type(exc).__name__}: {exc}"[:500]
+        payload["micro"] = micro(args.batch, 2976)
+    except Exception as exc:
+        payload["errors"]["micro"] = f"{type(exc).__name__}: {exc}"[:500]
+    print("micro", payload.get("micro"), f"{time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
     save()
 
-    # fp32 reference: the stock model upcast, CPU preprocessing, 8 fixed pages
+    # fp32 reference: the stock model upcast, CPU preprocessing, 8 fixed pages; queries embedded in fp32 too
     ref_model, proc = build("cuda")
     fid_pages = [Pages(8)[i] for i in range(8)]
-    fid_cpu = {k: v.to("cuda") for k, v in proc.process_images(fid_pages).items()}
+    fid_cpu = proc.process_images(fid_pages)
+    fid_new = process_pages(proc, [presize(proc, p) for p in fid_pages], "cuda")
+    texts = ["container MSKU0007012 weight", "Page 3 line 40", "blue rectangle", "invoice total",
+             "weight 300.0 kg", "bill of lading", "line 59", "MSKU0031"]  # fmt: skip
+    q = proc.process_queries(texts)
     ref_model.float()
     with torch.inference_mode():
-        ref = ref_model(**fid_cpu).float().cpu()
+        ref = ref_model(**{k: v.to("cuda") for k, v in fid_cpu.items()}).float().cpu()
+        q_out = ref_model(**{k: v.to("cuda") for k, v in q.items()}).float().cpu()
+    queries = [q_out[i][q["attention_mask"][i].bool()] for i in range(len(texts))]
     del ref_model
     torch.cuda.empty_cache()
 
+    selected: list[str] = []
+    if any(VARIANTS[n]["fp8"] == "selected" for n in args.variants):
+        try:
+            payload["fp8_selection"] = select_fp8(fid_new, ref, args.select_threshold)
+            selected = payload["fp8_selection"]["selected"]
+            torch.cuda.empty_cache()  # the selection's model is gone with its frame
+        except Exception as exc:
+            payload["errors"]["fp8_selection"] = f"{type(exc).__name__}: {exc}"[:800]
+        print("selection", payload.get("fp8_selection"), f"{time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)  # fmt: skip
+        save()
+
     models: dict = {}
     for name in args.variants:
-        patches, how, graphs = VARIANTS[name]
-        entry: dict = {"patches": list(patches), "preprocessing": how, "cuda_graphs": graphs,
-                       "end_to_end": [], "model_only": []}  # fmt: skip
+        v = VARIANTS[name]
+        classes = {"selected": selected, "all": list(fast.FP8_CLASSES), None: []}[v["fp8"]]
+        entry: dict = {"patches": list(v["patches"]), "fp8_classes": classes, "preprocessing": v["prep"],
+                       "pipelined": v["pipelined"], "end_to_end": [], "model_only": []}  # fmt: skip
         payload["variants"][name] = entry
         try:
-            key = patches
-            if key not in models:
-                model, _ = build("cuda")
-                entry["applied"] = fast.apply(model, patches)
-                models[key] = model
-            model = models[key]
+            if v["fp8"] == "selected" and not selected:
+                raise RuntimeError("no fp8 class kept the fidelity target")
+            model, _ = build("cuda")
+            swaps = fast.swap_fp8(model, classes)
+            entry["fp8_layers_swapped"] = len(swaps)
+            entry["applied"] = fast.apply(model, v["patches"])
+            models[name] = model
             t = time.perf_counter()
             with torch.inference_mode():
-                fid = (
-                    process_pages(proc, fid_pages, "cuda")
-                    if how == "gpu"
-                    else {k: v.clone() for k, v in fid_cpu.items()}
-                )
-                out = forward(model, fid, graphs).float().cpu()
+                fid = fid_new if v["prep"] == "presize" else fid_cpu
+                out = forward(model, fid, v["static"]).float().cpu()
             entry["first_call_s"] = round(time.perf_counter() - t, 2)
-            cos = token_cosine(out, ref)
-            entry["cosine_vs_fp32_mean"] = round(sum(cos) / len(cos), 5)
-            entry["cosine_vs_fp32_min_page"] = round(min(cos), 5)
-            mo = (
-                process_pages(proc, [Pages(args.batch)[i] for i in range(args.batch)], "cuda")
-                if how == "gpu"
-                else proc.process_images([Pages(args.batch)[i] for i in range(args.batch)])
+            entry.update(fidelity(out, ref, queries))
+            pages = [Pages(args.batch)[i] for i in range(args.batch)]
+            entry["_batch"] = (
+                process_pages(proc, [presize(proc, p) for p in pages], "cuda")
+                if v["prep"] == "presize"
+                else proc.process_images(pages)
             )
-            entry["_batch"] = {k: v.to("cuda") for k, v in mo.items()}
-            model_only(model, entry["_batch"], graphs, reps=1)  # compile / record this batch shape
+            model_only(model, entry["_batch"], v["static"], reps=1)  # compile this batch shape
+            if v["static"]:
+                entry["static_path_used"] = model._docvision_static.hits > 0
         except Exception as exc:
             payload["errors"][name] = f"{type(exc).__name__}: {exc}"[:800]
             entry["failed"] = True
-        print(name, _public({"variants": {name: entry}})["variants"][name], file=sys.stderr, flush=True)
+        print(name, _public({"variants": {name: entry}})["variants"][name], f"{time.perf_counter() - t0:.0f}s",
+              file=sys.stderr, flush=True)  # fmt: skip
         save()
 
     live = [n for n in args.variants if not payload["variants"][n].get("failed")]
     for rnd in range(args.rounds):  # alternate the variants, round after round (the host drifts)
         for name in live:
-            patches, how, graphs = VARIANTS[name]
-            entry = payload["variants"][name]
+            v, entry = VARIANTS[name], payload["variants"][name]
             try:
-                entry["model_only"].append(model_only(models[patches], entry["_batch"], graphs))
+                entry["model_only"].append(model_only(models[name], entry["_batch"], v["static"]))
                 n = args.stock_pages if name == "stock" else args.pages
-                entry["end_to_end"].append(
-                    end_to_end(models[patches], proc, how, graphs, n, args.batch, args.workers)
-                )
+                entry["end_to_end"].append(end_to_end(models[name], proc, v, n, args.batch, args.workers))
             except Exception as exc:
                 payload["errors"][f"{name}/round{rnd}"] = f"{type(exc).__name__}: {exc}"[:800]
-            print(rnd, name, entry["model_only"][-1:], entry["end_to_end"][-1:], file=sys.stderr, flush=True)
+            print(rnd, name, entry["model_only"][-1:], entry["end_to_end"][-1:], f"{time.perf_counter() - t0:.0f}s",
+                  file=sys.stderr, flush=True)  # fmt: skip
         save()
 
     for name in live:
@@ -332,13 +496,12 @@ def main() -> None:
             if rates:
                 entry[f"{kind}_median"] = round(statistics.median(rates), 2)
                 entry[f"{kind}_spread"] = [min(rates), max(rates)]
-    if "new" in live:
-        try:
-            payload["profile_new"] = profile_new(
-                models[VARIANTS["new"][0]], payload["variants"]["new"]["_batch"]
-            )
-        except Exception as exc:
-            payload["errors"]["profile_new"] = f"{type(exc).__name__}: {exc}"[:800]
+    for name in ("new", "new+fp8sel"):
+        if name in live:
+            try:
+                payload[f"profile_{name}"] = profile(models[name], payload["variants"][name]["_batch"], True)
+            except Exception as exc:
+                payload["errors"][f"profile_{name}"] = f"{type(exc).__name__}: {exc}"[:800]
     ok = [n for n in live if "end_to_end_median" in payload["variants"][n]
           and payload["variants"][n]["cosine_vs_fp32_min_page"] >= 0.995]  # fmt: skip
     if ok:
@@ -346,13 +509,18 @@ def main() -> None:
         payload["best_at_fidelity_target"] = {"variant": best, **{
             k: payload["variants"][best][k] for k in ("end_to_end_median", "end_to_end_spread",
                                                       "model_only_median", "cosine_vs_fp32_min_page")}}  # fmt: skip
+    payload["loadavg_after"] = os.getloadavg()
+    payload["wall_s"] = round(time.perf_counter() - t0, 1)
     save()
-    print(json.dumps(_public(payload), indent=2))
-    print("\nvariant        e2e pages/s (spread)        model-only       cosine min/mean")
+    print(json.dumps({k: payload[k] for k in ("micro", "fp8_selection", "errors") if k in payload}, indent=1))
+    print(
+        "\nvariant        e2e pages/s (spread)        model-only (spread)        cosine min/mean   maxsim err"
+    )
     for name in args.variants:
         e = payload["variants"][name]
         print(f"{name:13s} {e.get('end_to_end_median', '-')!s:>7} {e.get('end_to_end_spread', '')!s:18s} "
-              f"{e.get('model_only_median', '-')!s:>7}   {e.get('cosine_vs_fp32_min_page', '-')}/{e.get('cosine_vs_fp32_mean', '-')}")  # fmt: skip
+              f"{e.get('model_only_median', '-')!s:>7} {e.get('model_only_spread', '')!s:18s} "
+              f"{e.get('cosine_vs_fp32_min_page', '-')}/{e.get('cosine_vs_fp32_mean', '-')}  {e.get('maxsim_max_rel_err', '-')}")  # fmt: skip
 
 
 def _public(payload: dict) -> dict:

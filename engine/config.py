@@ -59,8 +59,13 @@ class Settings(BaseSettings):
     speedups: str = Field(
         "auto",
         description="Model speed patches (engine/embedding/fast.py): auto, none, or a comma list of "
-        "linear_patch_embed, batched_attention, prepacked_linear, fp8, fp8_block, compile, cuda_graphs, "
-        "int8_onednn.",
+        "linear_patch_embed, batched_attention, prepacked_linear, fp8, fp8_block, fp8_layers, static_pages, "
+        "compile, cuda_graphs, int8_onednn.",
+    )
+    fp8_layers: str = Field(
+        "auto",
+        description="Layer classes the fp8_layers speedup runs in fp8 (CUDA): auto (vision_fc1), none, or a comma "
+        "list of vision_qkv, vision_proj, vision_fc1, vision_fc2, merger, text_qkv, text_o, text_gate_up, text_down.",
     )
     threads: int | None = Field(None, description="CPU threads for the model (default: all available).")
     memory_budget_mb: int | None = Field(

@@ -46,7 +46,7 @@ class DocVision:
         from engine.embedding import Embedder
 
         s = self.settings
-        return Embedder(s.model, family=s.model_family, compute_mode=s.compute, speedups=s.speedups, threads=s.threads, verify=s.verify_weights,
+        return Embedder(s.model, family=s.model_family, compute_mode=s.compute, speedups=s.speedups, fp8_layers=s.fp8_layers, threads=s.threads, verify=s.verify_weights,
                         max_visual_tokens=s.max_visual_tokens, memory_budget=s.memory_budget_mb, max_batch_size=s.max_batch_size,
                         lazy_vision=s.lazy_vision)  # fmt: skip
 

@@ -71,6 +71,7 @@ class Embedder:
         family: str | None = None,
         compute_mode: str = "auto",
         speedups: str | None = "auto",
+        fp8_layers: str | None = "auto",
         threads: int | None = None,
         verify: str | bool = "sha256",
         max_visual_tokens: int | None = None,
@@ -85,6 +86,7 @@ class Embedder:
         path = Path(source)
         self.manifest: dict | None = None
         patches = fast.parse(speedups, self.plan.device)
+        fast.fp8_layer_spec(fp8_layers)  # a bad DOCVISION_FP8_LAYERS fails here, before the model loads
         self._deferred: str | None = None  # state-dict prefix still to load (the vision tower)
         self.timings: dict[str, float] = {}
         self.vision_load_seconds: float | None = None
@@ -128,7 +130,7 @@ class Embedder:
                 self.model_id = "tiny-random-" + self.family.name
         if self.plan.device == "cuda":
             self.model = self.model.to("cuda")
-        self.speedups = fast.apply(self.model, patches)
+        self.speedups = fast.apply(self.model, patches, fp8_layers)
         # On a GPU the processor's resize/normalize/patchify run there too (engine/embedding/gpu_preprocess.py).
         self.gpu_preprocess = self.plan.device == "cuda" and gpu_preprocess.supports(self.processor)
         self.visual_token_budget: int | None = None
@@ -207,7 +209,15 @@ class Embedder:
     # ------------------------------------------------------------------------------------------ forward
     def _forward(self, batch: Any) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        # static_pages decides on the processor's CPU ids/masks/grids without a GPU sync: only pixels move
+        keep = (
+            {"input_ids", "attention_mask", "image_grid_thw", "mm_token_type_ids"}
+            if "static_pages" in self.speedups
+            else set()
+        )
+        batch = {
+            k: v.to(device) if isinstance(v, torch.Tensor) and k not in keep else v for k, v in batch.items()
+        }
         dtype = getattr(torch, self.plan.dtype)
         if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(dtype)

@@ -18,6 +18,16 @@ fp8_block           CUDA (Hopper) only: fp8 e4m3 with DeepSeek-V3-style block sc
                     activations per token per 128 columns) through ``F.scaled_mm`` block-wise recipes; finer
                     scales than ``fp8`` for the fidelity target. Layers whose dimensions are not multiples of
                     128 (the patch embedding) and the 128-d head stay bf16.
+fp8_layers          CUDA (sm89+) only: ``fp8``'s rowwise Linear (weights per channel, activations per token,
+                    ``torch._scaled_mm``) only on the layer classes named in ``DOCVISION_FP8_LAYERS`` (comma list of
+                    ``FP8_CLASSES``, or none; default ``FP8_DEFAULT_LAYERS``: the set bench/embed_gpu.py selects
+                    by per-class sensitivity at page cosine to fp32 >= 0.996). Quantization fuses under ``compile``
+                    (into the preceding layer norm).
+static_pages        A batch of equal-size pages with one prompt (every backfill batch: one DPI, one paper size)
+                    skips transformers' per-forward glue: vision rotary embeddings, ``cu_seqlens``, M-RoPE
+                    position ids and the image-token positions are computed once per (batch, page size, prompt)
+                    and reused; no host sync inside the forward (ids/masks may stay on the CPU), so the host
+                    can queue the next batch while the GPU runs. Other batches take the model's own forward.
 cuda_graphs         ``compile`` with CUDA graphs (Inductor's ``reduce-overhead``): each compiled block replays
                     as one graph per shape; the caller marks each forward a new step.
 int8_onednn         CPU only: Linear layers as int8 matrix products through oneDNN (VNNI / AMX-INT8 where the CPU has
@@ -51,6 +61,8 @@ ALL = (
     "compile",
     "cuda_graphs",
     "int8_onednn",
+    "fp8_layers",
+    "static_pages",
 )
 
 
@@ -66,8 +78,13 @@ def default_speedups(device: str) -> tuple[str, ...]:
     wins beyond the spread. AMX: linear_patch_embed + batched_attention 1.13x by median, slowest patched rep
     20.75 s vs fastest unpatched 19.63 s; int8_onednn 0.99x. AVX512-VNNI without AMX (fbgemm plan): patches
     0.92x, int8_onednn 0.85x. AVX2: patches 42.6 → 40.9 s, within the spread. So the CPU default is none.
+    H100, one run (embed-gpu-h100-static-fp8.json, 3 alternating rounds): static_pages 64.8 [64.8-65.1]
+    vs 57.2 [56.6-57.6] pages/s model only (same cosine, 0.99982); fp8_layers (vision_fc1) on top 68.2
+    [67.9-68.2] at page cosine 0.99725 (>= 0.995): both CUDA defaults.
     """
-    return ("linear_patch_embed", "batched_attention", "compile") if device == "cuda" else ()
+    if device != "cuda":
+        return ()
+    return ("linear_patch_embed", "batched_attention", "fp8_layers", "static_pages", "compile")
 
 
 def parse(spec: str | None, device: str) -> tuple[str, ...]:
@@ -84,11 +101,19 @@ def parse(spec: str | None, device: str) -> tuple[str, ...]:
     return names
 
 
-def apply(model: nn.Module, names: Iterable[str]) -> list[str]:
-    """Apply the named patches that fit this model and device; returns those applied."""
+def apply(model: nn.Module, names: Iterable[str], fp8_layers_spec: str | None = None) -> list[str]:
+    """Apply the named patches that fit this model and device; returns those applied.
+
+    ``fp8_layers_spec``: the layer classes ``fp8_layers`` quantizes (DOCVISION_FP8_LAYERS), default
+    FP8_DEFAULT_LAYERS."""
     applied = []
     for name in names:
-        if PATCHES[name](model):
+        ok = (
+            fp8_layers(model, fp8_layer_spec(fp8_layers_spec))
+            if name == "fp8_layers"
+            else PATCHES[name](model)
+        )
+        if ok:
             applied.append(name)
     if applied:
         log.info("speedups applied: %s", ", ".join(applied))
@@ -464,6 +489,227 @@ def new_step() -> None:
     torch.compiler.cudagraph_mark_step_begin()
 
 
+# ------------------------------------------------------------------------------------------ fp8 by layer class
+FP8_CLASSES = (
+    "vision_qkv",
+    "vision_proj",
+    "vision_fc1",
+    "vision_fc2",
+    "merger",
+    "text_qkv",
+    "text_o",
+    "text_gate_up",
+    "text_down",
+)
+# Chosen in bench/results/embed-gpu-h100-static-fp8.json (H100, random weights, 8 pages): alone, each class
+# cost 0.0017-0.0040 of min page cosine to fp32 (bf16: 0.99965); greedily (least cosine lost per FLOP first)
+# only vision_fc1 (22% of the FLOPs) kept >= 0.996; any second class fell to 0.9937-0.9952. Compiled, the
+# page cosine was 0.99725 and throughput +5% (68.2 vs 64.8 pages/s model only, beyond the spread).
+FP8_DEFAULT_LAYERS: tuple[str, ...] = ("vision_fc1",)
+_TEXT_LEAVES = {
+    "q_proj": "text_qkv",
+    "k_proj": "text_qkv",
+    "v_proj": "text_qkv",
+    "o_proj": "text_o",
+    "gate_proj": "text_gate_up",
+    "up_proj": "text_gate_up",
+    "down_proj": "text_down",
+}
+_VISION_LEAVES = {"qkv": "vision_qkv", "proj": "vision_proj", "fc1": "vision_fc1", "fc2": "vision_fc2"}
+
+
+def layer_class(name: str) -> str | None:
+    """The FP8_CLASSES entry of a Linear by its qualified name in a Qwen2-VL model, None for any other."""
+    parts = name.split(".")
+    if "visual" in parts:
+        if "merger" in parts:
+            return "merger"
+        return _VISION_LEAVES.get(parts[-1]) if "blocks" in parts else None
+    if "layers" in parts:
+        return _TEXT_LEAVES.get(parts[-1])
+    return None
+
+
+def fp8_layer_spec(spec: str | None) -> tuple[str, ...]:
+    from engine.errors import ConfigError
+
+    if spec is None or not spec.strip() or spec.strip() == "auto":
+        return FP8_DEFAULT_LAYERS
+    if spec.strip() == "none":
+        return ()
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    unknown = [n for n in names if n not in FP8_CLASSES]
+    if unknown:
+        raise ConfigError(f"DOCVISION_FP8_LAYERS: unknown {unknown}; known: {', '.join(FP8_CLASSES)}")
+    return names
+
+
+def swap_fp8(model: nn.Module, classes: Iterable[str]) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Replace the Linear layers of the given classes by Fp8Linear; returns (parent, name, old) to undo it.
+
+    Needs ``torch._scaled_mm`` for the tensors' device (CUDA sm89+; recent torch also runs it on CPU)."""
+    wanted = set(classes)
+    modules = dict(model.named_modules())
+    swaps: list[tuple[nn.Module, str, nn.Module]] = []
+    for qual, mod in list(modules.items()):
+        if type(mod) is not nn.Linear or layer_class(qual) not in wanted:
+            continue
+        if mod.in_features % 16 or mod.out_features % 16:
+            continue
+        parent_name, _, leaf = qual.rpartition(".")
+        parent = modules[parent_name] if parent_name else model
+        swaps.append((parent, leaf, mod))
+        setattr(parent, leaf, Fp8Linear(mod))
+    return swaps
+
+
+def unswap(swaps: list[tuple[nn.Module, str, nn.Module]]) -> None:
+    for parent, leaf, old in swaps:
+        setattr(parent, leaf, old)
+
+
+def fp8_layers(model: nn.Module, classes: Iterable[str] | None = None) -> bool:
+    """Rowwise fp8 on the given layer classes (default FP8_DEFAULT_LAYERS), CUDA sm89+ only."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        return False
+    if not any(p.is_cuda for p in model.parameters()):
+        return False
+    chosen = tuple(FP8_DEFAULT_LAYERS if classes is None else classes)
+    return bool(chosen) and bool(swap_fp8(model, chosen))
+
+
+# ------------------------------------------------------------------------------------------ static pages
+class StaticPages:
+    """ColQwen2's forward for batches of equal-size pages sharing one prompt, with per-shape constants cached.
+
+    transformers recomputes, on every forward, the vision rotary embeddings and ``cu_seqlens`` (a Python loop
+    over the images), the M-RoPE position ids (a loop over the batch with host syncs) and the image-token
+    mask (a sync to check its count). For a batch whose pages have one grid and whose token ids are one
+    prompt, all of these depend only on (batch, grid, prompt): computed once here, then reused. Decisions
+    are taken on CPU tensors (what the processor returns), so the forward queues GPU work without waiting.
+    """
+
+    KEYS = {"input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids"}
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model: Any = model
+        self.visual = _vision(model)
+        self.lm = _submodule(model, "language_model")
+        self.cache: dict[tuple, dict[str, Any]] = {}
+        self.hits = 0
+
+    def plan(self, kw: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | None:
+        """(key, constants) when this batch fits the static path, None when the model's own forward must run."""
+        if set(kw) - self.KEYS or "pixel_values" not in kw or "image_grid_thw" not in kw:
+            return None
+        ids: Any = kw.get("input_ids")
+        mask: Any = kw.get("attention_mask")
+        grid: Any = kw["image_grid_thw"]
+        pix: Any = kw["pixel_values"]
+        if ids is None or mask is None or pix.dim() != 3:
+            return None
+        ids, mask, grid = ids.cpu(), mask.cpu(), grid.cpu()  # no-ops for the processor's CPU tensors
+        b = ids.shape[0]
+        if grid.shape[0] != b or not bool((grid == grid[0]).all()) or int(grid[0, 0]) != 1:
+            return None
+        if not bool(mask.bool().all()) or not bool((ids == ids[0]).all()):
+            return None
+        n = int(grid[0, 1] * grid[0, 2])
+        if pix.shape[:2] != (b, n):
+            return None
+        key = (b, tuple(grid[0].tolist()), tuple(ids[0].tolist()), pix.device, self.model.dtype)
+        consts = self.cache.get(key)
+        if consts is None:
+            consts = self._constants(ids[0], grid[0], kw.get("mm_token_type_ids"), b, pix.device)
+            if consts is None:
+                return None
+            self.cache[key] = consts
+        return key, consts
+
+    def _constants(
+        self,
+        ids0: torch.Tensor,
+        grid0: torch.Tensor,
+        types: torch.Tensor | None,
+        b: int,
+        device: torch.device,
+    ) -> dict[str, Any] | None:
+        from transformers.vision_utils import get_vision_position_ids
+
+        cfg = self.model.config
+        image = torch.eq(ids0, int(cfg.image_token_id))
+        merge = int(self.visual.spatial_merge_size)
+        n = int(grid0[1] * grid0[2])
+        m = n // (merge * merge)
+        where = image.nonzero().flatten()
+        if len(where) != m or int(where[-1] - where[0]) + 1 != m:  # one contiguous run of image tokens
+            return None
+        types0 = types[0].cpu() if types is not None else image.long()
+        pos = get_vision_position_ids(grid0[None], merge).to(device)
+        dtype = self.model.dtype
+        with torch.inference_mode():
+            vcos, vsin = self.visual.rotary_pos_emb(torch.empty(0, device=device, dtype=dtype), pos)
+            rope, _ = self.model.get_rope_index(
+                ids0[None], mm_token_type_ids=types0[None], image_grid_thw=grid0[None]
+            )
+            tcos, tsin = self.lm.rotary_emb(torch.empty(0, device=device, dtype=dtype), rope.to(device))
+        return {
+            "n": n,
+            "start": int(where[0]),
+            "m": m,
+            "ids": ids0[None].expand(b, -1).to(device),
+            "vision_rope": (vcos.repeat(b, 1), vsin.repeat(b, 1)),
+            "cu_seqlens": torch.arange(0, (b + 1) * n, n, dtype=torch.int32, device=device),
+            "text_rope": (tcos, tsin),
+        }
+
+    def forward(self, pixel_values: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
+        b, n = pixel_values.shape[:2]
+        blocks = self.visual.blocks
+        lengths = getattr(blocks[0].attn, "_docvision_lengths", None)
+        if lengths is not None:
+            lengths[0] = [n] * b
+        x = self.visual.patch_embed(pixel_values.reshape(b * n, -1).to(self.model.dtype))
+        for blk in blocks:
+            x = blk(x, cu_seqlens=c["cu_seqlens"], position_embeddings=c["vision_rope"])
+        merged = self.visual.merger(x).reshape(b, c["m"], -1)
+        emb = self.lm.embed_tokens(c["ids"])
+        s, m = c["start"], c["m"]
+        h = torch.cat([emb[:, :s], merged.to(emb.dtype), emb[:, s + m :]], dim=1)
+        for layer in self.lm.layers:
+            h = layer(h, attention_mask=None, position_embeddings=c["text_rope"])
+        proj = self.model.custom_text_proj(self.lm.norm(h))
+        return proj / proj.norm(dim=-1, keepdim=True)
+
+
+def static_pages(model: nn.Module) -> bool:
+    visual, lm = _vision(model), _submodule(model, "language_model")
+    if visual is None or lm is None or not hasattr(model, "custom_text_proj"):
+        return False
+    if not hasattr(model, "get_rope_index") or not hasattr(visual, "rotary_pos_emb"):
+        return False
+    blocks = getattr(visual, "blocks", None)
+    if not blocks or type(blocks[0].attn).__name__ != "VisionAttention":
+        return False
+    if not hasattr(blocks[0].attn, "_docvision_lengths"):
+        batched_attention(model)  # one SDPA call per layer for the whole batch
+    runner = StaticPages(model)
+    own_forward = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+        planned = None if args else runner.plan(kwargs)
+        if planned is None:
+            device = next(model.parameters()).device
+            moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            return own_forward(*args, **moved)
+        runner.hits += 1
+        return runner.forward(kwargs["pixel_values"], planned[1])
+
+    model.forward = forward  # type: ignore[method-assign]
+    model._docvision_static = runner  # type: ignore[assignment]
+    return True
+
+
 PATCHES = {
     "linear_patch_embed": linear_patch_embed,
     "batched_attention": batched_attention,
@@ -473,4 +719,6 @@ PATCHES = {
     "int8_onednn": int8_onednn,
     "compile": compile_model,
     "cuda_graphs": cuda_graphs,
+    "fp8_layers": fp8_layers,
+    "static_pages": static_pages,
 }

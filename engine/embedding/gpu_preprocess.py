@@ -37,6 +37,37 @@ def page_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(arr.copy() if not arr.flags.writeable else arr).permute(2, 0, 1)
 
 
+def input_size(processor: Any, width: int, height: int) -> tuple[int, int] | None:
+    """(width, height) the processor resizes a page of this size to (Qwen2-VL's smart_resize), else None."""
+    image_processor: Any = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None) or {}
+    try:
+        longest, shortest = size["longest_edge"], size["shortest_edge"]
+    except (KeyError, TypeError):
+        return None
+    if not longest or not shortest:
+        return None
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    factor = int(image_processor.patch_size) * int(image_processor.merge_size)
+    h, w = smart_resize(height, width, factor=factor, min_pixels=shortest, max_pixels=longest)
+    return w, h
+
+
+def presize(processor: Any, image: Image.Image) -> Image.Image:
+    """The page resized on the CPU (PIL bicubic, antialiased) to the size the processor would resize it to.
+
+    A 300-DPI letter page is 25 MB of pixels; at the model's input size it is ~1.8 MB, so this is what a
+    DataLoader worker should hand over: the processor then finds the page at its target size and only
+    rescales, normalizes and patchifies (on the GPU with ``process_pages``). PIL's bicubic and torchvision's
+    antialiased bicubic differ by rounding (tests/integration/test_gpu_preprocess.py bounds it)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    target = input_size(processor, rgb.width, rgb.height)
+    if target is None or target == rgb.size:
+        return rgb
+    return rgb.resize(target, Image.Resampling.BICUBIC)
+
+
 def process_pages(
     processor: Any, pages: Sequence[Image.Image | torch.Tensor], device: str | torch.device
 ) -> Any:

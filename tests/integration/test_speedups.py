@@ -86,11 +86,18 @@ def test_fp8_is_not_applied_without_a_gpu(tiny_colqwen2: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("machine has a GPU")
     model, _ = stock(tiny_colqwen2)
-    assert fast.apply(model, ["fp8"]) == []
+    assert fast.apply(model, ["fp8", "fp8_layers"], "vision_fc1,text_down") == []
+    assert not any(isinstance(m, fast.Fp8Linear) for m in model.modules())
 
 
 def test_spec_parsing() -> None:
-    assert fast.parse("auto", "cuda") == ("linear_patch_embed", "batched_attention", "compile")
+    assert fast.parse("auto", "cuda") == (
+        "linear_patch_embed",
+        "batched_attention",
+        "fp8_layers",
+        "static_pages",
+        "compile",
+    )
     assert fast.parse(None, "cpu") == ()  # no CPU patch won beyond the spread (bench/results/embed-ab-*.json)
     assert fast.parse("none", "cpu") == ()
     assert fast.parse("fp8, compile", "cuda") == ("fp8", "compile")
@@ -125,3 +132,72 @@ def test_int8_onednn_reuses_the_fbgemm_plan_weights(baked_tiny: Path) -> None:
     out = emb.embed_images(img)[0].vectors
     assert out.shape == ref.shape
     assert float((out * ref).sum(-1).mean()) > 0.99
+
+
+def test_static_pages_is_the_same_math(tiny_colqwen2: Path) -> None:
+    ref_model, processor = stock(tiny_colqwen2)
+    model, _ = stock(tiny_colqwen2)
+    assert fast.apply(model, ["linear_patch_embed", "static_pages"]) == ["linear_patch_embed", "static_pages"]
+    runner = model._docvision_static
+    pages = mixed_pages()
+    equal = processor.process_images([pages[0], pages[1], pages[0]])
+    with torch.inference_mode():
+        ref, out, again = ref_model(**equal), model(**equal), model(**equal)
+    assert runner.hits == 2 and len(runner.cache) == 1  # constants computed once for this shape
+    assert max_masked_diff(ref, out, equal["attention_mask"].bool()) < 1e-5
+    assert torch.equal(out, again)
+    two = processor.process_images(pages[:2])  # another batch size: its own constants
+    with torch.inference_mode():
+        assert max_masked_diff(ref_model(**two), model(**two), two["attention_mask"].bool()) < 1e-5
+    assert runner.hits == 3 and len(runner.cache) == 2
+    # pages of different sizes and text queries take the model's own forward, with the same results
+    for batch in (
+        processor.process_images(pages),
+        processor.process_queries(["invoice", "bill of lading 7"]),
+    ):
+        with torch.inference_mode():
+            ref, out = ref_model(**batch), model(**batch)
+        assert max_masked_diff(ref, out, batch["attention_mask"].bool()) < 1e-5
+    assert runner.hits == 3
+
+
+def test_every_linear_has_a_fp8_class_and_swaps_undo(tiny_colqwen2: Path) -> None:
+    model, processor = stock(tiny_colqwen2)
+    linears = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+    classes = {n: fast.layer_class(n) for n in linears}
+    assert {n for n, c in classes.items() if c is None} == {"custom_text_proj"}  # the 128-d head stays
+    assert set(classes.values()) - {None} == set(fast.FP8_CLASSES)
+    assert classes["visual.blocks.0.mlp.fc1"] == "vision_fc1"
+    assert classes["language_model.layers.1.mlp.down_proj"] == "text_down"
+    assert fast.layer_class("visual.patch_embed.proj") is None
+
+    batch = processor.process_images(mixed_pages()[:2])
+    with torch.inference_mode():
+        ref = model(**batch)
+    swaps = fast.swap_fp8(model, ["text_down", "vision_fc2"])
+    swapped = {n for n, m in model.named_modules() if isinstance(m, fast.Fp8Linear)}
+    assert swapped == {n for n, c in classes.items() if c in ("text_down", "vision_fc2")}
+    with torch.inference_mode():
+        out = model(**batch)
+    mask = batch["attention_mask"].bool()
+    cos = torch.nn.functional.cosine_similarity(out[mask].float(), ref[mask].float(), dim=-1)
+    assert float(cos.min()) > 0.9 and not torch.equal(out, ref)  # fp8 e4m3: close, not equal
+    fast.unswap(swaps)
+    assert not any(isinstance(m, fast.Fp8Linear) for m in model.modules())
+    with torch.inference_mode():
+        assert torch.equal(model(**batch), ref)
+
+
+def test_fp8_layer_spec() -> None:
+    assert (
+        fast.fp8_layer_spec(None) == fast.fp8_layer_spec("auto") == fast.FP8_DEFAULT_LAYERS == ("vision_fc1",)
+    )
+    assert fast.fp8_layer_spec("none") == ()
+    assert fast.fp8_layer_spec(" text_down, vision_fc1 ") == ("text_down", "vision_fc1")
+    with pytest.raises(ConfigError, match="unknown \\['vision_everything'\\]"):
+        fast.fp8_layer_spec("text_down,vision_everything")
+
+
+def test_embedder_refuses_an_unknown_fp8_layer_class(baked_tiny: Path) -> None:
+    with pytest.raises(ConfigError, match="DOCVISION_FP8_LAYERS: unknown \\['vision_mlp'\\]"):
+        Embedder(str(baked_tiny), fp8_layers="vision_mlp")
