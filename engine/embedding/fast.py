@@ -595,7 +595,7 @@ class StaticPages:
         self.model: Any = model
         self.visual = _vision(model)
         self.lm = _submodule(model, "language_model")
-        self.cache: dict[tuple, dict[str, Any]] = {}
+        self.cache: dict[tuple, dict[str, Any] | None] = {}  # per (grid, prompt, device, dtype); None: unfit
         self.hits = 0
 
     def plan(self, kw: dict[str, Any]) -> tuple[tuple, dict[str, Any]] | None:
@@ -617,21 +617,19 @@ class StaticPages:
         n = int(grid[0, 1] * grid[0, 2])
         if pix.shape[:2] != (b, n):
             return None
-        key = (b, tuple(grid[0].tolist()), tuple(ids[0].tolist()), pix.device, self.model.dtype)
-        consts = self.cache.get(key)
-        if consts is None:
-            consts = self._constants(ids[0], grid[0], kw.get("mm_token_type_ids"), b, pix.device)
-            if consts is None:
-                return None
-            self.cache[key] = consts
-        return key, consts
+        key = (tuple(grid[0].tolist()), tuple(ids[0].tolist()), pix.device, self.model.dtype)
+        if key not in self.cache:
+            if len(self.cache) >= 16:  # page shapes of one run are few; never grow without bound
+                self.cache.clear()
+            self.cache[key] = self._constants(ids[0], grid[0], kw.get("mm_token_type_ids"), pix.device)
+        consts = self.cache[key]
+        return None if consts is None else (key, consts)
 
     def _constants(
         self,
         ids0: torch.Tensor,
         grid0: torch.Tensor,
         types: torch.Tensor | None,
-        b: int,
         device: torch.device,
     ) -> dict[str, Any] | None:
         from transformers.vision_utils import get_vision_position_ids
@@ -657,9 +655,8 @@ class StaticPages:
             "n": n,
             "start": int(where[0]),
             "m": m,
-            "ids": ids0[None].expand(b, -1).to(device),
-            "vision_rope": (vcos.repeat(b, 1), vsin.repeat(b, 1)),
-            "cu_seqlens": torch.arange(0, (b + 1) * n, n, dtype=torch.int32, device=device),
+            "ids": ids0[None].to(device),
+            "vision_rope": (vcos, vsin),
             "text_rope": (tcos, tsin),
         }
 
@@ -669,11 +666,14 @@ class StaticPages:
         lengths = getattr(blocks[0].attn, "_docvision_lengths", None)
         if lengths is not None:
             lengths[0] = [n] * b
+        # per batch size: the page's rotary table repeated per page (GPU ops, no host work or sync)
+        rope = (c["vision_rope"][0].repeat(b, 1), c["vision_rope"][1].repeat(b, 1))
+        cu_seqlens = torch.arange(0, (b + 1) * n, n, dtype=torch.int32, device=pixel_values.device)
         x = self.visual.patch_embed(pixel_values.reshape(b * n, -1).to(self.model.dtype))
         for blk in blocks:
-            x = blk(x, cu_seqlens=c["cu_seqlens"], position_embeddings=c["vision_rope"])
+            x = blk(x, cu_seqlens=cu_seqlens, position_embeddings=rope)
         merged = self.visual.merger(x).reshape(b, c["m"], -1)
-        emb = self.lm.embed_tokens(c["ids"])
+        emb = self.lm.embed_tokens(c["ids"].expand(b, -1))
         s, m = c["start"], c["m"]
         h = torch.cat([emb[:, :s], merged.to(emb.dtype), emb[:, s + m :]], dim=1)
         for layer in self.lm.layers:

@@ -149,7 +149,7 @@ def test_static_pages_is_the_same_math(tiny_colqwen2: Path) -> None:
     two = processor.process_images(pages[:2])  # another batch size: its own constants
     with torch.inference_mode():
         assert max_masked_diff(ref_model(**two), model(**two), two["attention_mask"].bool()) < 1e-5
-    assert runner.hits == 3 and len(runner.cache) == 2
+    assert runner.hits == 3 and len(runner.cache) == 1  # same page shape and prompt: same constants
     # pages of different sizes and text queries take the model's own forward, with the same results
     for batch in (
         processor.process_images(pages),
