@@ -135,7 +135,71 @@ def _write_note(out: Path, family: str) -> None:
     )
 
 
-BUILDERS = {"colqwen2": build_colqwen2, "colpali": build_colpali}
+IDEFICS3_SPECIALS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>", "<end_of_utterance>",
+    "<global-img>", *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+]  # fmt: skip
+
+
+def _colidefics3(
+    out: Path, text: dict, vision: dict, scale: int, processor: dict, *, seed: int, dtype: torch.dtype
+) -> Path:
+    """ColIdefics3 (ColSmol): an Idefics3 model (SigLIP tower, pixel shuffle, Llama decoder) + 128-d projection.
+
+    The tokenizer is the tiny BPE with Idefics3's special tokens (image, tile-position and global-image tags)
+    as single tokens, as in the real tokenizer; token ids differ from the real model's, compute does not.
+    """
+    from transformers import GPT2TokenizerFast, Idefics3Config
+    from transformers.models.idefics3 import Idefics3ImageProcessor
+
+    from engine.embedding.families import FAMILIES
+
+    model_cls, processor_cls = FAMILIES["colidefics3"].classes()
+    torch.manual_seed(seed)
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=_train_bpe(IDEFICS3_SPECIALS), bos_token="<|im_start|>", eos_token="<end_of_utterance>",
+        pad_token="<|im_end|>", unk_token="<|endoftext|>",
+    )  # fmt: skip
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<image>", "<|im_start|>", "<|im_end|>")}
+    config = Idefics3Config(
+        text_config={
+            **text, "vocab_size": max(text.get("vocab_size", 0), len(tokenizer)), "pad_token_id": ids["<|im_end|>"],
+            "bos_token_id": ids["<|im_start|>"], "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config=vision, scale_factor=scale, image_token_id=ids["<image>"], pad_token_id=ids["<|im_end|>"],
+    )  # fmt: skip
+    model = model_cls(config).eval().to(dtype)
+    image_processor = Idefics3ImageProcessor(
+        size=processor["size"], max_image_size=processor["max_image_size"], do_image_splitting=True
+    )
+    proc = processor_cls(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=processor["image_seq_len"]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
+def build_colidefics3(out: Path, *, seed: int = 0) -> Path:
+    """Tiny ColSmol: 64-px tiles of 8-px patches, pixel shuffle 2 → 16 tokens a tile; a letter page (longest
+    edge 128) → 2×2 tiles + the global view = 80 image tokens."""
+    text = {
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 2048,
+        "rope_theta": 100000.0,
+    }  # fmt: skip
+    vision = {
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "image_size": 64, "patch_size": 8,
+    }  # fmt: skip
+    processor = {"size": {"longest_edge": 128}, "max_image_size": {"longest_edge": 64}, "image_seq_len": 16}
+    _colidefics3(out, text, vision, 2, processor, seed=seed, dtype=torch.float32)
+    _write_note(out, "colidefics3")
+    return out
+
+
+BUILDERS = {"colqwen2": build_colqwen2, "colpali": build_colpali, "colidefics3": build_colidefics3}
 
 
 def main() -> None:
@@ -199,7 +263,20 @@ def build_fullsize_random(
     return out
 
 
+def build_colsmol_fullsize_random(
+    out: Path, config_json: Path = Path(__file__).parent / "configs" / "colsmol-256m.json", *, seed: int = 0
+) -> Path:
+    """Full-size ColSmol-256M architecture (models/configs/colsmol-256m.json) with random weights, for speed
+    benchmarks only (bf16, ~0.5 GB)."""
+    spec = json.loads(config_json.read_text())
+    return _colidefics3(
+        out, spec["text_config"], spec["vision_config"], spec["scale_factor"], spec["processor"],
+        seed=seed, dtype=torch.bfloat16,
+    )  # fmt: skip
+
+
 BUILDERS["colqwen2-fullsize-random"] = build_fullsize_random
+BUILDERS["colsmol-fullsize-random"] = build_colsmol_fullsize_random
 
 if __name__ == "__main__":
     main()

@@ -71,3 +71,18 @@ def embedder(baked_tiny: Path):
     from engine.embedding import Embedder
 
     return Embedder(str(baked_tiny))
+
+
+@pytest.fixture(scope="session")
+def tiny_colidefics3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny("colidefics3", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def baked_colsmol(tiny_colidefics3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small family (ColSmol / ColIdefics3), tiny and random, baked int8 like ColQwen2."""
+    from models.bake import bake
+
+    out = tmp_path_factory.mktemp("baked") / "colidefics3"
+    bake(str(tiny_colidefics3), out)
+    return out

@@ -151,23 +151,49 @@ class Embedder:
             self.load_seconds,
         )
 
+    def _tiling(self) -> tuple[int, int] | None:
+        """(tile side in pixels, image tokens per tile) for processors that cut a page into square tiles plus a
+        global view (Idefics3 / ColSmol); None for the others."""
+        ip = getattr(self.processor, "image_processor", None)
+        tile = (getattr(ip, "max_image_size", None) or {}).get("longest_edge")
+        per_tile = getattr(self.processor, "image_seq_len", None)
+        if tile and per_tile and hasattr(ip, "get_number_of_image_patches"):
+            return int(tile), int(per_tile)
+        return None
+
     def _set_token_budget(self, tokens: int) -> None:
-        """A visual-token budget (Qwen2-VL-style processors: max_pixels = tokens × 28 × 28). Pages embedded at
-        different budgets are not comparable, so the budget becomes part of the model id: it is in every
-        point's payload and in the collection, and mixing budgets in one collection is refused."""
+        """A visual-token budget. Qwen2-VL-style processors: max_pixels = tokens × 28 × 28. Tiling processors
+        (ColSmol): the page's longest edge becomes k tiles, k the largest with (k² + 1) tiles × tokens per tile
+        within the budget (1 tile when k = 1), whatever the page's aspect ratio. Pages embedded at different
+        budgets are not comparable, so the budget becomes part of the model id: it is in every point's payload
+        and in the collection, and mixing budgets in one collection is refused."""
         from engine.errors import ConfigError
         from engine.index.base import with_token_budget
 
-        size = getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
-        if "longest_edge" not in size:
+        ip = getattr(self.processor, "image_processor", None)
+        size = getattr(ip, "size", None) or {}
+        tiling = self._tiling()
+        if tiling:
+            tile, per_tile = tiling
+            if tokens < per_tile:
+                raise ConfigError(
+                    f"DOCVISION_MAX_VISUAL_TOKENS={tokens} is below one tile of {self.family.name} "
+                    f"({per_tile} tokens); use {per_tile} or more"
+                )
+            k = 1
+            while ((k + 1) ** 2 + 1) * per_tile <= tokens:
+                k += 1
+            size["longest_edge"] = k * tile
+        elif "longest_edge" in size and "shortest_edge" in size:  # Qwen2-VL: pixel budget
+            if tokens < 4:
+                raise ConfigError(f"DOCVISION_MAX_VISUAL_TOKENS={tokens} is too small; use 64 or more")
+            ip.max_pixels = tokens * 28 * 28  # type: ignore[union-attr]
+            size["longest_edge"] = tokens * 28 * 28
+        else:
             raise ConfigError(
-                f"DOCVISION_MAX_VISUAL_TOKENS applies to Qwen2-VL-style families (colqwen2, colqwen2.5), not "
-                f"{self.family.name}; unset it or pick such a model"
+                f"DOCVISION_MAX_VISUAL_TOKENS applies to Qwen2-VL-style (colqwen2, colqwen2.5) and tiling "
+                f"(colidefics3) families, not {self.family.name}; unset it or pick such a model"
             )
-        if tokens < 4:
-            raise ConfigError(f"DOCVISION_MAX_VISUAL_TOKENS={tokens} is too small; use 64 or more")
-        self.processor.image_processor.max_pixels = tokens * 28 * 28
-        self.processor.image_processor.size["longest_edge"] = tokens * 28 * 28
         self.visual_token_budget = tokens
         self.model_id = with_token_budget(self.model_id, tokens)
 
@@ -185,7 +211,8 @@ class Embedder:
         vision = getattr(cfg, "vision_config", None)
         text = getattr(cfg, "text_config", cfg)
         v_dim = int(getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", None) or 1024)
-        merge = getattr(vision, "spatial_merge_size", 1) or 1
+        # patches per visual token: Qwen2-VL merges 2×2, Idefics3's pixel shuffle scale_factor²
+        merge = getattr(vision, "spatial_merge_size", None) or getattr(cfg, "scale_factor", 1) or 1
         act_bytes = 2 if self.plan.dtype == "bfloat16" else 4
         vision_mb = visual_tokens * merge * merge * v_dim * act_bytes * 16 / 2**20
         text_mb = visual_tokens * getattr(text, "intermediate_size", 4096) * act_bytes * 4 / 2**20
@@ -196,7 +223,12 @@ class Embedder:
         return int(max(1, min(self.max_batch_size, free // max(self.page_activation_mb(visual_tokens), 1))))
 
     def visual_tokens(self, width: int, height: int) -> int:
-        size = getattr(getattr(self.processor, "image_processor", None), "size", None) or {}
+        ip = getattr(self.processor, "image_processor", None)
+        size = getattr(ip, "size", None) or {}
+        tiling = self._tiling()
+        if tiling:  # tiles + the global view, or one image when the page fits a tile
+            n_tiles = ip.get_number_of_image_patches(height, width)[0]  # type: ignore[union-attr]
+            return max(int(n_tiles), 1) * tiling[1]
         if "longest_edge" in size:  # Qwen2-VL style processors: size holds the pixel budget
             from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
