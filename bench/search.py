@@ -11,6 +11,15 @@ pages/s, optimize (HNSW build) time and the cost of keeping it current for one m
 time, p50/p95 of dense (one mean vector), exhaustive MaxSim, and prefetch (pooled rows/cols, HNSW) +
 MaxSim rerank at several prefetch limits, recall@10 against exhaustive, disk and RSS per page.
 Writes bench/results/search.json (after every run, so a cut-short run keeps what it measured).
+
+    python bench/search.py --plans [--sizes 10000] [--reps 3]
+
+compares the rerank plans on ONE built edge collection and the same queries: `today` (Qdrant's prefetch +
+MaxSim rerank inside the shard) against `side` (the same prefetch, MaxSim by one BLAS GEMM over the float16
+side store, engine/index/sidestore.py), each at several prefetch limits, alternated query by query, >= 3
+repetitions of the query set; and reopen with the full multivector held in RAM (today's placement) against
+read on demand + side store (the new one), alternated in fresh processes. Writes bench/results/<name>.json
+(default search-<n>-plans).
 """
 
 from __future__ import annotations
@@ -196,6 +205,146 @@ def measure(backend: str, path: Path, n: int, n_queries: int, data: str, limits:
     return res
 
 
+def edge_path(path: Path) -> Path:
+    return path / "pages" / "edge"  # where open_index puts the edge collection under index_path
+
+
+def reopen_worker(path: Path, plan: str, n: int) -> dict:
+    """Fresh process: set the full multivector's placement for `plan`, then time opening the index and its
+    first query (what a cold Lambda pays before answering)."""
+    import qdrant_edge as qe
+    import torch  # noqa: F401  # already loaded in the search service (its query embedder); not part of reopen
+
+    from engine.index.edge import EdgeIndex
+
+    today = plan == "today"
+    qe.EdgeShard.load(str(edge_path(path) / "shard"), EdgeIndex._config(DIM, True, full_in_ram=today)).close()
+    rss0 = peak_rss_mb()
+    t = time.perf_counter()
+    index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM, side_store=not today)
+    reopen = time.perf_counter() - t
+    q = queries(1, n)[0]
+    t = time.perf_counter()
+    index.search(q, top_k=10, prefetch_limit=100)
+    first = time.perf_counter() - t
+    out = {"plan": plan, "reopen_seconds": round(reopen, 3), "first_query_ms": round(first * 1000, 1),
+           "rss_after_open_mb": round(peak_rss_mb()), "rss_open_delta_mb": round(peak_rss_mb() - rss0)}  # fmt: skip
+    index.close()
+    return out
+
+
+def plans_worker(path: Path, n: int, n_queries: int, reps: int, variants: list[tuple[str, int, int]]) -> dict:
+    """One process, one collection, the same queries: exhaustive MaxSim once (ground truth), then every
+    variant on every query in turn (rotating the order), `reps` times over the query set."""
+    from engine.index.edge import EdgeIndex
+
+    index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM)
+    qs = queries(n_queries, n)
+    exact, exact_p50, exact_p95 = timed_search(index, qs, mode="exact")
+
+    def use(plan: str, k: int) -> None:
+        index.rerank_in_process = plan == "side"
+        index.prefetch_query_tokens = k or None
+
+    for plan, limit, k in variants:  # warm-up: page in what each variant touches
+        use(plan, k)
+        index.search(qs[0], top_k=10, prefetch_limit=limit)
+    times: dict = {v: [[] for _ in range(reps)] for v in variants}
+    tops: dict = {v: [None] * len(qs) for v in variants}
+    for rep in range(reps):
+        for i, q in enumerate(qs):
+            k = (rep * len(qs) + i) % len(variants)
+            for v in variants[k:] + variants[:k]:
+                use(v[0], v[2])
+                t = time.perf_counter()
+                hits = index.search(q, top_k=10, prefetch_limit=v[1])
+                times[v][rep].append(time.perf_counter() - t)
+                tops[v][i] = [h.point_id for h in hits]
+                if index.last_plan != v[0].replace("today", "qdrant"):
+                    raise RuntimeError(f"{v} was answered by the {index.last_plan} plan")
+    rows = []
+    for plan, limit, k in variants:
+        per_rep = times[(plan, limit, k)]
+        p50s = [float(np.percentile(r, 50)) * 1000 for r in per_rep]
+        p95s = [float(np.percentile(r, 95)) * 1000 for r in per_rep]
+        same = ([h == g for h, g in zip(tops[(plan, limit, k)], tops[("today", limit, 0)], strict=True)]
+                if ("today", limit, 0) in tops else None)  # fmt: skip
+        rows.append({
+            "plan": plan, "prefetch_limit": limit, "prefetch_query_tokens": k or "all",
+            "p50_ms": round(float(np.median(p50s)), 1), "p95_ms": round(float(np.median(p95s)), 1),
+            "p50_ms_per_rep": [round(x, 1) for x in p50s], "p95_ms_per_rep": [round(x, 1) for x in p95s],
+            "p50_spread_ms": round(max(p50s) - min(p50s), 1),
+            "p50_all_reps_ms": round(float(np.percentile(sum(per_rep, []), 50)) * 1000, 1),
+            "recall_at_10": recall(tops[(plan, limit, k)], exact),
+            "same_top10_as_today_same_limit": None if same is None else round(float(np.mean(same)), 3),
+        })  # fmt: skip
+    out = {"exact_p50_ms": round(exact_p50, 1), "exact_p95_ms": round(exact_p95, 1), "variants": rows,
+           "info": index.info(), "peak_rss_mb": round(peak_rss_mb())}  # fmt: skip
+    index.close()
+    return out
+
+
+def run_worker(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"worker {args[:3]} failed: {proc.stderr[-1500:]}")
+    return json.loads(line[7:])
+
+
+def plans_main(args) -> None:
+    n = args.sizes[0]
+    name = args.name if args.name != "search" else f"search-{n // 1000}k-plans"
+    work = ROOT / "bench" / "work" / "search"
+    path = work / f"plans-edge-{n}-structured"
+    res: dict = {
+        "pages": n, "data": "structured", "backend": "edge (qdrant-edge, the default embedded engine)",
+        "queries": f"{args.queries} per repetition, top_k=10, recall@10 against exhaustive MaxSim (Qdrant, full "
+                   "multivectors) on the same collection",
+        "plans": {
+            "today": "Qdrant query: HNSW prefetch on row- and column-pooled vectors (prefetch_limit each) -> "
+                     "MaxSim rerank inside the shard on the full multivector",
+            "side": "the same two HNSW prefetches (one query_batch, ids + side-store pointers) -> MaxSim in "
+                    "process: float16 side-store rows cast to float32, one GEMM, per-page max (reduceat)",
+        },
+        "alternation": f"each query runs every variant in a rotating order; {args.reps} repetitions of the query set",
+        "loadavg_before": os.getloadavg(), "cpus": len(os.sched_getaffinity(0)),
+    }  # fmt: skip
+    if not (edge_path(path) / "docvision-collection.json").exists() or not args.reuse:
+        shutil.rmtree(path, ignore_errors=True)
+        res["build"] = run_worker(["--worker", "build", "edge", str(path), str(n), "structured"])
+        print("build", res["build"], file=sys.stderr, flush=True)
+    else:
+        res["build"] = "reused an earlier build of the same code (--reuse)"
+    if args.build_only:
+        print(write_result(name + "-build", res))
+        return
+    res["disk_mb"] = {
+        "total": round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1),
+        "side_store": round((edge_path(path) / "fullvec.f16").stat().st_size / 2**20, 1),
+    }
+    res["reopen"] = []
+    for rep in range(args.reps):
+        for plan in ("today", "side") if rep % 2 == 0 else ("side", "today"):
+            res["reopen"].append(
+                run_worker(["--worker", f"reopen-{plan}", "edge", str(path), str(n), "structured"])
+            )
+            print(res["reopen"][-1], file=sys.stderr, flush=True)
+    for plan in ("today", "side"):
+        vals = [r["reopen_seconds"] for r in res["reopen"] if r["plan"] == plan]
+        res[f"reopen_{plan}_median_s"], res[f"reopen_{plan}_spread_s"] = (
+            round(float(np.median(vals)), 3), [min(vals), max(vals)])  # fmt: skip
+    write_result(name, res)
+    res.update(run_worker(["--worker", "plans", "edge", str(path), str(n), "structured", "--queries",
+                           str(args.queries), "--reps", str(args.reps), "--limits", *map(str, args.limits),
+                           "--today-limits", *map(str, args.today_limits),
+                           "--side-query-tokens", *map(str, args.side_query_tokens)]))  # fmt: skip
+    res["loadavg_after"] = os.getloadavg()
+    print(write_result(name, res))
+    if not args.keep:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -207,16 +356,35 @@ def main() -> None:
         "--max-local", type=int, default=1000, help="largest size tried with qdrant-client local mode"
     )
     ap.add_argument("--name", default="search", help="result file name under bench/results/")
+    ap.add_argument("--plans", action="store_true", help="compare today's rerank plan with the side store")
+    ap.add_argument("--today-limits", type=int, nargs="+", default=[100, 200])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--side-query-tokens", type=int, nargs="+", default=[0],
+                    help="--plans: prefetch query reduced to k token centroids (0 = all tokens)")  # fmt: skip
+    ap.add_argument(
+        "--reuse", action="store_true", help="--plans: reuse a kept build (--keep) of the same code"
+    )
+    ap.add_argument("--keep", action="store_true", help="--plans: keep the built collection for --reuse")
+    ap.add_argument("--build-only", action="store_true", help="--plans: build (and --keep) only")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         phase, backend, path, n, data = args.worker
-        out = (
-            build(backend, Path(path), int(n), data)
-            if phase == "build"
-            else measure(backend, Path(path), int(n), args.queries, data, args.limits)
-        )
+        if phase == "build":
+            out = build(backend, Path(path), int(n), data)
+        elif phase.startswith("reopen-"):
+            out = reopen_worker(Path(path), phase.split("-", 1)[1], int(n))
+        elif phase == "plans":
+            variants = [("today", x, 0) for x in args.today_limits] + [
+                ("side", x, k) for k in args.side_query_tokens for x in args.limits
+            ]
+            out = plans_worker(Path(path), int(n), args.queries, args.reps, variants)
+        else:
+            out = measure(backend, Path(path), int(n), args.queries, data, args.limits)
         print("RESULT " + json.dumps(out))
+        return
+    if args.plans:
+        plans_main(args)
         return
     work = ROOT / "bench" / "work" / "search"
     runs = []

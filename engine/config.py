@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     prefetch_limit: int = Field(
         100, description="Candidates the pooled-vector prefetch passes to the MaxSim rerank."
     )
+    side_store: bool = Field(
+        True,
+        description="Embedded edge index: MaxSim rerank in process (BLAS) over a float16 side store (true) or inside the shard (false).",
+    )
+    prefetch_query_tokens: int = Field(
+        0,
+        ge=0,
+        description="Edge side-store plan: prefetch with at most this many query-token centroids (0 = all tokens).",
+    )
 
     # --- Lambda handlers (the template sets these) ---------------------------------------------------
     documents_bucket: str | None = Field(

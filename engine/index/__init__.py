@@ -6,6 +6,8 @@
 
 Per page: the full multivector (MaxSim, no HNSW) for reranking, row/column-pooled multivectors (HNSW) for
 the prefetch, and one mean vector (the dense baseline). See bench/search.py for why edge is the default.
+The edge backend also keeps a float16 copy of the full multivectors (engine/index/sidestore.py) and reranks
+in process with one BLAS GEMM; the server and local backends rerank inside Qdrant.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def open_index(
     if chosen == "edge":
         from engine.index.edge import EdgeIndex
 
-        return EdgeIndex(path / "edge", model_id=model_id, dim=dim)
+        index = EdgeIndex(path / "edge", model_id=model_id, dim=dim, side_store=s.side_store)
+        index.prefetch_query_tokens = s.prefetch_query_tokens or None
+        return index
     if chosen == "local":
         from engine.index.client import ClientIndex
 

@@ -20,12 +20,14 @@ from engine.index.base import (
     PageRecord,
     PayloadQueries,
     SearchHit,
+    _unit,
     check_model,
     hnsw_ef,
     point_id,
     query_plan,
     with_retries,
 )
+from engine.index.sidestore import SIDE, SideStore
 
 log = logging.getLogger(__name__)
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
@@ -63,6 +65,7 @@ class EdgeIndex(PayloadQueries):
         dim: int = 128,
         float16: bool = True,
         indexing_threshold_kb: int | None = None,
+        side_store: bool = True,
     ) -> None:
         self.path = Path(path)
         self.model_id, self.dim = model_id, dim
@@ -78,17 +81,32 @@ class EdgeIndex(PayloadQueries):
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
             meta_path.write_text(json.dumps({"model_id": model_id, "dim": dim, "float16": float16}))
+        # the in-process rerank's copy of the full multivectors (engine/index/sidestore.py); Qdrant stays the truth
+        self.side = SideStore(self.path, dim) if side_store else None
+        self.rerank_in_process = side_store
+        self.prefetch_query_tokens: int | None = None  # None: the prefetch uses every query token
+        self.last_plan = ""  # which plan answered the last rerank search: "side" or "qdrant" (tests, bench)
+        self._stale_logged = False
+        if self.side is not None and self.side.created and self.count() > 0:
+            log.warning(
+                "side store %s was missing or unreadable while the shard holds points: reranking in Qdrant "
+                "until optimize() rebuilds it", self.side.path,
+            )  # fmt: skip
 
     @staticmethod
-    def _config(dim: int, float16: bool, indexing_threshold_kb: int | None = None) -> qe.EdgeConfig:
+    def _config(
+        dim: int, float16: bool, indexing_threshold_kb: int | None = None, full_in_ram: bool = False
+    ) -> qe.EdgeConfig:
         dtype = qe.VectorStorageDatatype.Float16 if float16 else None
         maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
         hnsw = qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1000)
         return qe.EdgeConfig(
             vectors={
                 # The full multivector is only ever used to rerank a prefetch: no graph for it (m=0).
+                # Cold (read on demand): searches rerank from the side store, so loading it at open is waste
                 FULL: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, datatype=dtype,
-                                          hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000)),
+                                          hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000),
+                                          memory=qe.Memory.Cached if full_in_ram else qe.Memory.Cold),
                 ROWS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
                 COLS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
                 MEAN: qe.EdgeVectorParams(dim, qe.Distance.Cosine, hnsw_config=hnsw),
@@ -100,18 +118,26 @@ class EdgeIndex(PayloadQueries):
 
     # ------------------------------------------------------------------------------------------ writes
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
-        points = []
-        for r in records:
-            vectors = r.named_vectors()
-            points.append(qe.Point(point_id(r.document_id, r.page_number, r.model_id), vectors, r.payload()))
-        if points:
+        if not records:
+            return
 
-            def write() -> None:
-                self.shard.update(qe.UpdateOperation.upsert_points(points))
-                self.shard.flush()
+        def write() -> None:
+            # side-store rows first (fsynced), then the points that point at them: a crash in between leaves
+            # unreferenced rows, never a pointer to rows that are not there
+            pointers = (
+                self.side.append([_unit(r.vectors) for r in records]) if self.side is not None else None
+            )
+            points = []
+            for i, r in enumerate(records):
+                payload = r.payload() if pointers is None else {**r.payload(), SIDE: pointers[i]}
+                points.append(
+                    qe.Point(point_id(r.document_id, r.page_number, r.model_id), r.named_vectors(), payload)
+                )
+            self.shard.update(qe.UpdateOperation.upsert_points(points))
+            self.shard.flush()
 
-            with_retries(write, what="upsert", document_id=records[0].document_id, last_safe_page=last_safe_page,
-                         transient=(Exception,), retry_if=_transient_edge_error)  # fmt: skip
+        with_retries(write, what="upsert", document_id=records[0].document_id, last_safe_page=last_safe_page,
+                     transient=(Exception,), retry_if=_transient_edge_error)  # fmt: skip
 
     def delete_document(self, document_id: str) -> None:
         def delete() -> None:
@@ -126,6 +152,45 @@ class EdgeIndex(PayloadQueries):
         search is a brute-force scan of the unindexed segment (bench/results/search.json shows the cost)."""
         self.shard.optimize()
         self.shard.flush()
+        if self.side is not None:
+            self.repair_side_store()
+
+    def repair_side_store(self, batch: int = 32) -> int:
+        """Re-copy every page whose side-store pointer is missing or stale from Qdrant's own vectors; compact
+        the store first when most of it is garbage (replaced or deleted pages). Returns the pages re-copied."""
+        assert self.side is not None
+        live, stale = 0, []
+        offset = None
+        while True:
+            recs, offset = self.shard.scroll(
+                qe.ScrollRequest(limit=1000, offset=offset, with_payload=[SIDE], with_vector=False)
+            )
+            for r in recs:
+                pointer = (r.payload or {}).get(SIDE)
+                if isinstance(pointer, list) and self.side.valid(pointer):
+                    live += pointer[2]
+                else:
+                    stale.append(r.id)
+            if offset is None:
+                break
+        if live and self.side.garbage_ratio(live) > 0.5:
+            log.info("side store %s is mostly garbage: rewriting it from the shard", self.side.path)
+            self.side.reset()
+            return self.repair_side_store(batch)
+        for start in range(0, len(stale), batch):
+            ids = stale[start : start + batch]
+            recs = self.shard.retrieve(ids, with_payload=False, with_vector=[FULL])
+            vectors = []
+            for r in recs:
+                assert isinstance(r.vector, dict)
+                vectors.append(_unit(np.asarray(r.vector[FULL], dtype=np.float32)))
+            for r, pointer in zip(recs, self.side.append(vectors), strict=True):
+                self.shard.update(qe.UpdateOperation.set_payload([r.id], {SIDE: pointer}))
+            self.shard.flush()
+        if stale:
+            log.info("side store %s: re-copied %d pages from the shard", self.side.path, len(stale))
+        self._stale_logged = False
+        return len(stale)
 
     # ------------------------------------------------------------------------------------------- reads
     def _payloads(self, field: str, value: str, fields: list[str]) -> list[dict[str, Any]]:
@@ -153,7 +218,7 @@ class EdgeIndex(PayloadQueries):
             return None
         vectors = recs[0].vector
         assert isinstance(vectors, dict)
-        return dict(recs[0].payload or {}), np.asarray(vectors[FULL], dtype=np.float32)
+        return _public(recs[0].payload), np.asarray(vectors[FULL], dtype=np.float32)
 
     def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
                mode: str = "rerank", prefetch_limit: int = 100) -> list[SearchHit]:  # fmt: skip
@@ -162,6 +227,11 @@ class EdgeIndex(PayloadQueries):
             if document_ids
             else None
         )
+        if mode == "rerank" and self.side is not None and self.rerank_in_process:
+            hits = self._search_side(query, top_k, flt, prefetch_limit)
+            if hits is not None:
+                return hits
+        self.last_plan = "qdrant"
         vector, using, stages = query_plan(query, mode, prefetch_limit)
         prefetches = [
             qe.Prefetch(
@@ -179,7 +249,50 @@ class EdgeIndex(PayloadQueries):
             filter=flt,
             with_payload=True,
         )
-        return [SearchHit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(req)]
+        return [SearchHit(str(p.id), float(p.score), _public(p.payload)) for p in self.shard.query(req)]
+
+    def _search_side(
+        self, query: np.ndarray, top_k: int, flt: qe.Filter | None, prefetch_limit: int
+    ) -> list[SearchHit] | None:
+        """The same plan as Qdrant's rerank (pooled-vector HNSW prefetch, then MaxSim on the full multivector),
+        with the MaxSim done here by one BLAS GEMM over the side store. None when a candidate's pointer is
+        stale: the caller then reranks in Qdrant."""
+        assert self.side is not None
+        q = _unit(np.asarray(query, dtype=np.float32))  # Qdrant's cosine normalises the query the same way
+        vector = reduce_query(q, self.prefetch_query_tokens).tolist()
+        batch = qe.QueryBatchRequest(
+            [
+                qe.QueryRequest(limit=prefetch_limit, query=qe.Query.Nearest(vector, using=name), filter=flt,
+                                params=qe.SearchParams(hnsw_ef=hnsw_ef(prefetch_limit)), with_payload=[SIDE])
+                for name in (ROWS, COLS)
+            ]
+        )  # fmt: skip
+        found: dict[str, Any] = {}
+        for result in self.shard.query_batch(batch):
+            for p in result:
+                found.setdefault(str(p.id), (p.payload or {}).get(SIDE))
+        if not found:
+            return []
+        ids, pointers = list(found), list(found.values())
+        stale = sum(not self.side.valid(p) for p in pointers)
+        if stale:
+            if not self._stale_logged:
+                log.warning(
+                    "side store %s is stale for %d of %d candidates (missing, replaced or older than the shard): "
+                    "reranking in Qdrant; optimize() rebuilds it", self.side.path, stale, len(pointers),
+                )  # fmt: skip
+                self._stale_logged = True
+            return None
+        self.last_plan = "side"
+        scores = self.side.maxsim(q, pointers)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        recs = self.shard.retrieve([ids[i] for i in order], with_payload=True, with_vector=False)
+        payloads = {str(r.id): r.payload for r in recs}
+        return [
+            SearchHit(ids[i], float(scores[i]), _public(payloads[ids[i]]))
+            for i in order
+            if ids[i] in payloads
+        ]
 
     def info(self) -> dict[str, Any]:
         info = self.shard.info()
@@ -191,10 +304,33 @@ class EdgeIndex(PayloadQueries):
             "points": self.count(),
             "segments": info.segments_count,
             "indexed_vectors": info.indexed_vectors_count,
+            "side_store": None if self.side is None else str(self.side.path),
         }
 
     def close(self) -> None:
+        if self.side is not None:
+            self.side.close()
         self.shard.close()
+
+
+def reduce_query(q: np.ndarray, k: int | None) -> np.ndarray:
+    """At most k unit centroids of the query's tokens (farthest-point start, a few Lloyd steps): a cheaper
+    query for the pooled-vector prefetch, whose MaxSim costs query tokens x pooled vectors per page."""
+    if not k or len(q) <= k:
+        return q
+    centres = [q[0]]
+    for _ in range(k - 1):
+        centres.append(q[int(np.argmin((q @ np.array(centres).T).max(axis=1)))])
+    c = np.array(centres)
+    for _ in range(5):
+        owner = np.argmax(q @ c.T, axis=1)
+        c = _unit(np.stack([q[owner == j].mean(axis=0) if (owner == j).any() else c[j] for j in range(k)]))
+    return c
+
+
+def _public(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """The payload a caller sees: without the side-store pointer."""
+    return {k: v for k, v in (payload or {}).items() if k != SIDE}
 
 
 def _match(field: str, value: str) -> qe.Filter:
