@@ -221,7 +221,9 @@ def reopen_worker(path: Path, plan: str, n: int) -> dict:
     qe.EdgeShard.load(str(edge_path(path) / "shard"), EdgeIndex._config(DIM, True, full_in_ram=today)).close()
     rss0 = peak_rss_mb()
     t = time.perf_counter()
-    index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM, side_store=not today)
+    index = EdgeIndex(
+        edge_path(path), model_id="bench-model", dim=DIM, side_store=None if today else "float16"
+    )
     reopen = time.perf_counter() - t
     q = queries(1, n)[0]
     t = time.perf_counter()
@@ -237,13 +239,30 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, variants: list[t
     """One process, one collection, the same queries: exhaustive MaxSim once (ground truth), then every
     variant on every query in turn (rotating the order), `reps` times over the query set."""
     from engine.index.edge import EdgeIndex
+    from engine.index.sidestore import HEADER, SideStore
 
     index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM)
+    stores = {"side16": index.side}
+    if any(v[0] == "side32" for v in variants):
+        # the float32 store of the same rows (same id and row numbers): what a DOCVISION_SIDE_STORE=float32
+        # collection holds (float16-rounded values, as Qdrant's float16 storage scores them too)
+        src = index.side
+        assert src is not None
+        f32 = src.path.with_suffix(".f32")
+        with src.path.open("rb") as fin, f32.open("wb") as fout:
+            head = bytearray(fin.read(HEADER))
+            head[28] = 4
+            fout.write(bytes(head))
+            while chunk := fin.read(2 * DIM * 100_000):
+                fout.write(np.frombuffer(chunk, dtype=np.float16).astype(np.float32).tobytes())
+        stores["side32"] = SideStore(edge_path(path), DIM, "float32")
+        assert stores["side32"].store_id == src.store_id
     qs = queries(n_queries, n)
     exact, exact_p50, exact_p95 = timed_search(index, qs, mode="exact")
 
     def use(plan: str, k: int) -> None:
-        index.rerank_in_process = plan == "side"
+        index.rerank_in_process = plan != "today"
+        index.side = stores.get(plan, index.side)
         index.prefetch_query_tokens = k or None
 
     for plan, limit, k in variants:  # warm-up: page in what each variant touches
@@ -260,7 +279,7 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, variants: list[t
                 hits = index.search(q, top_k=10, prefetch_limit=v[1])
                 times[v][rep].append(time.perf_counter() - t)
                 tops[v][i] = [h.point_id for h in hits]
-                if index.last_plan != v[0].replace("today", "qdrant"):
+                if index.last_plan != ("qdrant" if v[0] == "today" else "side"):
                     raise RuntimeError(f"{v} was answered by the {index.last_plan} plan")
     rows = []
     for plan, limit, k in variants:
@@ -304,8 +323,12 @@ def plans_main(args) -> None:
         "plans": {
             "today": "Qdrant query: HNSW prefetch on row- and column-pooled vectors (prefetch_limit each) -> "
                      "MaxSim rerank inside the shard on the full multivector",
-            "side": "the same two HNSW prefetches (one query_batch, ids + side-store pointers) -> MaxSim in "
-                    "process: float16 side-store rows cast to float32, one GEMM, per-page max (reduceat)",
+            "side16": "the same two HNSW prefetches (one query_batch, ids + side-store pointers) -> MaxSim in "
+                      "process: float16 side-store rows gathered, cast to float32 (torch), one GEMM (numpy/OpenBLAS), "
+                      "per-page max (reduceat)",
+            "side32": "as side16 over a float32 side store (no cast; twice the disk)",
+            "prefetch_query_tokens": "k: the prefetch's query reduced to k token centroids; the rerank uses every "
+                                     "query token",
         },
         "alternation": f"each query runs every variant in a rotating order; {args.reps} repetitions of the query set",
         "loadavg_before": os.getloadavg(), "cpus": len(os.sched_getaffinity(0)),
@@ -338,7 +361,8 @@ def plans_main(args) -> None:
     res.update(run_worker(["--worker", "plans", "edge", str(path), str(n), "structured", "--queries",
                            str(args.queries), "--reps", str(args.reps), "--limits", *map(str, args.limits),
                            "--today-limits", *map(str, args.today_limits),
-                           "--side-query-tokens", *map(str, args.side_query_tokens)]))  # fmt: skip
+                           "--side-query-tokens", *map(str, args.side_query_tokens),
+                           "--side-types", *args.side_types]))  # fmt: skip
     res["loadavg_after"] = os.getloadavg()
     print(write_result(name, res))
     if not args.keep:
@@ -359,6 +383,7 @@ def main() -> None:
     ap.add_argument("--plans", action="store_true", help="compare today's rerank plan with the side store")
     ap.add_argument("--today-limits", type=int, nargs="+", default=[100, 200])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--side-types", nargs="+", default=["float16", "float32"], choices=["float16", "float32"])
     ap.add_argument("--side-query-tokens", type=int, nargs="+", default=[0],
                     help="--plans: prefetch query reduced to k token centroids (0 = all tokens)")  # fmt: skip
     ap.add_argument(
@@ -376,7 +401,10 @@ def main() -> None:
             out = reopen_worker(Path(path), phase.split("-", 1)[1], int(n))
         elif phase == "plans":
             variants = [("today", x, 0) for x in args.today_limits] + [
-                ("side", x, k) for k in args.side_query_tokens for x in args.limits
+                (f"side{t[-2:]}", x, k)
+                for t in args.side_types
+                for k in args.side_query_tokens
+                for x in args.limits
             ]
             out = plans_worker(Path(path), int(n), args.queries, args.reps, variants)
         else:

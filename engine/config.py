@@ -109,9 +109,10 @@ class Settings(BaseSettings):
     prefetch_limit: int = Field(
         100, description="Candidates the pooled-vector prefetch passes to the MaxSim rerank."
     )
-    side_store: bool = Field(
-        True,
-        description="Embedded edge index: MaxSim rerank in process (BLAS) over a float16 side store (true) or inside the shard (false).",
+    side_store: Literal["float16", "float32", "off"] = Field(
+        "float16",
+        description="Embedded edge index: rerank in process (BLAS MaxSim) over a copy of the full multivectors "
+        "stored as float16 or float32 (no cast per search, twice the disk), or off (rerank inside the shard).",
     )
     prefetch_query_tokens: int = Field(
         0,

@@ -61,7 +61,12 @@ def open_index(
     if chosen == "edge":
         from engine.index.edge import EdgeIndex
 
-        index = EdgeIndex(path / "edge", model_id=model_id, dim=dim, side_store=s.side_store)
+        index = EdgeIndex(
+            path / "edge",
+            model_id=model_id,
+            dim=dim,
+            side_store=None if s.side_store == "off" else s.side_store,
+        )
         index.prefetch_query_tokens = s.prefetch_query_tokens or None
         return index
     if chosen == "local":

@@ -65,7 +65,7 @@ class EdgeIndex(PayloadQueries):
         dim: int = 128,
         float16: bool = True,
         indexing_threshold_kb: int | None = None,
-        side_store: bool = True,
+        side_store: str | None = "float16",
     ) -> None:
         self.path = Path(path)
         self.model_id, self.dim = model_id, dim
@@ -82,8 +82,8 @@ class EdgeIndex(PayloadQueries):
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
             meta_path.write_text(json.dumps({"model_id": model_id, "dim": dim, "float16": float16}))
         # the in-process rerank's copy of the full multivectors (engine/index/sidestore.py); Qdrant stays the truth
-        self.side = SideStore(self.path, dim) if side_store else None
-        self.rerank_in_process = side_store
+        self.side = SideStore(self.path, dim, side_store) if side_store else None
+        self.rerank_in_process = self.side is not None
         self.prefetch_query_tokens: int | None = None  # None: the prefetch uses every query token
         self.last_plan = ""  # which plan answered the last rerank search: "side" or "qdrant" (tests, bench)
         self._stale_logged = False

@@ -19,7 +19,6 @@ import mmap
 import os
 import threading
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,22 @@ SIDE = "_side"  # payload field holding the pointer
 
 
 def fingerprint(rows: np.ndarray) -> int:
-    """48 bits from the first and last bytes of a page's float16 rows: catches misaligned or foreign data."""
-    raw = rows.view(np.uint8).reshape(-1)
-    return int.from_bytes(bytes(raw[:3]) + bytes(raw[-3:]), "little")
+    """48 bits of a page's first and last values (as float16, whatever the store's type): catches misaligned
+    or foreign data."""
+    head = np.ascontiguousarray(rows[0, :2], dtype=np.float16).view(np.uint8)[:3]
+    tail = np.ascontiguousarray(rows[-1, -2:], dtype=np.float16).view(np.uint8)[-3:]
+    return int.from_bytes(bytes(head) + bytes(tail), "little")
 
 
 class SideStore:
-    def __init__(self, folder: Path, dim: int) -> None:
-        self.path = Path(folder) / "fullvec.f16"
-        self.dim, self.row_bytes = dim, dim * 2
+    """float16 (half the disk and page cache) or float32 (no cast at search time) rows; one file per type."""
+
+    def __init__(self, folder: Path, dim: int, dtype: str = "float16") -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float16, np.float32):
+            raise ValueError(f"side store type {dtype!r} is not float16 or float32")
+        self.path = Path(folder) / f"fullvec.f{self.dtype.itemsize * 8}"
+        self.dim, self.row_bytes = dim, dim * self.dtype.itemsize
         self._lock = threading.Lock()
         self._map: mmap.mmap | None = None
         self._view: np.ndarray | None = None
@@ -58,13 +64,19 @@ class SideStore:
             return None
         if len(head) < HEADER or head[:8] != MAGIC or int.from_bytes(head[24:28], "little") != self.dim:
             return None
+        if (head[28] or 2) != self.dtype.itemsize:
+            return None
         return head[8:24].hex()
 
     def _create(self) -> None:
         sid = uuid.uuid4().bytes
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("wb") as f:
-            f.write((MAGIC + sid + self.dim.to_bytes(4, "little")).ljust(HEADER, b"\0"))
+            f.write(
+                (MAGIC + sid + self.dim.to_bytes(4, "little") + bytes([self.dtype.itemsize])).ljust(
+                    HEADER, b"\0"
+                )
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -81,7 +93,7 @@ class SideStore:
             pointers, chunks = [], []
             row = first
             for vectors in pages:
-                rows = np.ascontiguousarray(vectors, dtype=np.float16)
+                rows = np.ascontiguousarray(vectors, dtype=self.dtype)
                 pointers.append([self.store_id, row, len(rows), fingerprint(rows)])
                 chunks.append(rows)
                 row += len(rows)
@@ -108,7 +120,7 @@ class SideStore:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             n = (len(self._map) - HEADER) // self.row_bytes
             self._view = np.frombuffer(
-                self._map, dtype=np.float16, count=n * self.dim, offset=HEADER
+                self._map, dtype=self.dtype, count=n * self.dim, offset=HEADER
             ).reshape(n, self.dim)
         return self._view
 
@@ -130,8 +142,9 @@ class SideStore:
         view = self._rows_view()
         sizes = np.array([p[2] for p in pointers])
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        gathered = np.empty((int(sizes.sum()), self.dim), dtype=np.float32)
-        _cast_rows(view, pointers, starts, gathered)
+        gathered = np.concatenate([view[p[1] : p[1] + p[2]] for p in pointers])
+        if gathered.dtype != np.float32:
+            gathered = _to_float32(gathered)
         sims = np.asarray(query, dtype=np.float32) @ gathered.T  # (query tokens, all gathered rows)
         return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
 
@@ -150,16 +163,11 @@ class SideStore:
         self._close_map()
 
 
-def _cast_rows(view: np.ndarray, pointers: list[list], starts: np.ndarray, out: np.ndarray) -> None:
-    """float16 → float32 gather. torch's cast is vectorised (F16C); numpy's is scalar, ~4x slower here."""
+def _to_float32(rows: np.ndarray) -> np.ndarray:
+    """float16 -> float32 in one call. torch's cast is vectorised (F16C); numpy's is scalar, ~4x slower here.
+    (One big cast: torch's per-slice copies wake its thread pool each time and were 10-100x slower.)"""
     try:
         import torch
     except ImportError:  # pragma: no cover - the image always has torch
-        for p, s in zip(pointers, starts, strict=True):
-            out[s : s + p[2]] = view[p[1] : p[1] + p[2]]
-        return
-    dst = torch.from_numpy(out)
-    with warnings.catch_warnings():  # the mapped rows are read-only; torch only reads them here
-        warnings.simplefilter("ignore", UserWarning)
-        for p, s in zip(pointers, starts, strict=True):
-            dst[s : s + p[2]].copy_(torch.from_numpy(view[p[1] : p[1] + p[2]]))
+        return rows.astype(np.float32)
+    return torch.from_numpy(rows).float().numpy()

@@ -52,8 +52,11 @@ def check_same_as_exhaustive(index: EdgeIndex, plan: str) -> None:
         assert SIDE not in got[0].payload and {"document_id", "page_number"} <= set(got[0].payload)
 
 
-def test_in_process_rerank_equals_exhaustive_maxsim_through_replace_delete_reopen(tmp_path: Path) -> None:
-    index = EdgeIndex(tmp_path / "edge", model_id="m1")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_in_process_rerank_equals_exhaustive_maxsim_through_replace_delete_reopen(
+    tmp_path: Path, dtype: str
+) -> None:
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", side_store=dtype)
     index.upsert([rec(f"d{d}", p, d * 10 + p) for d in range(12) for p in range(1, 6)])
     check_same_as_exhaustive(index, "side")
     # the in-process scores are Qdrant's scores, not just the same order
@@ -81,8 +84,8 @@ def test_in_process_rerank_equals_exhaustive_maxsim_through_replace_delete_reope
     assert all(h.document_id != "d5" for h in index.search(q, top_k=60, prefetch_limit=1000))
     index.close()
 
-    again = EdgeIndex(tmp_path / "edge", model_id="m1")
-    assert not again.side.created
+    again = EdgeIndex(tmp_path / "edge", model_id="m1", side_store=dtype)
+    assert not again.side.created and again.side.path.name == f"fullvec.f{dtype[-2:]}"
     check_same_as_exhaustive(again, "side")
     # filters still apply on the in-process plan
     only = again.search(q, top_k=10, document_ids=["d1", "d7"], prefetch_limit=1000)
