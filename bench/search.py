@@ -235,7 +235,23 @@ def reopen_worker(path: Path, plan: str, n: int) -> dict:
     return out
 
 
-def plans_worker(path: Path, n: int, n_queries: int, reps: int, variants: list[tuple[str, int, int]]) -> dict:
+def parse_variant(spec: str) -> dict:
+    """`plan:limit[:kN][:fpKxM]` - plan today|side16|side32, prefetch limit, prefetch query reduced to N token
+    centroids, rerank first pass with K centroids keeping the M best for the full query."""
+    plan, limit, *rest = spec.split(":")
+    v = {"spec": spec, "plan": plan, "limit": int(limit), "k": None, "first_pass": None}
+    for part in rest:
+        if part.startswith("k"):
+            v["k"] = int(part[1:])
+        elif part.startswith("fp"):
+            a, b = part[2:].split("x")
+            v["first_pass"] = (int(a), int(b))
+    if plan not in ("today", "side16", "side32") or (plan == "today" and rest):
+        raise SystemExit(f"bad variant {spec!r}")
+    return v
+
+
+def plans_worker(path: Path, n: int, n_queries: int, reps: int, specs: list[str]) -> dict:
     """One process, one collection, the same queries: exhaustive MaxSim once (ground truth), then every
     variant on every query in turn (rotating the order), `reps` times over the query set."""
     from engine.index.edge import EdgeIndex
@@ -243,7 +259,8 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, variants: list[t
 
     index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM)
     stores = {"side16": index.side}
-    if any(v[0] == "side32" for v in variants):
+    variants = [parse_variant(x) for x in specs]
+    if any(v["plan"] == "side32" for v in variants):
         # the float32 store of the same rows (same id and row numbers): what a DOCVISION_SIDE_STORE=float32
         # collection holds (float16-rounded values, as Qdrant's float16 storage scores them too)
         src = index.side
@@ -260,41 +277,44 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, variants: list[t
     qs = queries(n_queries, n)
     exact, exact_p50, exact_p95 = timed_search(index, qs, mode="exact")
 
-    def use(plan: str, k: int) -> None:
-        index.rerank_in_process = plan != "today"
-        index.side = stores.get(plan, index.side)
-        index.prefetch_query_tokens = k or None
+    def use(v: dict) -> None:
+        index.rerank_in_process = v["plan"] != "today"
+        index.side = stores.get(v["plan"], index.side)
+        index.prefetch_query_tokens = v["k"]
+        index.rerank_first_pass = v["first_pass"]
 
-    for plan, limit, k in variants:  # warm-up: page in what each variant touches
-        use(plan, k)
-        index.search(qs[0], top_k=10, prefetch_limit=limit)
-    times: dict = {v: [[] for _ in range(reps)] for v in variants}
-    tops: dict = {v: [None] * len(qs) for v in variants}
+    for v in variants:  # warm-up: page in what each variant touches
+        use(v)
+        index.search(qs[0], top_k=10, prefetch_limit=v["limit"])
+    times: dict = {v["spec"]: [[] for _ in range(reps)] for v in variants}
+    tops: dict = {v["spec"]: [None] * len(qs) for v in variants}
     for rep in range(reps):
         for i, q in enumerate(qs):
             k = (rep * len(qs) + i) % len(variants)
             for v in variants[k:] + variants[:k]:
-                use(v[0], v[2])
+                use(v)
                 t = time.perf_counter()
-                hits = index.search(q, top_k=10, prefetch_limit=v[1])
-                times[v][rep].append(time.perf_counter() - t)
-                tops[v][i] = [h.point_id for h in hits]
-                if index.last_plan != ("qdrant" if v[0] == "today" else "side"):
+                hits = index.search(q, top_k=10, prefetch_limit=v["limit"])
+                times[v["spec"]][rep].append(time.perf_counter() - t)
+                tops[v["spec"]][i] = [h.point_id for h in hits]
+                if index.last_plan != ("qdrant" if v["plan"] == "today" else "side"):
                     raise RuntimeError(f"{v} was answered by the {index.last_plan} plan")
     rows = []
-    for plan, limit, k in variants:
-        per_rep = times[(plan, limit, k)]
+    for v in variants:
+        plan, limit, spec, base = v["plan"], v["limit"], v["spec"], f"today:{v['limit']}"
+        per_rep = times[spec]
         p50s = [float(np.percentile(r, 50)) * 1000 for r in per_rep]
         p95s = [float(np.percentile(r, 95)) * 1000 for r in per_rep]
-        same = ([h == g for h, g in zip(tops[(plan, limit, k)], tops[("today", limit, 0)], strict=True)]
-                if ("today", limit, 0) in tops else None)  # fmt: skip
+        same = ([h == g for h, g in zip(tops[spec], tops[base], strict=True)]
+                if base in tops else None)  # fmt: skip
         rows.append({
-            "plan": plan, "prefetch_limit": limit, "prefetch_query_tokens": k or "all",
+            "variant": spec, "plan": plan, "prefetch_limit": limit, "prefetch_query_tokens": v["k"] or "all",
+            "rerank_first_pass_tokens_keep": v["first_pass"],
             "p50_ms": round(float(np.median(p50s)), 1), "p95_ms": round(float(np.median(p95s)), 1),
             "p50_ms_per_rep": [round(x, 1) for x in p50s], "p95_ms_per_rep": [round(x, 1) for x in p95s],
             "p50_spread_ms": round(max(p50s) - min(p50s), 1),
             "p50_all_reps_ms": round(float(np.percentile(sum(per_rep, []), 50)) * 1000, 1),
-            "recall_at_10": recall(tops[(plan, limit, k)], exact),
+            "recall_at_10": recall(tops[spec], exact),
             "same_top10_as_today_same_limit": None if same is None else round(float(np.mean(same)), 3),
         })  # fmt: skip
     out = {"exact_p50_ms": round(exact_p50, 1), "exact_p95_ms": round(exact_p95, 1), "variants": rows,
@@ -359,10 +379,7 @@ def plans_main(args) -> None:
             round(float(np.median(vals)), 3), [min(vals), max(vals)])  # fmt: skip
     write_result(name, res)
     res.update(run_worker(["--worker", "plans", "edge", str(path), str(n), "structured", "--queries",
-                           str(args.queries), "--reps", str(args.reps), "--limits", *map(str, args.limits),
-                           "--today-limits", *map(str, args.today_limits),
-                           "--side-query-tokens", *map(str, args.side_query_tokens),
-                           "--side-types", *args.side_types]))  # fmt: skip
+                           str(args.queries), "--reps", str(args.reps), "--variants", *args.variants]))  # fmt: skip
     res["loadavg_after"] = os.getloadavg()
     print(write_result(name, res))
     if not args.keep:
@@ -381,11 +398,10 @@ def main() -> None:
     )
     ap.add_argument("--name", default="search", help="result file name under bench/results/")
     ap.add_argument("--plans", action="store_true", help="compare today's rerank plan with the side store")
-    ap.add_argument("--today-limits", type=int, nargs="+", default=[100, 200])
+    ap.add_argument("--variants", nargs="+", default=["today:100", "today:200", "side16:100", "side16:200",
+                    "side32:100", "side32:200", "side32:200:k4", "side32:200:k4:fp4x60"],
+                    help="--plans: plan:limit[:kN][:fpKxM] (see parse_variant)")  # fmt: skip
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--side-types", nargs="+", default=["float16", "float32"], choices=["float16", "float32"])
-    ap.add_argument("--side-query-tokens", type=int, nargs="+", default=[0],
-                    help="--plans: prefetch query reduced to k token centroids (0 = all tokens)")  # fmt: skip
     ap.add_argument(
         "--reuse", action="store_true", help="--plans: reuse a kept build (--keep) of the same code"
     )
@@ -400,13 +416,7 @@ def main() -> None:
         elif phase.startswith("reopen-"):
             out = reopen_worker(Path(path), phase.split("-", 1)[1], int(n))
         elif phase == "plans":
-            variants = [("today", x, 0) for x in args.today_limits] + [
-                (f"side{t[-2:]}", x, k)
-                for t in args.side_types
-                for k in args.side_query_tokens
-                for x in args.limits
-            ]
-            out = plans_worker(Path(path), int(n), args.queries, args.reps, variants)
+            out = plans_worker(Path(path), int(n), args.queries, args.reps, args.variants)
         else:
             out = measure(backend, Path(path), int(n), args.queries, data, args.limits)
         print("RESULT " + json.dumps(out))

@@ -85,6 +85,8 @@ class EdgeIndex(PayloadQueries):
         self.side = SideStore(self.path, dim, side_store) if side_store else None
         self.rerank_in_process = self.side is not None
         self.prefetch_query_tokens: int | None = None  # None: the prefetch uses every query token
+        # (k, keep): rerank first with k query-token centroids, then with the full query on the `keep` best
+        self.rerank_first_pass: tuple[int, int] | None = None
         self.last_plan = ""  # which plan answered the last rerank search: "side" or "qdrant" (tests, bench)
         self._stale_logged = False
         if self.side is not None and self.side.created and self.count() > 0:
@@ -284,7 +286,8 @@ class EdgeIndex(PayloadQueries):
                 self._stale_logged = True
             return None
         self.last_plan = "side"
-        scores = self.side.maxsim(q, pointers)
+        first = self.rerank_first_pass
+        scores = self.side.maxsim(q, pointers, (reduce_query(q, first[0]), first[1]) if first else None)
         order = np.argsort(-scores, kind="stable")[:top_k]
         recs = self.shard.retrieve([ids[i] for i in order], with_payload=True, with_vector=False)
         payloads = {str(r.id): r.payload for r in recs}

@@ -137,16 +137,31 @@ class SideStore:
     def rows(self, pointer: list) -> np.ndarray:
         return np.asarray(self._rows_view()[pointer[1] : pointer[1] + pointer[2]], dtype=np.float32)
 
-    def maxsim(self, query: np.ndarray, pointers: list[list]) -> np.ndarray:
-        """MaxSim of one query against each pointed page: one float32 GEMM over the gathered rows."""
+    def maxsim(
+        self, query: np.ndarray, pointers: list[list], first_pass: tuple[np.ndarray, int] | None = None
+    ) -> np.ndarray:
+        """MaxSim of one query against each pointed page: one float32 GEMM over the gathered rows.
+
+        first_pass=(cheap query, keep): score every page with the cheap query (e.g. a few centroids of the
+        query's tokens) first and the full query only on the `keep` best; the others score -inf."""
         view = self._rows_view()
         sizes = np.array([p[2] for p in pointers])
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         gathered = np.concatenate([view[p[1] : p[1] + p[2]] for p in pointers])
         if gathered.dtype != np.float32:
             gathered = _to_float32(gathered)
-        sims = np.asarray(query, dtype=np.float32) @ gathered.T  # (query tokens, all gathered rows)
-        return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
+        q = np.asarray(query, dtype=np.float32)
+        if first_pass is None or first_pass[1] >= len(pointers):
+            return _maxsim(q, gathered, starts)
+        cheap, keep = first_pass
+        best = np.argsort(-_maxsim(np.asarray(cheap, dtype=np.float32), gathered, starts), kind="stable")[
+            :keep
+        ]
+        best.sort()
+        rows = np.concatenate([gathered[starts[i] : starts[i] + sizes[i]] for i in best])
+        scores = np.full(len(pointers), -np.inf, dtype=np.float32)
+        scores[best] = _maxsim(q, rows, np.concatenate([[0], np.cumsum(sizes[best])[:-1]]))
+        return scores
 
     def garbage_ratio(self, live_rows: int) -> float:
         total = max(0, (self._size - HEADER) // self.row_bytes)
@@ -161,6 +176,11 @@ class SideStore:
 
     def close(self) -> None:
         self._close_map()
+
+
+def _maxsim(query: np.ndarray, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    sims = query @ rows.T  # (query tokens, all gathered rows)
+    return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
 
 
 def _to_float32(rows: np.ndarray) -> np.ndarray:

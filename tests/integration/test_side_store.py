@@ -156,4 +156,12 @@ def test_reduced_prefetch_query_keeps_the_rerank_exact(tmp_path: Path) -> None:
     index.upsert([rec(f"d{d}", p, d * 10 + p) for d in range(6) for p in range(1, 6)])
     index.prefetch_query_tokens = 4
     check_same_as_exhaustive(index, "side")  # every page is a candidate: the final ranking is still exact
+    # a cheap first pass (4 centroids) keeping 12 of 30: whatever it returns carries its exact MaxSim score
+    index.rerank_first_pass = (4, 12)
+    for q in queries():
+        exact = {h.point_id: h.score for h in index.search(q, top_k=30, mode="exact")}
+        got = index.search(q, top_k=10, prefetch_limit=1000)
+        assert len(got) == 10 and index.last_plan == "side"
+        assert all(abs(h.score - exact[h.point_id]) < 5e-3 for h in got)
+        assert [h.score for h in got] == sorted((h.score for h in got), reverse=True)
     index.close()
