@@ -246,7 +246,7 @@ def parse_variant(spec: str) -> dict:
         elif part.startswith("fp"):
             a, b = part[2:].split("x")
             v["first_pass"] = (int(a), int(b))
-    if plan not in ("today", "side16", "side32") or (plan == "today" and rest):
+    if plan not in ("today", "side16", "side32") or (plan == "today" and v["first_pass"]):
         raise SystemExit(f"bad variant {spec!r}")
     return v
 
@@ -257,7 +257,7 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, specs: list[str]
     from engine.index.edge import EdgeIndex
     from engine.index.sidestore import HEADER, SideStore
 
-    index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM)
+    index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM, side_store="float16")
     stores = {"side16": index.side}
     variants = [parse_variant(x) for x in specs]
     if any(v["plan"] == "side32" for v in variants):
@@ -323,8 +323,10 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, specs: list[str]
     return out
 
 
-def run_worker(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+def run_worker(args: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"worker {args[:3]} failed: {proc.stderr[-1500:]}")
@@ -355,7 +357,11 @@ def plans_main(args) -> None:
     }  # fmt: skip
     if not (edge_path(path) / "docvision-collection.json").exists() or not args.reuse:
         shutil.rmtree(path, ignore_errors=True)
-        res["build"] = run_worker(["--worker", "build", "edge", str(path), str(n), "structured"])
+        # the side store is off by default: this build writes it (float16) so that both plans can run
+        res["build"] = run_worker(
+            ["--worker", "build", "edge", str(path), str(n), "structured"],
+            {"DOCVISION_SIDE_STORE": "float16"},
+        )
         print("build", res["build"], file=sys.stderr, flush=True)
     else:
         res["build"] = "reused an earlier build of the same code (--reuse)"

@@ -110,14 +110,14 @@ class Settings(BaseSettings):
         100, description="Candidates the pooled-vector prefetch passes to the MaxSim rerank."
     )
     side_store: Literal["float16", "float32", "off"] = Field(
-        "float16",
+        "off",
         description="Embedded edge index: rerank in process (BLAS MaxSim) over a copy of the full multivectors "
         "stored as float16 or float32 (no cast per search, twice the disk), or off (rerank inside the shard).",
     )
     prefetch_query_tokens: int = Field(
         0,
         ge=0,
-        description="Edge side-store plan: prefetch with at most this many query-token centroids (0 = all tokens).",
+        description="Embedded edge index: the pooled-vector prefetch uses at most this many query-token centroids (0 = all tokens); the rerank always uses every token.",
     )
 
     # --- Lambda handlers (the template sets these) ---------------------------------------------------

@@ -65,7 +65,7 @@ class EdgeIndex(PayloadQueries):
         dim: int = 128,
         float16: bool = True,
         indexing_threshold_kb: int | None = None,
-        side_store: str | None = "float16",
+        side_store: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.model_id, self.dim = model_id, dim
@@ -76,7 +76,8 @@ class EdgeIndex(PayloadQueries):
             self.shard = _open_shard(self.path / "shard")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            config = self._config(dim, float16, indexing_threshold_kb)
+            # with a side store the shard's full multivectors are only read for a fallback: leave them on disk
+            config = self._config(dim, float16, indexing_threshold_kb, full_in_ram=not side_store)
             self.shard = _open_shard(self.path / "shard", create=config)
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
@@ -105,7 +106,7 @@ class EdgeIndex(PayloadQueries):
         return qe.EdgeConfig(
             vectors={
                 # The full multivector is only ever used to rerank a prefetch: no graph for it (m=0).
-                # Cold (read on demand): searches rerank from the side store, so loading it at open is waste
+                # Cold (read on demand) when a side store does the rerank; Cached (Qdrant's default) otherwise
                 FULL: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, datatype=dtype,
                                           hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000),
                                           memory=qe.Memory.Cached if full_in_ram else qe.Memory.Cold),
@@ -235,10 +236,15 @@ class EdgeIndex(PayloadQueries):
                 return hits
         self.last_plan = "qdrant"
         vector, using, stages = query_plan(query, mode, prefetch_limit)
+        first = vector
+        if stages and self.prefetch_query_tokens:
+            first = reduce_query(
+                _unit(np.asarray(query, dtype=np.float32)), self.prefetch_query_tokens
+            ).tolist()
         prefetches = [
             qe.Prefetch(
                 limit=limit,
-                query=qe.Query.Nearest(vector, using=name),
+                query=qe.Query.Nearest(first, using=name),
                 filter=flt,
                 params=qe.SearchParams(hnsw_ef=hnsw_ef(limit)),
             )

@@ -97,7 +97,7 @@ def test_in_process_rerank_equals_exhaustive_maxsim_through_replace_delete_reope
 def test_stale_side_store_is_detected_answered_by_qdrant_and_rebuilt(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    index = EdgeIndex(tmp_path / "edge", model_id="m1")
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", side_store="float16")
     index.upsert([rec(f"d{d}", p, d * 10 + p) for d in range(8) for p in range(1, 6)])
     index.close()
     side = tmp_path / "edge" / "fullvec.f16"
@@ -107,7 +107,7 @@ def test_stale_side_store_is_detected_answered_by_qdrant_and_rebuilt(
         with side.open("r+b") as f:
             f.truncate(side.stat().st_size // 2)
     elif damage == "foreign":  # another collection's store (another id) copied over this one
-        other = EdgeIndex(tmp_path / "other", model_id="m1")
+        other = EdgeIndex(tmp_path / "other", model_id="m1", side_store="float16")
         other.upsert([rec(f"x{d}", p, 500 + d * 10 + p) for d in range(8) for p in range(1, 6)])
         other.close()
         side.write_bytes((tmp_path / "other" / "fullvec.f16").read_bytes())
@@ -117,7 +117,7 @@ def test_stale_side_store_is_detected_answered_by_qdrant_and_rebuilt(
         side.write_bytes(bytes(data))
 
     with caplog.at_level(logging.WARNING, logger="engine.index.edge"):
-        again = EdgeIndex(tmp_path / "edge", model_id="m1")
+        again = EdgeIndex(tmp_path / "edge", model_id="m1", side_store="float16")
         check_same_as_exhaustive(again, "qdrant")  # correct answers, from Qdrant's own rerank
     assert any("side store" in r.getMessage() for r in caplog.records)
     repaired = again.repair_side_store()
@@ -128,7 +128,7 @@ def test_stale_side_store_is_detected_answered_by_qdrant_and_rebuilt(
 
 
 def test_crash_leftovers_and_garbage_are_harmless_and_compacted(tmp_path: Path) -> None:
-    index = EdgeIndex(tmp_path / "edge", model_id="m1")
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", side_store="float16")
     index.upsert([rec(f"d{d}", p, d * 10 + p) for d in range(6) for p in range(1, 6)])
     # a crash after the rows were appended but before the points were written: rows nobody points at
     index.side.append([page(7777), page(7778)])
@@ -152,10 +152,13 @@ def test_reduced_prefetch_query_keeps_the_rerank_exact(tmp_path: Path) -> None:
     c = reduce_query(q, 4)
     assert c.shape == (4, DIM) and np.allclose(np.linalg.norm(c, axis=1), 1, atol=1e-5)
     assert reduce_query(q, None) is q and reduce_query(q[:3], 4) is not None
-    index = EdgeIndex(tmp_path / "edge", model_id="m1")
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", side_store="float16")
     index.upsert([rec(f"d{d}", p, d * 10 + p) for d in range(6) for p in range(1, 6)])
     index.prefetch_query_tokens = 4
     check_same_as_exhaustive(index, "side")  # every page is a candidate: the final ranking is still exact
+    index.rerank_in_process = False  # the reduced prefetch query on Qdrant's own rerank
+    check_same_as_exhaustive(index, "qdrant")
+    index.rerank_in_process = True
     # a cheap first pass (4 centroids) keeping 12 of 30: whatever it returns carries its exact MaxSim score
     index.rerank_first_pass = (4, 12)
     for q in queries():
