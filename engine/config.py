@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         "models/baked", description="Model: a baked directory, a Hugging Face directory, or a hub id."
     )
     model_family: str | None = Field(
-        None, description="Force the model family (colqwen2, colqwen2.5, colpali, colidefics3)."
+        None,
+        description="Force the model family (colqwen2, colqwen2.5, colpali, colidefics3, colmodernvbert).",
     )
     compute: str = Field("auto", description="Compute path: auto, bf16, fp32, int8 (CPU) or cuda.")
     speedups: str = Field(

@@ -199,7 +199,51 @@ def build_colidefics3(out: Path, *, seed: int = 0) -> Path:
     return out
 
 
-BUILDERS = {"colqwen2": build_colqwen2, "colpali": build_colpali, "colidefics3": build_colidefics3}
+def build_colmodernvbert(out: Path, *, seed: int = 0) -> Path:
+    """Tiny ColModernVBert: the same tiling as tiny ColSmol (64-px tiles, 16 tokens each), a 2-layer
+    SigLIP tower and a 2-layer bidirectional ModernBERT encoder."""
+    from transformers import ModernVBertConfig, PreTrainedTokenizerFast
+    from transformers.models.idefics3 import Idefics3ImageProcessor
+
+    from engine.embedding.families import FAMILIES
+
+    model_cls, processor_cls = FAMILIES["colmodernvbert"].classes()
+    torch.manual_seed(seed)
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "[PAD]", "[UNK]", *IDEFICS3_SPECIALS[3:]]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_bpe(specials), bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+        pad_token="[PAD]", unk_token="[UNK]",
+    )  # fmt: skip
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials[:3]}
+    config = ModernVBertConfig(
+        text_config={
+            "model_type": "modernbert", "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 2048,
+            "global_attn_every_n_layers": 1, "local_attention": 64, "pad_token_id": ids["[PAD]"],
+            "bos_token_id": ids["<|begin_of_text|>"], "eos_token_id": ids["<|end_of_text|>"],
+            "cls_token_id": ids["<|begin_of_text|>"], "sep_token_id": ids["<|end_of_text|>"],
+        },
+        vision_config={
+            "model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "image_size": 64, "patch_size": 8,
+        },
+        pixel_shuffle_factor=2, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )  # fmt: skip
+    model = model_cls(config).eval()
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 128}, max_image_size={"longest_edge": 64}, do_image_splitting=True
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor_cls(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=16).save_pretrained(out)
+    _write_note(out, "colmodernvbert")
+    return out
+
+
+BUILDERS = {
+    "colqwen2": build_colqwen2, "colpali": build_colpali, "colidefics3": build_colidefics3,
+    "colmodernvbert": build_colmodernvbert,
+}  # fmt: skip
 
 
 def main() -> None:

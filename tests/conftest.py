@@ -86,3 +86,17 @@ def baked_colsmol(tiny_colidefics3: Path, tmp_path_factory: pytest.TempPathFacto
     out = tmp_path_factory.mktemp("baked") / "colidefics3"
     bake(str(tiny_colidefics3), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_colmodernvbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny("colmodernvbert", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def baked_colmodernvbert(tiny_colmodernvbert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models.bake import bake
+
+    out = tmp_path_factory.mktemp("baked") / "colmodernvbert"
+    bake(str(tiny_colmodernvbert), out)
+    return out

@@ -192,7 +192,7 @@ class Embedder:
         else:
             raise ConfigError(
                 f"DOCVISION_MAX_VISUAL_TOKENS applies to Qwen2-VL-style (colqwen2, colqwen2.5) and tiling "
-                f"(colidefics3) families, not {self.family.name}; unset it or pick such a model"
+                f"(colidefics3, colmodernvbert) families, not {self.family.name}; unset it or pick such a model"
             )
         self.visual_token_budget = tokens
         self.model_id = with_token_budget(self.model_id, tokens)
@@ -211,8 +211,13 @@ class Embedder:
         vision = getattr(cfg, "vision_config", None)
         text = getattr(cfg, "text_config", cfg)
         v_dim = int(getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", None) or 1024)
-        # patches per visual token: Qwen2-VL merges 2×2, Idefics3's pixel shuffle scale_factor²
-        merge = getattr(vision, "spatial_merge_size", None) or getattr(cfg, "scale_factor", 1) or 1
+        # patches per visual token: Qwen2-VL merges 2×2, Idefics3 / ModernVBert pixel-shuffle by factor²
+        merge = (
+            getattr(vision, "spatial_merge_size", None)
+            or getattr(cfg, "scale_factor", None)
+            or getattr(cfg, "pixel_shuffle_factor", None)
+            or 1
+        )
         act_bytes = 2 if self.plan.dtype == "bfloat16" else 4
         vision_mb = visual_tokens * merge * merge * v_dim * act_bytes * 16 / 2**20
         text_mb = visual_tokens * getattr(text, "intermediate_size", 4096) * act_bytes * 4 / 2**20

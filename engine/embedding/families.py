@@ -115,6 +115,12 @@ FAMILIES: dict[str, Family] = {
             "image_token_id", None, lambda m: 0,
             "colpali_engine.models.idefics3.colidefics3",
         ),
+        Family(
+            # ColModernVBert: SigLIP tiles + a bidirectional ModernBERT encoder, Idefics3's tiling processor.
+            "colmodernvbert", "ColModernVBert", "ColModernVBertProcessor", ("modernvbert",), ("colmodernvbert",),
+            "image_token_id", None, lambda m: 0,
+            "colpali_engine.models.modernvbert.colmodernvbert",
+        ),
     ]
 }  # fmt: skip
 

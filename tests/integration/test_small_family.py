@@ -1,5 +1,5 @@
-"""The small family (ColSmol = ColIdefics3) through the same registry, bake, Embedder and index as ColQwen2,
-on a tiny random-weight build: a page is tiles + a global view, not one patch grid."""
+"""The small families (ColSmol = ColIdefics3, ColModernVBert) through the same registry, bake, Embedder and
+index as ColQwen2, on tiny random-weight builds: a page is tiles + a global view, not one patch grid."""
 
 from __future__ import annotations
 
@@ -18,23 +18,40 @@ from tests.fixtures.documents import text_image
 
 pytestmark = pytest.mark.integration
 LETTER = (850, 1100)  # a US-letter page at 100 DPI
+# family → (tiny fixture, baked fixture, a hub id, the 128-d projection's weight)
+SMALL = {
+    "colidefics3": ("tiny_colidefics3", "baked_colsmol", "vidore/colSmol-256M", "linear.weight"),
+    "colmodernvbert": (
+        "tiny_colmodernvbert", "baked_colmodernvbert", "ModernVBERT/colmodernvbert", "custom_text_proj.weight",
+    ),
+}  # fmt: skip
 
 
-def test_tiny_build_and_bake_go_through_the_registry(tiny_colidefics3: Path, baked_colsmol: Path) -> None:
-    assert detect_family(str(tiny_colidefics3)).name == "colidefics3"  # config.json model_type idefics3
-    assert detect_family(str(baked_colsmol)).name == "colidefics3"  # manifest.json
-    assert detect_family("vidore/colSmol-256M").name == "colidefics3"
-    manifest = json.loads((baked_colsmol / "manifest.json").read_text())
-    assert manifest["family"] == "colidefics3" and manifest["model_class"] == "ColIdefics3"
+@pytest.fixture(params=sorted(SMALL))
+def small(request: pytest.FixtureRequest) -> tuple[str, Path, Path]:
+    """(family, tiny model dir, baked dir) of each small family."""
+    tiny, baked, _, _ = SMALL[request.param]
+    return request.param, request.getfixturevalue(tiny), request.getfixturevalue(baked)
+
+
+def test_tiny_build_and_bake_go_through_the_registry(small: tuple[str, Path, Path]) -> None:
+    from engine.embedding import FAMILIES
+
+    family, tiny, baked = small
+    assert detect_family(str(tiny)).name == family  # config.json model_type
+    assert detect_family(str(baked)).name == family  # manifest.json
+    assert detect_family(SMALL[family][2]).name == family
+    manifest = json.loads((baked / "manifest.json").read_text())
+    assert manifest["family"] == family and manifest["model_class"] == FAMILIES[family].model_class
     assert manifest["tiny_random"] is True and manifest["int8_fraction"] > 0.5
     from safetensors import safe_open
 
     from engine.embedding.baked import MIN_QUANT_NUMEL
 
-    with safe_open(baked_colsmol / "model.safetensors", "pt") as f:
+    with safe_open(baked / "model.safetensors", "pt") as f:
         kinds = {k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     int8 = {k for k, (dtype, _) in kinds.items() if dtype == "I8"}
-    assert "model.connector.modality_projection.proj.weight" in int8 and "linear.weight" in int8
+    assert SMALL[family][3] in int8 and any(".connector." in k for k in int8)
     assert all(k + "_scale" in kinds for k in int8)
     # every large matrix (decoder, connector, projection; the vision tower at full size) is stored int8
     large = {
@@ -43,9 +60,10 @@ def test_tiny_build_and_bake_go_through_the_registry(tiny_colidefics3: Path, bak
     assert large and large == int8
 
 
-def test_page_and_query_embeddings(baked_colsmol: Path) -> None:
-    emb = Embedder(str(baked_colsmol))
-    assert emb.family.name == "colidefics3" and emb.describe()["baked"] is True
+def test_page_and_query_embeddings(small: tuple[str, Path, Path]) -> None:
+    family, _, baked = small
+    emb = Embedder(str(baked))
+    assert emb.family.name == family and emb.describe()["baked"] is True
     portrait, landscape = text_image(LETTER, "INVOICE 1001"), text_image(LETTER[::-1], "PACKING LIST")
     pages = emb.embed_images([portrait, landscape])
     image_id = emb.model.config.image_token_id
@@ -62,21 +80,22 @@ def test_page_and_query_embeddings(baked_colsmol: Path) -> None:
     scores = emb.score(queries, [p.vectors for p in pages])
     assert scores.shape == (2, 2) and np.isfinite(scores).all()
     # the int8 bake stays close to the fp32 weights it came from
-    ref = Embedder(str(baked_colsmol), compute_mode="fp32").embed_images([portrait])[0].vectors
+    ref = Embedder(str(baked), compute_mode="fp32").embed_images([portrait])[0].vectors
     assert float((ref * pages[0].vectors).sum(-1).mean()) > 0.99
 
 
-def test_token_budget_picks_fewer_tiles_and_is_recorded(baked_colsmol: Path) -> None:
+def test_token_budget_picks_fewer_tiles_and_is_recorded(small: tuple[str, Path, Path]) -> None:
+    _, _, baked = small
     page = [text_image(LETTER, "INVOICE 1001")]
-    full = Embedder(str(baked_colsmol))
-    one_tile = Embedder(str(baked_colsmol), max_visual_tokens=40)  # < (2² + 1) × 16: one 64-px tile
+    full = Embedder(str(baked))
+    one_tile = Embedder(str(baked), max_visual_tokens=40)  # < (2² + 1) × 16: one 64-px tile
     assert one_tile.model_id == full.model_id + "#tokens=40" and one_tile.visual_token_budget == 40
     n_full, n_small = (len(e.embed_images(page)[0].vectors) for e in (full, one_tile))
     image_id = full.model.config.image_token_id
     n_image = int((one_tile.processor.process_images(page)["input_ids"][0] == image_id).sum())
     assert n_image == one_tile.visual_tokens(*LETTER) == 16 and n_small < n_full - 64  # and the tile tags
     with pytest.raises(ConfigError, match="below one tile"):
-        Embedder(str(baked_colsmol), max_visual_tokens=8)
+        Embedder(str(baked), max_visual_tokens=8)
 
 
 def _colour_pages(path: Path) -> Path:
