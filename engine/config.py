@@ -217,7 +217,9 @@ class Settings(BaseSettings):
     @classmethod
     def _verify_bool(cls, value: object) -> object:  # the earlier boolean form: true = sha256, false = size
         text = str(value).strip().lower()
-        return {"true": "sha256", "1": "sha256", "false": "size", "0": "size"}.get(text, text)
+        older = {"true": "sha256", "1": "sha256", "yes": "sha256", "on": "sha256"}
+        older |= {"false": "size", "0": "size", "no": "size", "off": "size"}
+        return older.get(text, text)
 
 
 @lru_cache(maxsize=1)

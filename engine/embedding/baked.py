@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,8 +129,7 @@ VERIFY_LEVELS = ("sha256", "size")
 
 def verify_files(directory: Path, manifest: dict, level: str = "sha256") -> None:
     """Sizes first (cheap, catches truncation), then (level "sha256") the sha256 of every file."""
-    if level not in VERIFY_LEVELS:
-        raise ValueError(f"verify level {level!r}: use one of {VERIFY_LEVELS}")
+    level = verify_level(level)
     for rel, meta in manifest["files"].items():
         path = directory / rel
         if not path.exists():
@@ -178,17 +177,35 @@ def _read_tensors(weights: Path, keep: Any) -> dict[str, torch.Tensor]:
         raise ModelIntegrityError(f"cannot read {weights} ({exc}); rebuild the model directory") from exc
 
 
-def _prepack_workers() -> int:
-    """Threads for fbgemm's prepack (single-threaded, GIL released): all CPUs but one, which a cold start's
-    Python imports occupy meanwhile (prefetch). One on 2 vCPUs; five on a 10 GB Lambda's six."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+def verify_level(verify: str | bool) -> str:
+    """The verification level from a setting: "sha256" | "size", or the older boolean (True = sha256)."""
+    if isinstance(verify, bool):
+        return "sha256" if verify else "size"
+    if verify not in VERIFY_LEVELS:
+        raise ValueError(f"verify level {verify!r}: use one of {VERIFY_LEVELS}")
+    return verify
+
+
+def _prepack_workers(threads: int | None = None) -> int:
+    """Threads for fbgemm's prepack (single-threaded, GIL released): the CPUs the model may use (the compute
+    plan's threads, within this process's affinity) but one, which a cold start's Python imports occupy
+    meanwhile (prefetch). One on 2 vCPUs; five on a 10 GB Lambda's six."""
+    cpus = len(os.sched_getaffinity(0))
+    return max(1, min(threads or cpus, cpus) - 1)
 
 
 def _materialize(
-    state: dict[str, torch.Tensor], kind: Callable[[str], str | None], dtype: torch.dtype, int8_gemm: bool
+    state: dict[str, torch.Tensor],
+    kind: Callable[[str], str | None],
+    dtype: torch.dtype,
+    int8_gemm: bool,
+    *,
+    threads: int | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, nn.Module]:
     """int8 weights → compute-dtype tensors in `state` (in place), or int8 GEMM modules (returned).
-    `kind(module name)` is "linear", "other" (e.g. an Embedding) or None (the model has no such module)."""
+    `kind(module name)` is "linear", "other" (e.g. an Embedding) or None (the model has no such module).
+    `stop` (set by the caller) abandons the work between layers."""
     jobs: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     for key in [k for k in state if k.endswith(SCALE_SUFFIX)]:
         scale, wkey = state.pop(key), key[: -len(SCALE_SUFFIX)]
@@ -206,12 +223,17 @@ def _materialize(
     for name, tensor in state.items():
         if tensor.is_floating_point() and tensor.dtype != dtype:
             state[name] = tensor.to(dtype)
-    workers = min(_prepack_workers(), len(jobs))
+
+    def build(job: tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None]) -> nn.Module:
+        if stop is not None and stop.is_set():
+            raise CancelledError("weight prefetch abandoned")
+        return _int8_linear(*job[1:])
+
+    workers = min(_prepack_workers(threads), len(jobs))
     if workers <= 1:
-        return {name: _int8_linear(q, scale, bias) for name, q, scale, bias in jobs}
+        return {job[0]: build(job) for job in jobs}
     with ThreadPoolExecutor(workers, thread_name_prefix="docvision-prepack") as pool:
-        layers = pool.map(lambda job: _int8_linear(*job[1:]), jobs)
-        return dict(zip((job[0] for job in jobs), layers, strict=True))
+        return dict(zip((job[0] for job in jobs), pool.map(build, jobs), strict=True))
 
 
 def _module_kind(modules: dict[str, nn.Module]) -> Callable[[str], str | None]:
@@ -229,8 +251,24 @@ class Prefetched:
     manifest: dict
     state: dict[str, torch.Tensor]
     int8_modules: dict[str, nn.Module]
-    seconds: float  # from the start of prefetch() to ready
+    seconds: float  # from the start of the prefetch thread to ready
     parts: dict[str, float]  # verify, read, materialize seconds
+
+
+@dataclass
+class Prefetch:
+    """A prefetch in flight: its result, what it was started for, and a way to abandon it."""
+
+    future: Future[Prefetched]
+    key: tuple  # (directory, dtype, int8_gemm, defer_prefix): load_baked refuses a prefetch made for another load
+    stop: threading.Event
+
+    def result(self) -> Prefetched:
+        return self.future.result()
+
+    def cancel(self) -> None:
+        """Stop between layers and drop what was read (e.g. the model classes failed to import)."""
+        self.stop.set()
 
 
 def prefetch(
@@ -238,9 +276,10 @@ def prefetch(
     *,
     dtype: torch.dtype,
     int8_gemm: bool,
-    verify: str = "sha256",
+    verify: str | bool = "sha256",
     defer_prefix: str | None = None,
-) -> Future[Prefetched]:
+    threads: int | None = None,
+) -> Prefetch:
     """Start verifying, reading and prepacking the baked weights in a background thread; returns at once.
 
     A cold start is mostly two things that need not wait for each other: Python importing transformers and the
@@ -248,13 +287,15 @@ def prefetch(
     only torch and the manifest's `embedding_weights` (which int8 weights are not Linear); an older manifest
     without it gets the read ahead of time and the materialization afterwards, in load_baked.
     """
+    level = verify_level(verify)
     future: Future[Prefetched] = Future()
+    stop = threading.Event()
 
     def work() -> None:
         try:
             started = time.perf_counter()
             manifest = read_manifest(directory)
-            verify_files(directory, manifest, verify)
+            verify_files(directory, manifest, level)
             verified = time.perf_counter()
             state = _read_tensors(
                 directory / "model.safetensors", lambda k: not (defer_prefix and k.startswith(defer_prefix))
@@ -264,17 +305,18 @@ def prefetch(
             if "embedding_weights" in manifest:
                 embeddings = {w.rsplit(".", 1)[0] for w in manifest["embedding_weights"]}
                 int8_modules = _materialize(
-                    state, lambda n: "other" if n in embeddings else "linear", dtype, int8_gemm
-                )
+                    state, lambda n: "other" if n in embeddings else "linear", dtype, int8_gemm,
+                    threads=threads, stop=stop,
+                )  # fmt: skip
             done = time.perf_counter()
             parts = {"verify": verified - started, "read": read - verified, "materialize": done - read}
             future.set_result(Prefetched(manifest, state, int8_modules, done - started, parts))
         except BaseException as exc:  # noqa: BLE001 (handed to the waiting loader, raised there)
             future.set_exception(exc)
 
-    if future.set_running_or_notify_cancel():
-        threading.Thread(target=work, name="docvision-prefetch", daemon=True).start()
-    return future
+    future.set_running_or_notify_cancel()
+    threading.Thread(target=work, name="docvision-prefetch", daemon=True).start()
+    return Prefetch(future, (Path(directory).resolve(), dtype, int8_gemm, defer_prefix), stop)
 
 
 def _install(model: nn.Module, modules: dict[str, nn.Module], int8_modules: dict[str, nn.Module]) -> None:
@@ -315,7 +357,8 @@ def load_baked(
     int8_gemm: bool,
     verify: str | bool = "sha256",
     defer_prefix: str | None = None,
-    prefetched: Future[Prefetched] | None = None,
+    prefetched: Prefetch | None = None,
+    threads: int | None = None,
 ) -> tuple[nn.Module, dict]:
     """The baked model, ready to run. With `defer_prefix` (e.g. "visual."), those tensors are left as
     uninitialised placeholders (never read, never resident) until load_deferred() — the API's queries are
@@ -325,12 +368,19 @@ def load_baked(
     from transformers.initialization import no_init_weights
 
     started = time.perf_counter()
-    level = verify if isinstance(verify, str) else "sha256" if verify else "size"
+    level = verify_level(verify)
     weights = directory / "model.safetensors"
     if prefetched is None:  # read now (the thread is waited for at once: nothing runs beside the hashing)
         prefetched = prefetch(
-            directory, dtype=dtype, int8_gemm=int8_gemm, verify=level, defer_prefix=defer_prefix
+            directory,
+            dtype=dtype,
+            int8_gemm=int8_gemm,
+            verify=level,
+            defer_prefix=defer_prefix,
+            threads=threads,
         )
+    elif prefetched.key != (Path(directory).resolve(), dtype, int8_gemm, defer_prefix):
+        raise ValueError(f"prefetch made for {prefetched.key}, not for this load of {directory}")
     ready = prefetched.result()
     manifest, state, int8_modules = ready.manifest, ready.state, ready.int8_modules
     config = AutoConfig.from_pretrained(directory)
@@ -351,7 +401,7 @@ def load_baked(
                 f"{weights}: {name} was baked as a Linear layer but the model has {type(modules.get(name)).__name__}"
                 "; rebuild the model directory"
             )
-    int8_modules.update(_materialize(state, kind, dtype, int8_gemm))
+    int8_modules.update(_materialize(state, kind, dtype, int8_gemm, threads=threads))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     _install(model, modules, int8_modules)
     replaced = tuple(f"{m}." for m in int8_modules)

@@ -96,22 +96,26 @@ class Embedder:
             # image. Only with patches that keep the tower's tensors in place (see baked.load_deferred).
             if lazy_vision and self.family.vision_prefix and set(patches) <= LAZY_VISION_PATCHES:
                 self._deferred = self.family.vision_prefix
-            level = verify if isinstance(verify, str) else "sha256" if verify else "size"
             # weights are read and prepacked in a thread while the family's classes (transformers) import
             weights = prefetch(
-                path, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=level, defer_prefix=self._deferred
-            )
+                path, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=verify, defer_prefix=self._deferred,
+                threads=self.plan.threads,
+            )  # fmt: skip
             imports_started = time.perf_counter()
-            model_cls, processor_cls = self.family.classes()
+            try:
+                model_cls, processor_cls = self.family.classes()
+            except BaseException:
+                weights.cancel()
+                raise
             imported = time.perf_counter()
             self.model, self.manifest = load_baked(
-                path, model_cls, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=level,
-                defer_prefix=self._deferred, prefetched=weights,
+                path, model_cls, dtype=dtype, int8_gemm=self.plan.int8_gemm, verify=verify,
+                defer_prefix=self._deferred, prefetched=weights, threads=self.plan.threads,
             )  # fmt: skip
             ready = weights.result()
             self.timings = {  # where a cold start's seconds went (bench/coldstart.py reports them)
                 "family_import": imported - imports_started,
-                "weights_ready": ready.seconds,  # in the background thread, from the start of this method
+                "weights_ready": ready.seconds,  # in the background thread, from its start
                 **{f"weights_{k}": v for k, v in ready.parts.items()},
                 "assemble": time.perf_counter() - imported,  # model object + install, after both
             }

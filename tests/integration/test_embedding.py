@@ -140,7 +140,15 @@ def test_verify_setting_accepts_levels_and_the_old_booleans(monkeypatch: pytest.
 
     from engine.config import Settings
 
-    for value, level in (("size", "size"), ("sha256", "sha256"), ("true", "sha256"), ("false", "size")):
+    cases = (
+        ("size", "size"),
+        ("sha256", "sha256"),
+        ("true", "sha256"),
+        ("false", "size"),
+        ("No", "size"),
+        ("on", "sha256"),
+    )
+    for value, level in cases:
         monkeypatch.setenv("DOCVISION_VERIFY_WEIGHTS", value)
         assert Settings().verify_weights == level
     monkeypatch.setenv("DOCVISION_VERIFY_WEIGHTS", "md5")
@@ -164,7 +172,7 @@ def test_prefetch_prepacks_before_the_model_exists_and_loads_the_same_model(
     assert not {f"{m}.weight" for m in ready.int8_modules} & set(manifest["embedding_weights"])
     from engine.embedding import baked
 
-    monkeypatch.setattr(baked, "_prepack_workers", lambda: 3)  # a Lambda's 6 vCPUs: prepacked in a pool
+    monkeypatch.setattr(baked, "_prepack_workers", lambda threads=None: 3)  # a Lambda's 6 vCPUs: prepacked in a pool
     pooled = prefetch(baked_tiny, dtype=torch.float32, int8_gemm=True).result()
     assert list(pooled.int8_modules) == list(ready.int8_modules)
     for name, layer in pooled.int8_modules.items():
@@ -186,6 +194,31 @@ def test_prefetch_prepacks_before_the_model_exists_and_loads_the_same_model(
         prefetched.embed_images([page])[0].vectors, model_first.embed_images([page])[0].vectors
     )
     np.testing.assert_array_equal(prefetched.embed_queries([query])[0], model_first.embed_queries([query])[0])
+
+
+def test_prefetch_can_be_abandoned_and_must_match_its_load(baked_tiny: Path) -> None:
+    """A prefetch stops between layers when abandoned (the model classes failed to import), and a prefetch
+    made for another plan is refused instead of installing weights in the wrong form."""
+    import threading
+    from concurrent.futures import CancelledError
+
+    import torch
+
+    from engine.embedding import baked
+    from engine.embedding.families import detect_family
+
+    state = baked._read_tensors(baked_tiny / "model.safetensors", lambda k: True)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        baked._materialize(state, lambda n: "linear", torch.float32, True, stop=stop)
+    assert baked._prepack_workers(threads=1) == 1
+    assert 1 <= baked._prepack_workers(threads=64) <= max(1, len(__import__("os").sched_getaffinity(0)) - 1)
+
+    model_cls, _ = detect_family(str(baked_tiny)).classes()
+    other_plan = baked.prefetch(baked_tiny, dtype=torch.float32, int8_gemm=False)
+    with pytest.raises(ValueError, match="prefetch made for"):
+        baked.load_baked(baked_tiny, model_cls, dtype=torch.float32, int8_gemm=True, prefetched=other_plan)
 
 
 def test_a_manifest_that_hides_an_embedding_is_refused(baked_tiny: Path, tmp_path: Path) -> None:
