@@ -172,7 +172,9 @@ def test_prefetch_prepacks_before_the_model_exists_and_loads_the_same_model(
     assert not {f"{m}.weight" for m in ready.int8_modules} & set(manifest["embedding_weights"])
     from engine.embedding import baked
 
-    monkeypatch.setattr(baked, "_prepack_workers", lambda threads=None: 3)  # a Lambda's 6 vCPUs: prepacked in a pool
+    monkeypatch.setattr(
+        baked, "_prepack_workers", lambda threads=None: 3
+    )  # a Lambda's 6 vCPUs: prepacked in a pool
     pooled = prefetch(baked_tiny, dtype=torch.float32, int8_gemm=True).result()
     assert list(pooled.int8_modules) == list(ready.int8_modules)
     for name, layer in pooled.int8_modules.items():
