@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         description="Embedded edge index: rerank in process (BLAS MaxSim) over a copy of the full multivectors "
         "stored as float16 or float32 (no cast per search, twice the disk), or off (rerank inside the shard).",
     )
+    token_pool_factor: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Hierarchical token pooling of each page's full multivector at index time (colpali-engine's "
+        "pooler): 1 = off, k keeps about 1/k of the vectors. Recorded in the collection; another factor is refused.",
+    )
     prefetch_query_tokens: int = Field(
         0,
         ge=0,

@@ -119,6 +119,12 @@ class TokenBudgetMismatch(ModelMismatch):
     code = "token_budget_mismatch"
 
 
+class TokenPoolMismatch(ModelMismatch):
+    """The collection's pages were pooled at index time by another factor (DOCVISION_TOKEN_POOL_FACTOR)."""
+
+    code = "token_pool_mismatch"
+
+
 class UpsertFailed(DocVisionError):
     code = "upsert_failed"
     http_status = 503

@@ -54,7 +54,12 @@ def open_index(
         from engine.index.client import ClientIndex
 
         return ClientIndex(
-            model_id=model_id, dim=dim, collection=s.collection, url=s.qdrant_url, api_key=s.qdrant_api_key
+            model_id=model_id,
+            dim=dim,
+            collection=s.collection,
+            url=s.qdrant_url,
+            api_key=s.qdrant_api_key,
+            token_pool_factor=s.token_pool_factor,
         )
     chosen = backend or s.index_backend
     path = s.index_path / s.collection
@@ -66,13 +71,17 @@ def open_index(
             model_id=model_id,
             dim=dim,
             side_store=None if s.side_store == "off" else s.side_store,
+            token_pool_factor=s.token_pool_factor,
         )
         index.prefetch_query_tokens = s.prefetch_query_tokens or None
         return index
     if chosen == "local":
         from engine.index.client import ClientIndex
 
-        return ClientIndex(model_id=model_id, dim=dim, collection=s.collection, path=str(path / "local"))
+        return ClientIndex(
+            model_id=model_id, dim=dim, collection=s.collection, path=str(path / "local"),
+            token_pool_factor=s.token_pool_factor,
+        )  # fmt: skip
     raise ConfigError(
         f"DOCVISION_INDEX_BACKEND={chosen!r} is not one of edge, local (or set QDRANT_URL for a server)"
     )

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engine.errors import ModelMismatch, TokenBudgetMismatch, UpsertFailed
+from engine.errors import ModelMismatch, TokenBudgetMismatch, TokenPoolMismatch, UpsertFailed
 
 POINT_NAMESPACE = uuid.UUID("6f1c0d8e-7c1a-4c57-9a55-2f0f5d7a9b11")
 FULL, ROWS, COLS, MEAN = "colqwen", "rows", "cols", "mean"
@@ -67,13 +67,15 @@ class PageRecord:
         mean = self.vectors.mean(axis=0)
         return _unit(rows), _unit(cols), _unit(mean[None])[0]
 
-    def named_vectors(self) -> dict[str, Any]:
-        """The point's named vectors, as every backend stores them."""
+    def named_vectors(self, pool_factor: int = 1, full: np.ndarray | None = None) -> dict[str, Any]:
+        """The point's named vectors, as every backend stores them; pool_factor > 1 stores the full multivector
+        hierarchically pooled (rows, columns and mean always come from the unpooled patches)."""
         rows, cols, mean = self.pooled()
-        return {FULL: self.vectors.tolist(), ROWS: rows.tolist(), COLS: cols.tolist(), MEAN: mean.tolist()}
+        full = pool_tokens(self.vectors, pool_factor) if full is None else full
+        return {FULL: full.tolist(), ROWS: rows.tolist(), COLS: cols.tolist(), MEAN: mean.tolist()}
 
-    def payload(self) -> dict[str, Any]:
-        return {
+    def payload(self, pool_factor: int = 1) -> dict[str, Any]:
+        return ({"token_pool_factor": pool_factor} if pool_factor > 1 else {}) | {
             "document_id": self.document_id,
             "page_number": self.page_number,
             "page_count": self.page_count,
@@ -88,6 +90,28 @@ class PageRecord:
             "visual_token_budget": split_token_budget(self.model_id)[1],
             "ingested_at": self.ingested_at,
         }
+
+
+def pool_tokens(vectors: np.ndarray, factor: int) -> np.ndarray:
+    """Hierarchical token pooling (colpali-engine's HierarchicalTokenPooler: Ward clustering of the page's
+    tokens into n // factor clusters, each replaced by its normalised mean). factor 1 returns the vectors."""
+    if factor <= 1 or len(vectors) < 2:
+        return np.asarray(vectors, dtype=np.float32)
+    import torch
+    from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+    pooled = HierarchicalTokenPooler().pool_embeddings([torch.from_numpy(np.asarray(vectors, np.float32))],
+                                                       pool_factor=factor)  # fmt: skip
+    return pooled[0].numpy().astype(np.float32)
+
+
+def check_pool_factor(stored: int | None, factor: int, where: str) -> None:
+    if (stored or 1) != factor:
+        raise TokenPoolMismatch(
+            f"the index holds pages pooled by a factor of {stored or 1} at index time, this process pools by {factor}; "
+            "one collection holds one factor. Set DOCVISION_TOKEN_POOL_FACTOR to match, or use another "
+            "DOCVISION_COLLECTION / DOCVISION_INDEX_PATH", document=where,
+        )  # fmt: skip
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

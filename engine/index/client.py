@@ -18,6 +18,7 @@ from engine.index.base import (
     PayloadQueries,
     SearchHit,
     check_model,
+    check_pool_factor,
     hnsw_ef,
     point_id,
     query_plan,
@@ -36,8 +37,10 @@ def _transient() -> tuple[type[BaseException], ...]:
 
 class ClientIndex(PayloadQueries):
     def __init__(self, *, model_id: str, dim: int = 128, collection: str = "pages", url: str | None = None,
-                 api_key: str | None = None, path: str | None = None, float16: bool = True, timeout: int = 30) -> None:  # fmt: skip
+                 api_key: str | None = None, path: str | None = None, float16: bool = True, timeout: int = 30,
+                 token_pool_factor: int = 1) -> None:  # fmt: skip
         self.model_id, self.dim, self.collection = model_id, dim, collection
+        self.pool_factor = token_pool_factor
         self.backend = "qdrant-server" if url else "qdrant-client-local"
         self.client = (
             QdrantClient(url=url, api_key=api_key, timeout=timeout) if url else QdrantClient(path=path)
@@ -46,14 +49,17 @@ class ClientIndex(PayloadQueries):
         if self.client.collection_exists(collection):
             params = self.client.get_collection(collection).config.params.vectors
             stored_dim = params[FULL].size if isinstance(params, dict) and FULL in params else None
-            sample, _ = self.client.scroll(collection, limit=1, with_payload=["model_id"], with_vectors=False)
-            check_model(
-                (sample[0].payload or {}).get("model_id") if sample else None,
-                stored_dim,
-                model_id,
-                dim,
-                self.where,
+            sample, _ = self.client.scroll(
+                collection, limit=1, with_payload=["model_id", "token_pool_factor"], with_vectors=False
             )
+            stored = (sample[0].payload or {}) if sample else {}
+            try:
+                check_model(stored.get("model_id"), stored_dim, model_id, dim, self.where)
+                if sample:
+                    check_pool_factor(stored.get("token_pool_factor"), token_pool_factor, self.where)
+            except Exception:
+                self.client.close()  # local mode holds a file lock: release it for the caller's next attempt
+                raise
         else:
             self._create(float16)
 
@@ -77,10 +83,12 @@ class ClientIndex(PayloadQueries):
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
         points = []
         for r in records:
-            vectors = r.named_vectors()
+            vectors = r.named_vectors(self.pool_factor)
             points.append(
                 models.PointStruct(
-                    id=point_id(r.document_id, r.page_number, r.model_id), vector=vectors, payload=r.payload()
+                    id=point_id(r.document_id, r.page_number, r.model_id),
+                    vector=vectors,
+                    payload=r.payload(self.pool_factor),
                 )
             )
         if points:

@@ -22,8 +22,10 @@ from engine.index.base import (
     SearchHit,
     _unit,
     check_model,
+    check_pool_factor,
     hnsw_ef,
     point_id,
+    pool_tokens,
     query_plan,
     with_retries,
 )
@@ -66,13 +68,15 @@ class EdgeIndex(PayloadQueries):
         float16: bool = True,
         indexing_threshold_kb: int | None = None,
         side_store: str | None = None,
+        token_pool_factor: int = 1,
     ) -> None:
         self.path = Path(path)
-        self.model_id, self.dim = model_id, dim
+        self.model_id, self.dim, self.pool_factor = model_id, dim, token_pool_factor
         meta_path = self.path / "docvision-collection.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             check_model(meta["model_id"], meta["dim"], model_id, dim, str(self.path))
+            check_pool_factor(meta.get("token_pool_factor"), token_pool_factor, str(self.path))
             self.shard = _open_shard(self.path / "shard")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,13 @@ class EdgeIndex(PayloadQueries):
             self.shard = _open_shard(self.path / "shard", create=config)
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
-            meta_path.write_text(json.dumps({"model_id": model_id, "dim": dim, "float16": float16}))
+            meta = {
+                "model_id": model_id,
+                "dim": dim,
+                "float16": float16,
+                "token_pool_factor": token_pool_factor,
+            }
+            meta_path.write_text(json.dumps(meta))
         # the in-process rerank's copy of the full multivectors (engine/index/sidestore.py); Qdrant stays the truth
         self.side = SideStore(self.path, dim, side_store) if side_store else None
         self.rerank_in_process = self.side is not None
@@ -127,15 +137,15 @@ class EdgeIndex(PayloadQueries):
         def write() -> None:
             # side-store rows first (fsynced), then the points that point at them: a crash in between leaves
             # unreferenced rows, never a pointer to rows that are not there
-            pointers = (
-                self.side.append([_unit(r.vectors) for r in records]) if self.side is not None else None
-            )
+            fulls = [pool_tokens(r.vectors, self.pool_factor) for r in records]
+            pointers = self.side.append([_unit(f) for f in fulls]) if self.side is not None else None
             points = []
             for i, r in enumerate(records):
-                payload = r.payload() if pointers is None else {**r.payload(), SIDE: pointers[i]}
-                points.append(
-                    qe.Point(point_id(r.document_id, r.page_number, r.model_id), r.named_vectors(), payload)
-                )
+                payload = r.payload(self.pool_factor)
+                if pointers is not None:
+                    payload[SIDE] = pointers[i]
+                vectors = r.named_vectors(self.pool_factor, fulls[i])
+                points.append(qe.Point(point_id(r.document_id, r.page_number, r.model_id), vectors, payload))
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             self.shard.flush()
 
