@@ -20,6 +20,12 @@ side store, engine/index/sidestore.py), each at several prefetch limits, alterna
 repetitions of the query set; and reopen with the full multivector held in RAM (today's placement) against
 read on demand + side store (the new one), alternated in fresh processes. Writes bench/results/<name>.json
 (default search-<n>-plans).
+
+    python bench/search.py --pool-factor 3 --sizes 2000 --variants today:100 today:200 today:200:k4
+
+builds the same pages unpooled and hierarchically pooled at index time (DOCVISION_TOKEN_POOL_FACTOR) and
+compares storage, and Qdrant's rerank on both (alternated), recall against exhaustive MaxSim over the
+unpooled pages. Writes bench/results/search-<n>-pooling.json.
 """
 
 from __future__ import annotations
@@ -323,6 +329,74 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, specs: list[str]
     return out
 
 
+def pooling_worker(path: Path, n: int, n_queries: int, reps: int, factor: int, specs: list[str]) -> dict:
+    """One process, the unpooled and the pooled collection of the same pages, the same queries: recall of each
+    against exhaustive MaxSim over the UNPOOLED pages, Qdrant's rerank plan alternated query by query."""
+    from engine.index.edge import EdgeIndex
+
+    idx = {f: EdgeIndex(edge_path(path / f"pool{f}"), model_id="bench-model", dim=DIM, token_pool_factor=f)
+           for f in (1, factor)}  # fmt: skip
+    qs = queries(n_queries, n)
+    exact, exact_p50, _ = timed_search(idx[1], qs, mode="exact")
+    pooled_exact, pooled_exact_p50, _ = timed_search(idx[factor], qs, mode="exact")
+    variants = [(f, parse_variant(spec)) for f in (1, factor) for spec in specs]
+    times: dict = {(f, v["spec"]): [[] for _ in range(reps)] for f, v in variants}
+    tops: dict = {(f, v["spec"]): [None] * len(qs) for f, v in variants}
+    for f, v in variants:  # warm-up
+        idx[f].prefetch_query_tokens = v["k"]
+        idx[f].search(qs[0], top_k=10, prefetch_limit=v["limit"])
+    for rep in range(reps):
+        for i, q in enumerate(qs):
+            k = (rep * len(qs) + i) % len(variants)
+            for f, v in variants[k:] + variants[:k]:
+                idx[f].prefetch_query_tokens = v["k"]
+                t = time.perf_counter()
+                hits = idx[f].search(q, top_k=10, prefetch_limit=v["limit"])
+                times[(f, v["spec"])][rep].append(time.perf_counter() - t)
+                tops[(f, v["spec"])][i] = [h.point_id for h in hits]
+    rows = []
+    for f, v in variants:
+        p50s = [float(np.percentile(r, 50)) * 1000 for r in times[(f, v["spec"])]]
+        rows.append({"token_pool_factor": f, "variant": v["spec"], "p50_ms": round(float(np.median(p50s)), 1),
+                     "p50_ms_per_rep": [round(x, 1) for x in p50s],
+                     "p95_ms": round(float(np.percentile(sum(times[(f, v["spec"])], []), 95)) * 1000, 1),
+                     "recall_at_10_vs_unpooled_exhaustive": recall(tops[(f, v["spec"])], exact)})  # fmt: skip
+    for index in idx.values():
+        index.close()
+    return {"exact_unpooled_p50_ms": round(exact_p50, 1), "exact_pooled_p50_ms": round(pooled_exact_p50, 1),
+            "pooled_exhaustive_recall_at_10_vs_unpooled": recall(pooled_exact, exact), "variants": rows}  # fmt: skip
+
+
+def pooling_main(args) -> None:
+    n, factor = args.sizes[0], args.pool_factor
+    name = args.name if args.name != "search" else f"search-{n // 1000}k-pooling"
+    path = ROOT / "bench" / "work" / "search" / f"pooling-edge-{n}-structured"
+    res: dict = {"pages": n, "data": "structured", "backend": "edge (Qdrant's rerank plan)", "token_pool_factor": factor,
+                 "pooling": "colpali-engine HierarchicalTokenPooler at index time on the full multivector (Ward "
+                            "clustering into n // factor clusters, normalised means); rows/cols/mean unpooled",
+                 "queries": f"{args.queries} x {args.reps} repetitions, alternated query by query across both "
+                            "collections; recall@10 against exhaustive MaxSim over the UNPOOLED pages",
+                 "loadavg_before": os.getloadavg(), "cpus": len(os.sched_getaffinity(0)), "builds": {}, "disk": {}}  # fmt: skip
+    for f in (1, factor):
+        sub = path / f"pool{f}"
+        if not (args.reuse and (edge_path(sub) / "docvision-collection.json").exists()):
+            shutil.rmtree(sub, ignore_errors=True)
+            res["builds"][f] = run_worker(
+                ["--worker", "build", "edge", str(sub), str(n), "structured"],
+                {"DOCVISION_TOKEN_POOL_FACTOR": str(f)},
+            )
+            print(f, res["builds"][f], file=sys.stderr, flush=True)
+        shard = sum(x.stat().st_size for x in (edge_path(sub) / "shard").rglob("*") if x.is_file())
+        res["disk"][f] = {"shard_mb": round(shard / 2**20, 1), "kb_per_page": round(shard / 1024 / n, 1)}
+    res.update(run_worker(["--worker", "pooling", "edge", str(path), str(n), "structured", "--queries",
+                           str(args.queries), "--reps", str(args.reps), "--pool-factor", str(factor),
+                           "--variants", *args.variants]))  # fmt: skip
+    res["loadavg_after"] = os.getloadavg()
+    print(write_result(name, res))
+    if not args.keep:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run_worker(args: list[str], env: dict | None = None) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
@@ -409,6 +483,9 @@ def main() -> None:
                     help="--plans: plan:limit[:kN][:fpKxM] (see parse_variant)")  # fmt: skip
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument(
+        "--pool-factor", type=int, default=1, help="> 1: compare an unpooled and a pooled collection"
+    )
+    ap.add_argument(
         "--reuse", action="store_true", help="--plans: reuse a kept build (--keep) of the same code"
     )
     ap.add_argument("--keep", action="store_true", help="--plans: keep the built collection for --reuse")
@@ -421,6 +498,8 @@ def main() -> None:
             out = build(backend, Path(path), int(n), data)
         elif phase.startswith("reopen-"):
             out = reopen_worker(Path(path), phase.split("-", 1)[1], int(n))
+        elif phase == "pooling":
+            out = pooling_worker(Path(path), int(n), args.queries, args.reps, args.pool_factor, args.variants)
         elif phase == "plans":
             out = plans_worker(Path(path), int(n), args.queries, args.reps, args.variants)
         else:
@@ -429,6 +508,9 @@ def main() -> None:
         return
     if args.plans:
         plans_main(args)
+        return
+    if args.pool_factor > 1:
+        pooling_main(args)
         return
     work = ROOT / "bench" / "work" / "search"
     runs = []
