@@ -188,6 +188,17 @@ def test_every_linear_has_a_fp8_class_and_swaps_undo(tiny_colqwen2: Path) -> Non
         assert torch.equal(model(**batch), ref)
 
 
+def test_fp8_layer_classes_are_refused_for_other_families(tiny_colidefics3: Path) -> None:
+    """SigLIP/Llama names (``layers.N.self_attn.q_proj`` in the vision tower) would map to text classes."""
+    from engine.embedding.loader import load_source
+
+    model = load_source(str(tiny_colidefics3), dtype=torch.float32)[0]
+    assert not fast.is_qwen2_vl(model)
+    with pytest.raises(ValueError, match="another family"):
+        fast.swap_fp8(model, ["text_qkv"])
+    assert not any(isinstance(m, fast.Fp8Linear) for m in model.modules())
+
+
 def test_fp8_layer_spec() -> None:
     assert (
         fast.fp8_layer_spec(None) == fast.fp8_layer_spec("auto") == fast.FP8_DEFAULT_LAYERS == ("vision_fc1",)
