@@ -95,8 +95,13 @@ class Budgets:
 
 
 def cosine(a, b) -> float:
+    """Mean per-token cosine, renormalised in float64 (bf16 rows are unit only to ~1e-3, which made the
+    earlier plain dot product read 1.0001)."""
     import numpy as np
 
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a /= np.linalg.norm(a, axis=-1, keepdims=True)
+    b /= np.linalg.norm(b, axis=-1, keepdims=True)
     return float(np.mean((a * b).sum(-1)))
 
 
