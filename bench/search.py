@@ -369,7 +369,8 @@ def pooling_worker(path: Path, n: int, n_queries: int, reps: int, factor: int, s
 
 def pooling_main(args) -> None:
     n, factor = args.sizes[0], args.pool_factor
-    name = args.name if args.name != "search" else f"search-{n // 1000}k-pooling"
+    size = f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+    name = args.name if args.name != "search" else f"search-{size}-pooling"
     path = ROOT / "bench" / "work" / "search" / f"pooling-edge-{n}-structured"
     res: dict = {"pages": n, "data": "structured", "backend": "edge (Qdrant's rerank plan)", "token_pool_factor": factor,
                  "pooling": "colpali-engine HierarchicalTokenPooler at index time on the full multivector (Ward "
