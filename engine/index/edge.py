@@ -138,7 +138,7 @@ class EdgeIndex(PayloadQueries):
             # side-store rows first (fsynced), then the points that point at them: a crash in between leaves
             # unreferenced rows, never a pointer to rows that are not there
             fulls = [pool_tokens(r.vectors, self.pool_factor) for r in records]
-            pointers = self.side.append([_unit(f) for f in fulls]) if self.side is not None else None
+            pointers = self._side_append([_unit(f) for f in fulls])
             points = []
             for i, r in enumerate(records):
                 payload = r.payload(self.pool_factor)
@@ -160,13 +160,29 @@ class EdgeIndex(PayloadQueries):
         with_retries(delete, what="delete", document_id=document_id, last_safe_page=0,
                      transient=(Exception,), retry_if=_transient_edge_error)  # fmt: skip
 
+    def _side_append(self, pages: list[np.ndarray]) -> list[list] | None:
+        """The side store is a cache: a failure to write it (disk full, I/O error) must not fail the upsert.
+        Those points get no pointer (searches meeting them rerank in Qdrant; optimize() re-copies them)."""
+        if self.side is None:
+            return None
+        try:
+            return self.side.append(pages)
+        except OSError as exc:
+            log.warning("side store %s: append failed (%s); the pages are indexed without it", self.side.path,
+                        type(exc).__name__)  # fmt: skip
+            return None
+
     def optimize(self) -> None:
         """Build the HNSW graphs and merge segments. Edge never does this by itself: until it runs, every
         search is a brute-force scan of the unindexed segment (bench/results/search.json shows the cost)."""
         self.shard.optimize()
         self.shard.flush()
         if self.side is not None:
-            self.repair_side_store()
+            try:
+                self.repair_side_store()
+            except Exception as exc:  # a cache repair never fails the ingest that called optimize()
+                log.warning("side store %s: repair failed (%s); searches rerank in Qdrant meanwhile",
+                            self.side.path, type(exc).__name__)  # fmt: skip
 
     def repair_side_store(self, batch: int = 32) -> int:
         """Re-copy every page whose side-store pointer is missing or stale from Qdrant's own vectors; compact
@@ -304,7 +320,7 @@ class EdgeIndex(PayloadQueries):
         self.last_plan = "side"
         first = self.rerank_first_pass
         scores = self.side.maxsim(q, pointers, (reduce_query(q, first[0]), first[1]) if first else None)
-        order = np.argsort(-scores, kind="stable")[:top_k]
+        order = [i for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])][:top_k]
         recs = self.shard.retrieve([ids[i] for i in order], with_payload=True, with_vector=False)
         payloads = {str(r.id): r.payload for r in recs}
         return [

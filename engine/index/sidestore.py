@@ -7,14 +7,15 @@ rows, fingerprint]``, written by the same upsert that writes the point, after th
 - upsert / replace: new rows are appended, the point's pointer moves to them (the old rows become garbage);
 - delete: the point and its pointer go together (garbage again);
 - crash between append and upsert: rows nobody points at, never a pointer to missing rows;
-- a lost, truncated, replaced or foreign file: pointers whose store id, bounds or fingerprint (the first and
-  last bytes of the page's rows) do not match are *stale*. A search that meets one reranks in Qdrant instead
+- a lost, truncated, replaced or foreign file: pointers whose store id, bounds or fingerprint (a hash of two
+  of the page's rows) do not match are *stale*. A search that meets one reranks in Qdrant instead
   (correct, slower) and logs it; ``EdgeIndex.optimize`` rewrites the store from Qdrant's own vectors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mmap
 import os
 import threading
@@ -29,11 +30,11 @@ SIDE = "_side"  # payload field holding the pointer
 
 
 def fingerprint(rows: np.ndarray) -> int:
-    """48 bits of a page's first and last values (as float16, whatever the store's type): catches misaligned
-    or foreign data."""
-    head = np.ascontiguousarray(rows[0, :2], dtype=np.float16).view(np.uint8)[:3]
-    tail = np.ascontiguousarray(rows[-1, -2:], dtype=np.float16).view(np.uint8)[-3:]
-    return int.from_bytes(bytes(head) + bytes(tail), "little")
+    """48 bits of a keyed hash of a page's middle and last rows (as float16, whatever the store's type):
+    catches misaligned, foreign or overwritten data. Not the first row: for causal models it is the prompt's
+    first token, the same on every page."""
+    sample = np.ascontiguousarray(rows[[len(rows) // 2, -1]], dtype=np.float16)
+    return int.from_bytes(hashlib.blake2b(sample.tobytes(), digest_size=6).digest(), "little")
 
 
 class SideStore:
@@ -86,6 +87,8 @@ class SideStore:
     # ------------------------------------------------------------------------------------------ writes
     def append(self, pages: list[np.ndarray]) -> list[list]:
         """Append pages' rows (fsynced) and return their pointers, in order."""
+        if not pages:
+            return []
         with self._lock:
             size = self.path.stat().st_size
             # a torn tail from a crash mid-append is skipped, not reused: start at the next whole row

@@ -168,3 +168,49 @@ def test_reduced_prefetch_query_keeps_the_rerank_exact(tmp_path: Path) -> None:
         assert all(abs(h.score - exact[h.point_id]) < 5e-3 for h in got)
         assert [h.score for h in got] == sorted((h.score for h in got), reverse=True)
     index.close()
+
+
+def test_truncated_store_then_new_pages_never_lend_rows_to_old_pointers(tmp_path: Path) -> None:
+    """A store cut back (restored from an older copy) and then appended to: new pages land at offsets old
+    pointers still name. Their fingerprints (a hash of two rows) must not match, so answers stay exact."""
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", side_store="float16")
+    index.upsert([rec(f"d{d}", p, d * 10 + p) for d in range(8) for p in range(1, 6)])
+    with index.side.path.open("r+b") as f:
+        f.truncate(HEADER + 10 * (OFFSET + GRID[0] * GRID[1]) * DIM * 2)  # keeps the first 10 pages' rows
+    index.side._close_map()
+    index.upsert([rec(f"n{d}", p, 500 + d * 10 + p) for d in range(4) for p in range(1, 6)])
+    for q in queries():
+        exact = index.search(q, top_k=10, mode="exact")
+        got = index.search(q, top_k=10, prefetch_limit=1000)
+        assert [h.point_id for h in got] == [h.point_id for h in exact]
+    assert index.last_plan == "qdrant"  # stale pointers were detected, not scored against the new rows
+    index.optimize()
+    check_same_as_exhaustive(index, "side")
+
+
+def test_a_failing_side_store_never_fails_the_upsert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", side_store="float16")
+    index.upsert([rec("d0", p, p) for p in range(1, 6)])
+
+    def disk_full(pages: list) -> list:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(index.side, "append", disk_full)
+    index.upsert([rec("d1", p, 100 + p) for p in range(1, 6)])  # indexed without pointers
+    assert index.count() == 10
+    for q in queries(3):
+        assert [h.point_id for h in index.search(q, top_k=10, prefetch_limit=1000)] == [
+            h.point_id for h in index.search(q, top_k=10, mode="exact")
+        ]
+    index.optimize()  # its repair fails too: logged, not raised
+    monkeypatch.undo()
+    index.optimize()
+    check_same_as_exhaustive(index, "side")
+
+
+def test_first_pass_never_returns_unscored_pages(tmp_path: Path) -> None:
+    index = EdgeIndex(tmp_path / "edge", model_id="m1", side_store="float32")
+    index.upsert([rec(f"d{d}", p, d * 10 + p) for d in range(4) for p in range(1, 6)])
+    index.rerank_first_pass = (2, 3)  # keep 3 candidates, ask for 10
+    hits = index.search(queries(1)[0], top_k=10, prefetch_limit=1000)
+    assert index.last_plan == "side" and len(hits) == 3 and all(np.isfinite(h.score) for h in hits)
