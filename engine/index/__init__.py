@@ -6,8 +6,9 @@
 
 Per page: the full multivector (MaxSim, no HNSW) for reranking, row/column-pooled multivectors (HNSW) for
 the prefetch, and one mean vector (the dense baseline). See bench/search.py for why edge is the default.
-The edge backend also keeps a float16 copy of the full multivectors (engine/index/sidestore.py) and reranks
-in process with one BLAS GEMM; the server and local backends rerank inside Qdrant.
+Every backend reranks inside Qdrant by default; the edge backend can instead keep a float16/float32 copy of
+the full multivectors (DOCVISION_SIDE_STORE, engine/index/sidestore.py) and rerank in process with one BLAS
+GEMM (off by default: slower on the measured 10k collection, bench/results/search-10k-plans.json).
 """
 
 from __future__ import annotations
