@@ -56,13 +56,18 @@ def tiny_colpali(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _tiny("colpali", tmp_path_factory)
 
 
-@pytest.fixture(scope="session")
-def baked_tiny(tiny_colqwen2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _baked(source: Path, name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model baked int8 (models/bake.py, the image's path) into a session temp dir."""
     from models.bake import bake
 
-    out = tmp_path_factory.mktemp("baked") / "colqwen2"
-    bake(str(tiny_colqwen2), out)
+    out = tmp_path_factory.mktemp("baked") / name
+    bake(str(source), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def baked_tiny(tiny_colqwen2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _baked(tiny_colqwen2, "colqwen2", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -81,11 +86,7 @@ def tiny_colidefics3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def baked_colsmol(tiny_colidefics3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small family (ColSmol / ColIdefics3), tiny and random, baked int8 like ColQwen2."""
-    from models.bake import bake
-
-    out = tmp_path_factory.mktemp("baked") / "colidefics3"
-    bake(str(tiny_colidefics3), out)
-    return out
+    return _baked(tiny_colidefics3, "colidefics3", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +96,4 @@ def tiny_colmodernvbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def baked_colmodernvbert(tiny_colmodernvbert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models.bake import bake
-
-    out = tmp_path_factory.mktemp("baked") / "colmodernvbert"
-    bake(str(tiny_colmodernvbert), out)
-    return out
+    return _baked(tiny_colmodernvbert, "colmodernvbert", tmp_path_factory)

@@ -100,13 +100,19 @@ def test_baked_manifest(baked_tiny: Path) -> None:
     assert "I8" in dtypes
 
 
-def test_tampered_and_truncated_files_are_refused(baked_tiny: Path, tmp_path: Path) -> None:
+def tampered_copy(baked_tiny: Path, tmp_path: Path) -> tuple[Path, Path, bytearray]:
+    """A copy of the baked model whose weights file has one byte flipped (same size): (dir, weights, bytes)."""
     copy = tmp_path / "baked"
     shutil.copytree(baked_tiny, copy)
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
+    return copy, weights, data
+
+
+def test_tampered_and_truncated_files_are_refused(baked_tiny: Path, tmp_path: Path) -> None:
+    copy, weights, data = tampered_copy(baked_tiny, tmp_path)
     with pytest.raises(ModelIntegrityError, match=r"model\.safetensors.*sha256"):
         Embedder(str(copy))
     weights.write_bytes(bytes(data[: len(data) // 2]))
@@ -121,12 +127,7 @@ def test_tampered_and_truncated_files_are_refused(baked_tiny: Path, tmp_path: Pa
 def test_size_level_checks_sizes_only(baked_tiny: Path, tmp_path: Path) -> None:
     """DOCVISION_VERIFY_WEIGHTS=size (the Lambda image, whose digest pins the bytes): a same-size change passes,
     a truncation still does not; the default level refuses both."""
-    copy = tmp_path / "baked"
-    shutil.copytree(baked_tiny, copy)
-    weights = copy / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-10] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    copy, weights, data = tampered_copy(baked_tiny, tmp_path)
     Embedder(str(copy), verify="size")
     with pytest.raises(ModelIntegrityError, match=r"model\.safetensors.*sha256"):
         Embedder(str(copy), verify="sha256")
