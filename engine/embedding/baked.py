@@ -160,7 +160,7 @@ def _int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
             q, scale.to(torch.float64), torch.zeros(out_f, dtype=torch.int64), 0
         )
         # Built 1x1, then given its real weight: DynamicLinear(in_f, out_f) first prepacks a full-size zero matrix,
-        # which was 14 of the 33 CPU seconds this function cost a cold start (fbgemm prepack runs ~90 MB/s here).
+        # which was 14 of the 33 s a cProfile of a cold start here spent in fbgemm's prepack.
         layer = DynamicLinear(1, 1, bias_=bias is not None, dtype=torch.qint8)
         layer.in_features, layer.out_features = in_f, out_f
         layer.set_weight_bias(qw, None if bias is None else bias.float())
@@ -267,7 +267,7 @@ class Prefetch:
         return self.future.result()
 
     def cancel(self) -> None:
-        """Stop between layers and drop what was read (e.g. the model classes failed to import)."""
+        """Stop prepacking at the next layer (e.g. the model classes failed to import)."""
         self.stop.set()
 
 
@@ -396,6 +396,8 @@ def load_baked(
     modules = dict(model.named_modules())
     kind = _module_kind(modules)
     for name in int8_modules:  # prepacked from the manifest's word: the model must agree
+        if kind(name) is None:
+            raise ModelIntegrityError(f"baked weights name a module the model does not have: {name}")
         if kind(name) != "linear":
             raise ModelIntegrityError(
                 f"{weights}: {name} was baked as a Linear layer but the model has {type(modules.get(name)).__name__}"
