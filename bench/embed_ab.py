@@ -108,6 +108,7 @@ def main() -> None:
     )
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-fidelity", action="store_true", help="skip the fp32 reference (needs ~9 GB)")
+    ap.add_argument("--note", default="", help="free text recorded in the JSON (how and where it ran)")
     args = ap.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     parsed = {v: parse_variant(v) for v in variants}
@@ -132,6 +133,7 @@ def main() -> None:
     if args.prepare:
         return
     pin(args.cpus)
+    loadavg_before = os.getloadavg()
 
     import numpy as np
     import torch
@@ -216,7 +218,7 @@ def main() -> None:
             "torch": torch.__version__,
             "method": "one process, model loaded once, variants swapped in place and run in turn each repetition "
             "(after one warm-up pass each); a variant wins only if its slowest rep beats the other's fastest. "
-            "Shared host: other jobs ran beside this one, hence the alternation and the spread.",
+            "The alternation keeps a shared host's drift from favouring one variant.",
             "load_seconds": round(load_s, 2),
             "int8_prepack_seconds": round(int8_prep_s, 2),
             "visual_tokens": tokens_seen,
@@ -224,6 +226,9 @@ def main() -> None:
             "results": stats,
             "decision": decision,
             "peak_rss_mb": round(peak_rss_mb()),
+            "loadavg_before": loadavg_before,
+            "loadavg_at_write": os.getloadavg(),
+            **({"note": args.note} if args.note else {}),
         }
 
     for rep in range(args.reps):

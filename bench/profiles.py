@@ -26,10 +26,14 @@ from bench.common import RESULTS, write_result  # noqa: E402
 LAMBDA_GB, LAMBDA_VCPU, LAMBDA_USD_PER_GB_S = 10.0, 6, 0.0000166667  # 10,240 MB → 6 vCPU (AWS docs)
 GPU_USD_PER_HOUR = 4.0  # assumed on-demand price of one H100 GPU-hour; change to yours
 PROMPT_TOKENS = 6  # non-image tokens of the page prompt kept with the page vectors (bench/search.py)
-CLASSES = {
-    "AMX (device Xeon)": "embed-ab-cpu-amx-2cores.json",
-    "AVX512-VNNI, AMX off (device Xeon)": "embed-ab-cpu-no-amx-2cores.json",
-    "AVX2 (this host, AMD EPYC)": "embed-ab-cpu-avx2.json",
+CLASSES = {  # per class, A/B files in order: a variant is taken from the first file that has it
+    "AMX (device Xeon)": ("embed-ab-cpu-amx-2cores.json",),
+    # the 3-rep rerun has none/patched/int8/int8@256; int8@512 and int8@384 only ran in the 2-rep run
+    "AVX512-VNNI, AMX off (device Xeon)": (
+        "embed-ab-cpu-no-amx-2cores.json",
+        "embed-ab-cpu-no-amx-2cores-2reps.json",
+    ),
+    "AVX2 (this host, AMD EPYC)": ("embed-ab-cpu-avx2.json",),
 }
 PROFILE_CLASSES = {
     "AMX (device Xeon)": "profile-ab-cpu-amx-2cores.json",
@@ -50,23 +54,37 @@ def lambda_usd_per_1000(seconds_2cores: float) -> float:
 
 def rows() -> list[dict]:
     out = []
-    for cls, name in CLASSES.items():
-        path = ROOT / "bench" / "results" / name
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
-        if "results" not in data:  # the first AVX2 A/B (none vs patched, 744 tokens) had its own layout
-            for variant, ts in data["seconds_per_page"].items():
-                med = sorted(ts)[len(ts) // 2]
-                out.append(row(cls, "ColQwen2 " + data["compute"], variant, 744, med, min(ts), max(ts), data))
-            continue
-        for variant, s in data["results"].items():
-            tokens = data["visual_tokens"][variant]
-            out.append(
-                row(
-                    cls, "ColQwen2 " + data["compute"], variant, tokens, s["median"], s["min"], s["max"], data
+    for cls, names in CLASSES.items():
+        seen: set[str] = set()
+        for name in names:
+            path = ROOT / "bench" / "results" / name
+            if not path.exists():
+                continue
+            data = json.loads(path.read_text())
+            if "results" not in data:  # the first AVX2 A/B (none vs patched, 744 tokens) had its own layout
+                for variant, ts in data["seconds_per_page"].items():
+                    med = sorted(ts)[len(ts) // 2]
+                    out.append(
+                        row(cls, "ColQwen2 " + data["compute"], variant, 744, med, min(ts), max(ts), data)
+                    )
+                continue
+            for variant, s in data["results"].items():
+                if variant in seen:
+                    continue
+                seen.add(variant)
+                tokens = data["visual_tokens"][variant]
+                out.append(
+                    row(
+                        cls,
+                        "ColQwen2 " + data["compute"],
+                        variant,
+                        tokens,
+                        s["median"],
+                        s["min"],
+                        s["max"],
+                        data,
+                    )
                 )
-            )
     for cls, name in PROFILE_CLASSES.items():
         path = ROOT / "bench" / "results" / name
         if path.exists():
@@ -120,7 +138,10 @@ def row(
         "s_per_page_2cores_median": med,
         "s_per_page_2cores_range": [lo, hi],
         "reps": len(data.get("results", {}).get(variant, {}).get("seconds_per_page", [])) or 3,
-        "fidelity_vs_fp32": data.get("fidelity", {}).get(variant),
+        "fidelity_vs_fp32": data.get("fidelity", {}).get(variant)
+        or data.get("fidelity_from_2rep_run", {}).get(variant),
+        "fidelity_from_earlier_run": not data.get("fidelity", {}).get(variant)
+        and variant in data.get("fidelity_from_2rep_run", {}),
         "process_peak_rss_mb": data.get("peak_rss_mb"),
         "vectors_per_page": vectors,
         "full_multivector_kb_per_page_fp16": round(vectors * 128 * 2 / 1024, 1),
@@ -143,10 +164,13 @@ def main() -> None:
     for r in table:
         f = r["fidelity_vs_fp32"]
         fid = f"{f['page_token_cosine_vs_fp32']} / {f['query_token_cosine_vs_fp32']}" if f else "not measured"
+        if r.get("fidelity_from_earlier_run"):
+            fid += " (2-rep run's page)"
         lo, hi = r["s_per_page_2cores_range"]
+        reps = f"; {r['reps']} reps" if r.get("reps", 3) < 3 else ""
         lines.append(
             f"| {r['cpu_class']} | {r['model']} | {r['variant']} | {r['visual_tokens']} | "
-            f"{r['s_per_page_2cores_median']} ({lo}–{hi}) | {fid} | {r['vectors_per_page']}, "
+            f"{r['s_per_page_2cores_median']} ({lo}–{hi}{reps}) | {fid} | {r['vectors_per_page']}, "
             f"{r['full_multivector_kb_per_page_fp16']} | {r.get('peak_rss_mb_alone') or '—'} | {r['published_vidore']} | "
             f"{r['lambda_usd_per_1000_pages_estimate']} |"
         )

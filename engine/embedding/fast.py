@@ -74,10 +74,10 @@ def default_speedups(device: str) -> tuple[str, ...]:
     (embed-gpu-h100-stock-today-new.json): fp8_block 0.56x of compile alone at cosine 0.979, cuda_graphs
     within the spread (61.2 vs 62.1 pages/s model only): both opt-in. CPU (AMX, 2 cores): compile was
     slower than eager (12.7 vs 9.7 s/page) and prepacked oneDNN weights within run-to-run noise.
-    CPU, every class measured (bench/results/embed-ab-cpu-*.json, 2 cores, >= 2-3 alternating reps): no patch
+    CPU, every class measured (bench/results/embed-ab-cpu-*.json, 2 cores, 3 alternating reps): no patch
     wins beyond the spread. AMX: linear_patch_embed + batched_attention 1.13x by median, slowest patched rep
-    20.75 s vs fastest unpatched 19.63 s; int8_onednn 0.99x. AVX512-VNNI without AMX (fbgemm plan): patches
-    0.92x, int8_onednn 0.85x. AVX2: patches 42.6 → 40.9 s, within the spread. So the CPU default is none.
+    20.75 s vs fastest unpatched 19.63 s; int8_onednn 0.99x. AVX512-VNNI without AMX (fbgemm plan, 3-rep rerun
+    alone on the host): patches 1.00x, int8_onednn 0.92x. AVX2: patches 42.6 → 40.9 s, within the spread. So the CPU default is none.
     H100, one run (embed-gpu-h100-static-fp8.json, 3 alternating rounds): static_pages 64.8 [64.8-65.1]
     vs 57.2 [56.6-57.6] pages/s model only (same cosine, 0.99982); fp8_layers (vision_fc1) on top 68.2
     [67.9-68.2] at page cosine 0.99725 (>= 0.995): both CUDA defaults.
