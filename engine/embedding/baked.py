@@ -20,9 +20,10 @@ import os
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,12 +187,57 @@ def verify_level(verify: str | bool) -> str:
     return verify
 
 
-def _prepack_workers(threads: int | None = None) -> int:
-    """Threads for fbgemm's prepack (single-threaded, GIL released): the CPUs the model may use (the compute
-    plan's threads, within this process's affinity) but one, which a cold start's Python imports occupy
-    meanwhile (prefetch). One on 2 vCPUs; five on a 10 GB Lambda's six."""
+def _prepack_workers(threads: int | None = None, *, all_cpus: bool = False) -> int:
+    """Threads for fbgemm's prepack (single-threaded per layer, GIL released): the CPUs the model may use (the
+    compute plan's threads, within this process's affinity); while a cold start's Python imports still occupy
+    one of them (prefetch, before boost()), one fewer. On 2 vCPUs: 1, then 2; on a 10 GB Lambda's 6: 5, then 6."""
     cpus = len(os.sched_getaffinity(0))
-    return max(1, min(threads or cpus, cpus) - 1)
+    usable = max(1, min(threads or cpus, cpus))
+    return usable if all_cpus else max(1, usable - 1)
+
+
+def _run_jobs(
+    jobs: list[Any], build: Callable[[Any], nn.Module], threads: int | None, wide: threading.Event | None
+) -> dict[str, nn.Module]:
+    """build(job) for every job from one shared queue, on the calling thread plus helper threads: all but one
+    of the CPUs while `wide` is unset (the imports beside it hold one), all of them once it is set (checked
+    between layers, so a boost is taken up within one layer's prepack). Results in job order."""
+    queue, results = deque(jobs), {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def take() -> Any:
+        with lock:
+            return queue.popleft() if queue and not errors else None
+
+    def drain() -> None:
+        while (job := take()) is not None:
+            try:
+                results[job[0]] = build(job)
+            except BaseException as exc:  # noqa: BLE001 (re-raised by the calling thread)
+                errors.append(exc)
+                return
+
+    helpers: list[threading.Thread] = []
+    try:
+        while True:
+            wanted = _prepack_workers(threads, all_cpus=wide is None or wide.is_set())
+            while len(helpers) + 1 < min(wanted, len(queue)):
+                helpers.append(threading.Thread(target=drain, name="docvision-prepack", daemon=True))
+                helpers[-1].start()
+            if (job := take()) is None:
+                break
+            try:
+                results[job[0]] = build(job)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                break
+    finally:
+        for t in helpers:
+            t.join()
+    if errors:
+        raise errors[0]
+    return {job[0]: results[job[0]] for job in jobs}
 
 
 def _materialize(
@@ -202,10 +248,12 @@ def _materialize(
     *,
     threads: int | None = None,
     stop: threading.Event | None = None,
+    wide: threading.Event | None = None,
 ) -> dict[str, nn.Module]:
     """int8 weights → compute-dtype tensors in `state` (in place), or int8 GEMM modules (returned).
     `kind(module name)` is "linear", "other" (e.g. an Embedding) or None (the model has no such module).
-    `stop` (set by the caller) abandons the work between layers."""
+    `stop` (set by the caller) abandons the work between layers; `wide` (see _run_jobs) widens the prepack
+    from all CPUs but one to all of them (None: all of them from the start)."""
     jobs: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     for key in [k for k in state if k.endswith(SCALE_SUFFIX)]:
         scale, wkey = state.pop(key), key[: -len(SCALE_SUFFIX)]
@@ -229,11 +277,7 @@ def _materialize(
             raise CancelledError("weight prefetch abandoned")
         return _int8_linear(*job[1:])
 
-    workers = min(_prepack_workers(threads), len(jobs))
-    if workers <= 1:
-        return {job[0]: build(job) for job in jobs}
-    with ThreadPoolExecutor(workers, thread_name_prefix="docvision-prepack") as pool:
-        return dict(zip((job[0] for job in jobs), pool.map(build, jobs), strict=True))
+    return _run_jobs(jobs, build, threads, wide)
 
 
 def _module_kind(modules: dict[str, nn.Module]) -> Callable[[str], str | None]:
@@ -262,6 +306,9 @@ class Prefetch:
     future: Future[Prefetched]
     key: tuple  # (directory, dtype, int8_gemm, defer_prefix): load_baked refuses a prefetch made for another load
     stop: threading.Event
+    wide: threading.Event
+    started: float = field(default_factory=time.perf_counter)
+    boosted: float | None = None  # perf_counter() of boost()
 
     def result(self) -> Prefetched:
         return self.future.result()
@@ -269,6 +316,13 @@ class Prefetch:
     def cancel(self) -> None:
         """Stop prepacking at the next layer (e.g. the model classes failed to import)."""
         self.stop.set()
+
+    def boost(self) -> None:
+        """Prepack on every CPU from the next layer on: the caller has finished its imports and now waits for
+        the weights (load_baked calls this), so the CPU the prefetch left to it is free."""
+        if not self.wide.is_set():
+            self.boosted = time.perf_counter()
+            self.wide.set()
 
 
 def prefetch(
@@ -289,7 +343,7 @@ def prefetch(
     """
     level = verify_level(verify)
     future: Future[Prefetched] = Future()
-    stop = threading.Event()
+    stop, wide = threading.Event(), threading.Event()
 
     def work() -> None:
         try:
@@ -306,7 +360,7 @@ def prefetch(
                 embeddings = {w.rsplit(".", 1)[0] for w in manifest["embedding_weights"]}
                 int8_modules = _materialize(
                     state, lambda n: "other" if n in embeddings else "linear", dtype, int8_gemm,
-                    threads=threads, stop=stop,
+                    threads=threads, stop=stop, wide=wide,
                 )  # fmt: skip
             done = time.perf_counter()
             parts = {"verify": verified - started, "read": read - verified, "materialize": done - read}
@@ -316,7 +370,7 @@ def prefetch(
 
     future.set_running_or_notify_cancel()
     threading.Thread(target=work, name="docvision-prefetch", daemon=True).start()
-    return Prefetch(future, (Path(directory).resolve(), dtype, int8_gemm, defer_prefix), stop)
+    return Prefetch(future, (Path(directory).resolve(), dtype, int8_gemm, defer_prefix), stop, wide)
 
 
 def _install(model: nn.Module, modules: dict[str, nn.Module], int8_modules: dict[str, nn.Module]) -> None:
@@ -370,7 +424,7 @@ def load_baked(
     started = time.perf_counter()
     level = verify_level(verify)
     weights = directory / "model.safetensors"
-    if prefetched is None:  # read now (the thread is waited for at once: nothing runs beside the hashing)
+    if prefetched is None:  # read now, beside building the model object
         prefetched = prefetch(
             directory,
             dtype=dtype,
@@ -381,8 +435,6 @@ def load_baked(
         )
     elif prefetched.key != (Path(directory).resolve(), dtype, int8_gemm, defer_prefix):
         raise ValueError(f"prefetch made for {prefetched.key}, not for this load of {directory}")
-    ready = prefetched.result()
-    manifest, state, int8_modules = ready.manifest, ready.state, ready.int8_modules
     config = AutoConfig.from_pretrained(directory)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(
@@ -393,6 +445,9 @@ def load_baked(
             model = model_cls(config)
     finally:
         torch.set_default_dtype(previous)
+    prefetched.boost()  # from here this thread only waits: the prepack may take its CPU too
+    ready = prefetched.result()
+    manifest, state, int8_modules = ready.manifest, ready.state, ready.int8_modules
     modules = dict(model.named_modules())
     kind = _module_kind(modules)
     for name in int8_modules:  # prepacked from the manifest's word: the model must agree

@@ -39,7 +39,16 @@ def load_source(
     model_cls, processor_cls = family.classes()
     adapter_cfg = src / "adapter_config.json"
     if adapter_cfg.exists():
-        from peft import PeftModel
+        try:
+            from peft import PeftModel
+        except ImportError as exc:  # the Lambda image leaves peft out (infra/prune_dists.py)
+            from engine.errors import ConfigError
+
+            raise ConfigError(
+                f"{source} is a LoRA adapter, and merging one needs peft, which this installation lacks "
+                "(the Lambda image prunes it); bake the model instead (python -m models.bake, which "
+                "merges the adapter) and point DOCVISION_MODEL at the baked directory"
+            ) from exc
 
         base_id = base or json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
         base_dir, _ = resolve(base_id, None)

@@ -173,10 +173,12 @@ def test_prefetch_prepacks_before_the_model_exists_and_loads_the_same_model(
     assert not {f"{m}.weight" for m in ready.int8_modules} & set(manifest["embedding_weights"])
     from engine.embedding import baked
 
-    monkeypatch.setattr(
-        baked, "_prepack_workers", lambda threads=None: 3
-    )  # a Lambda's 6 vCPUs: prepacked in a pool
-    pooled = prefetch(baked_tiny, dtype=torch.float32, int8_gemm=True).result()
+    monkeypatch.setattr(  # a Lambda's 6 vCPUs: prepacked in a pool that grows on boost()
+        baked, "_prepack_workers", lambda threads=None, all_cpus=False: 6 if all_cpus else 5
+    )
+    pending = prefetch(baked_tiny, dtype=torch.float32, int8_gemm=True)
+    pending.boost()
+    pooled = pending.result()
     assert list(pooled.int8_modules) == list(ready.int8_modules)
     for name, layer in pooled.int8_modules.items():
         assert torch.equal(layer.weight().int_repr(), ready.int8_modules[name].weight().int_repr()), name
@@ -215,13 +217,72 @@ def test_prefetch_can_be_abandoned_and_must_match_its_load(baked_tiny: Path) -> 
     stop.set()
     with pytest.raises(CancelledError):
         baked._materialize(state, lambda n: "linear", torch.float32, True, stop=stop)
-    assert baked._prepack_workers(threads=1) == 1
-    assert 1 <= baked._prepack_workers(threads=64) <= max(1, len(__import__("os").sched_getaffinity(0)) - 1)
+    cpus = len(__import__("os").sched_getaffinity(0))
+    assert baked._prepack_workers(threads=1) == 1 == baked._prepack_workers(threads=1, all_cpus=True)
+    assert baked._prepack_workers(threads=64) == max(1, cpus - 1)
+    assert baked._prepack_workers(threads=64, all_cpus=True) == cpus
 
     model_cls, _ = detect_family(str(baked_tiny)).classes()
     other_plan = baked.prefetch(baked_tiny, dtype=torch.float32, int8_gemm=False)
     with pytest.raises(ValueError, match="prefetch made for"):
         baked.load_baked(baked_tiny, model_cls, dtype=torch.float32, int8_gemm=True, prefetched=other_plan)
+
+
+def test_the_prepack_pool_widens_on_boost_and_stops_on_cancel(
+    baked_tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prefetch prepacks on all CPUs but one while the imports run, on all of them once boost() says the
+    importing thread only waits; cancel() stops every worker between layers. Layers are slowed down (sleep,
+    which releases the GIL like fbgemm's prepack) so the pool's width can be observed."""
+    import threading
+    import time
+    from concurrent.futures import CancelledError
+
+    import torch
+
+    from engine.embedding import baked
+
+    state = baked._read_tensors(baked_tiny / "model.safetensors", lambda k: True)
+    kind = lambda n: "other" if "embed_tokens" in n else "linear"  # noqa: E731
+    serial = baked._materialize(dict(state), kind, torch.float32, True, threads=1)  # one thread
+    real = baked._int8_linear
+    lock, running, log = threading.Lock(), [0], []  # log: (layers done so far, layers running now)
+
+    def slow_layer(*args: object) -> torch.nn.Module:
+        with lock:
+            running[0] += 1
+            log.append((len(log), running[0]))
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(baked, "_int8_linear", slow_layer)
+    monkeypatch.setattr(baked, "_prepack_workers", lambda threads=None, all_cpus=False: 3 if all_cpus else 1)
+    layers = sum(k.endswith(baked.SCALE_SUFFIX) for k in state) - 1  # all but the token embedding
+    assert layers >= 12
+    wide, stop = threading.Event(), threading.Event()
+    boost = threading.Timer(0.13, wide.set)  # after ~6 of the layers
+    boost.start()
+    modules = baked._materialize(dict(state), kind, torch.float32, True, wide=wide, stop=stop)
+    boost.join()
+    assert len(modules) == layers
+    narrow = [r for i, r in log if i < 4]
+    assert max(narrow) == 1, log  # one worker while the imports run
+    assert max(r for _, r in log) == 3, log  # all three once boosted
+    assert list(serial) == list(modules)  # same layers, same order, same packed weights
+    for name, layer in modules.items():
+        assert torch.equal(layer.weight().int_repr(), serial[name].weight().int_repr()), name
+
+    log.clear()
+    cancel = threading.Timer(0.05, stop.set)
+    cancel.start()
+    with pytest.raises(CancelledError):
+        baked._materialize(dict(state), kind, torch.float32, True, wide=None, stop=stop)
+    started_then = len(log)
+    time.sleep(0.1)
+    assert len(log) == started_then < layers  # stopped between layers; no worker left running
+    assert running[0] == 0
 
 
 def test_a_manifest_that_hides_an_embedding_is_refused(baked_tiny: Path, tmp_path: Path) -> None:
@@ -266,6 +327,21 @@ def test_lora_adapter_is_merged_when_baking(tiny_colqwen2: Path, tmp_path: Path)
     ref = with_adapter[0][mask[0]].numpy()
     cos = (ref * merged[0].vectors).sum(-1).mean()
     assert cos > 0.995
+
+
+def test_an_adapter_without_peft_says_to_bake_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lambda image prunes peft (infra/prune_dists.py): pointing it at a LoRA adapter directory is a
+    configuration error that says what to do, not an ImportError."""
+    from engine.embedding.loader import load_source
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "vidore/colqwen2-base"})
+    )
+    monkeypatch.setitem(__import__("sys").modules, "peft", None)  # as if not installed: import fails
+    with pytest.raises(ConfigError, match="bake the model instead"):
+        load_source(str(adapter), family_name="colqwen2")
 
 
 # ------------------------------------------------------------------------------------------ fidelity

@@ -42,7 +42,9 @@ def _bwrap_usable() -> str | None:
 def _tree(dest: Path) -> Path:
     """The final stage's tree (cached by the inputs' hash: installing the dependencies takes minutes)."""
     uv = shutil.which("uv") or str(REPO / ".stamps" / "bin" / "uv")
-    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes())
+    h = hashlib.sha256(
+        (REPO / "pyproject.toml").read_bytes() + (REPO / "infra" / "prune_dists.py").read_bytes()
+    )
     for p in sorted(
         [*(REPO / "engine").rglob("*.py"), *(REPO / "handlers").glob("*.py"), *(REPO / "models").glob("*.py")]
     ):
@@ -59,6 +61,9 @@ def _tree(dest: Path) -> Path:
             [uv, "pip", "install", "--quiet", "--target", str(tmp), "--python", sys.executable, str(REPO)],
             check=True, cwd=REPO,
         )  # fmt: skip
+        from infra.prune_dists import prune
+
+        prune(tmp, ["peft", "accelerate"])  # as Dockerfile.lambda's final stage: bake-only packages
         (tmp / ".installed").touch()
     for name in ("baml_client", "schemas"):
         shutil.rmtree(tmp / name, ignore_errors=True)
@@ -157,7 +162,8 @@ def test_both_handlers_run_from_the_image_tree_in_a_lambda_like_sandbox(
         f"{python} -S -m handlers.invoke ingest {EVENTS / 's3-put.json'} > /tmp/ingest.json; "
         f"{python} -S -m handlers.invoke api {EVENTS / 'search.json'} > /tmp/search.json; "
         f"{python} -S -m handlers.invoke api {EVENTS / 'health.json'} > /tmp/health.json; "
-        f'{python} -S -c \'import json,sys; print(json.dumps({{"sys_path_ok": sys.path[1] == "{task}"}}))\' > /tmp/path.json; '
+        f'{python} -S -c \'import json,sys,importlib.util as u; print(json.dumps({{"sys_path_ok": sys.path[1] == "{task}", '
+        f'"absent": [d for d in ("peft", "accelerate") if u.find_spec(d) is None]}}))\' > /tmp/path.json; '
         "touch /var/should-not-write 2>/dev/null && echo WROTE-OUTSIDE-TMP || true; "
         'echo ===; for f in uid ingest.json search.json health.json path.json; do echo "--- $f"; cat /tmp/$f; done; '
         "echo '--- tmp'; cd /tmp && find . -maxdepth 1 | sort"
@@ -175,5 +181,7 @@ def test_both_handlers_run_from_the_image_tree_in_a_lambda_like_sandbox(
     assert search["statusCode"] == 200 and json.loads(search["body"])["hits"], search
     health = _result(sections["health.json"])
     assert health["statusCode"] == 200, health
+    # the task root is the import path, and the handlers above ran without the bake-only packages
+    assert json.loads(sections["path.json"]) == {"sys_path_ok": True, "absent": ["peft", "accelerate"]}
     assert _snapshot(task) == before, "the run changed the read-only task tree"
     assert list((task / "engine").rglob("__pycache__/*.pyc"))  # bytecode precompiled, as in the image

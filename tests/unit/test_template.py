@@ -279,3 +279,16 @@ def test_ingest_may_delete_derived_objects_of_removed_documents() -> None:
     policies = RES["IngestFunction"]["Properties"]["Policies"]
     actions = {a for p in policies if "Statement" in p for s in p["Statement"] for a in s["Action"]}
     assert {"s3:PutObject", "s3:DeleteObject"} <= actions
+
+
+def test_the_final_stage_takes_the_dependencies_without_the_bake_only_packages() -> None:
+    """peft (LoRA merging, model stage) and accelerate (only peft needs it) are pruned from the runtime tree by
+    infra/prune_dists.py, the same script the sandbox test runs on its copy of the tree."""
+    assert re.search(r"^FROM build AS runtime-deps$", DOCKERFILE, flags=re.M)
+    assert "RUN python /src/infra/prune_dists.py /opt/deps peft accelerate" in DOCKERFILE
+    final = DOCKERFILE.rsplit("\nFROM ", 1)[1]
+    assert "COPY --from=runtime-deps /opt/deps/ " in final and "--from=build /opt/deps" not in final
+    model_stage = DOCKERFILE.split("FROM build AS model", 1)[1].split("\nFROM ", 1)[0]
+    assert "prune_dists" not in model_stage  # the bake keeps peft
+    sandbox = (ROOT / "tests" / "integration" / "test_lambda_sandbox.py").read_text()
+    assert 'prune(tmp, ["peft", "accelerate"])' in sandbox
