@@ -21,6 +21,13 @@ repetitions of the query set; and reopen with the full multivector held in RAM (
 read on demand + side store (the new one), alternated in fresh processes. Writes bench/results/<name>.json
 (default search-<n>-plans).
 
+    python bench/search.py --compare [--sizes 10000] [--reps 3] [--variants rows-cols:100 fde1:400:60 ...]
+
+builds two edge collections of the same pages, one for the rows-cols plan (every collection built before the
+FDE plan) and one for the fde1 plan (FDE vector HNSW -> MaxSim on 2x2 patch blocks -> full MaxSim), opens both
+in one process and alternates `plan:prefetch_limit[:block_limit]` variants query by query, >= 3 repetitions;
+reopen of each in fresh processes, alternated. Writes bench/results/search-<n>-fde.json.
+
     python bench/search.py --pool-factor 3 --sizes 2000 --variants today:100 today:200 today:200:k4
 
 builds the same pages unpooled and hierarchically pooled at index time (DOCVISION_TOKEN_POOL_FACTOR) and
@@ -142,9 +149,16 @@ def records(gen, start: int, stop: int, doc_prefix: str = "doc"):
     ]
 
 
-def build(backend: str, path: Path, n: int, data: str) -> dict:
+def build(backend: str, path: Path, n: int, data: str, plan: str | None = None) -> dict:
+    """Upsert n pages, then optimize. `plan` (edge only): build a collection for that rerank plan rather than
+    the default one (the rows-cols plan is what collections built before the FDE plan hold)."""
     gen = DATASETS[data]
-    index = open_backend(backend, path)
+    if plan is not None:
+        from engine.index.edge import EdgeIndex
+
+        index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM, plan=plan)
+    else:
+        index = open_backend(backend, path)
     t = time.perf_counter()
     for start in range(0, n, 64):
         index.upsert(records(gen, start, min(n, start + 64)))
@@ -239,6 +253,132 @@ def reopen_worker(path: Path, plan: str, n: int) -> dict:
            "rss_after_open_mb": round(peak_rss_mb()), "rss_open_delta_mb": round(peak_rss_mb() - rss0)}  # fmt: skip
     index.close()
     return out
+
+
+PLAN_NAMES = ("rows-cols", "fde1")
+
+
+def compare_worker(path: Path, n: int, n_queries: int, reps: int, specs: list[str]) -> dict:
+    """One process, the rows-cols collection and the fde1 collection of the same pages, the same queries:
+    exhaustive MaxSim once (ground truth; the full multivectors are the same in both), then every variant
+    `plan:prefetch_limit[:block_limit]` on every query in turn (rotating the order), `reps` times."""
+    from engine.index.edge import EdgeIndex
+
+    idx = {p: EdgeIndex(edge_path(path / p), model_id="bench-model", dim=DIM) for p in PLAN_NAMES}
+    assert {p: i.plan for p, i in idx.items()} == {p: p for p in PLAN_NAMES}
+    qs = queries(n_queries, n)
+    exact, exact_p50, exact_p95 = timed_search(idx["fde1"], qs, mode="exact")
+    variants = []
+    for spec in specs:
+        plan, limit, *block = spec.split(":")
+        if plan not in PLAN_NAMES or (block and plan != "fde1"):
+            raise SystemExit(f"bad variant {spec!r}: plan:prefetch_limit[:block_limit], plan in {PLAN_NAMES}")
+        variants.append({"spec": spec, "plan": plan, "kw": {"prefetch_limit": int(limit),
+                         "block_limit": int(block[0]) if block else None}})  # fmt: skip
+    for v in variants:  # warm-up: page in what each variant touches
+        idx[v["plan"]].search(qs[0], top_k=10, **v["kw"])
+    times: dict = {v["spec"]: [[] for _ in range(reps)] for v in variants}
+    tops: dict = {v["spec"]: [None] * len(qs) for v in variants}
+    for rep in range(reps):
+        for i, q in enumerate(qs):
+            k = (rep * len(qs) + i) % len(variants)
+            for v in variants[k:] + variants[:k]:
+                t = time.perf_counter()
+                hits = idx[v["plan"]].search(q, top_k=10, **v["kw"])
+                times[v["spec"]][rep].append(time.perf_counter() - t)
+                tops[v["spec"]][i] = [h.point_id for h in hits]
+    rows = []
+    for v in variants:
+        per_rep = times[v["spec"]]
+        p50s = [float(np.percentile(r, 50)) * 1000 for r in per_rep]
+        p95s = [float(np.percentile(r, 95)) * 1000 for r in per_rep]
+        rows.append({
+            "variant": v["spec"], "plan": v["plan"], **v["kw"],
+            "p50_ms": round(float(np.median(p50s)), 1), "p95_ms": round(float(np.median(p95s)), 1),
+            "p50_ms_per_rep": [round(x, 1) for x in p50s], "p95_ms_per_rep": [round(x, 1) for x in p95s],
+            "p50_all_reps_ms": round(float(np.percentile(sum(per_rep, []), 50)) * 1000, 1),
+            "recall_at_10": recall(tops[v["spec"]], exact),
+        })  # fmt: skip
+    out = {"exact_p50_ms": round(exact_p50, 1), "exact_p95_ms": round(exact_p95, 1), "variants": rows,
+           "info": {p: i.info() for p, i in idx.items()}, "peak_rss_mb": round(peak_rss_mb())}  # fmt: skip
+    for index in idx.values():
+        index.close()
+    return out
+
+
+def reopen_plan_worker(path: Path, n: int) -> dict:
+    """Fresh process: open one collection and answer its first query with its default plan."""
+    import torch  # noqa: F401  # already loaded in the search service (its query embedder); not part of reopen
+
+    from engine.index.edge import EdgeIndex
+
+    rss0 = peak_rss_mb()
+    t = time.perf_counter()
+    index = EdgeIndex(edge_path(path), model_id="bench-model", dim=DIM)
+    reopen = time.perf_counter() - t
+    t = time.perf_counter()
+    index.search(queries(1, n)[0], top_k=10)
+    first = time.perf_counter() - t
+    out = {"plan": index.plan, "reopen_seconds": round(reopen, 3), "first_query_ms": round(first * 1000, 1),
+           "rss_open_delta_mb": round(peak_rss_mb() - rss0)}  # fmt: skip
+    index.close()
+    return out
+
+
+def compare_main(args) -> None:
+    n = args.sizes[0]
+    size = f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+    name = args.name if args.name != "search" else f"search-{size}-fde"
+    path = ROOT / "bench" / "work" / "search" / f"compare-edge-{n}-structured"
+    res: dict = {
+        "pages": n, "data": "structured", "backend": "edge (qdrant-edge, the default embedded engine)",
+        "queries": f"{args.queries} per repetition, top_k=10, recall@10 against exhaustive MaxSim (Qdrant, full "
+                   "multivectors) on the same pages",
+        "plans": {
+            "rows-cols": "today's plan (and that of every collection built before fde1): HNSW prefetch on row- and "
+                         "column-pooled multivectors (prefetch_limit each) -> MaxSim on the full multivector, "
+                         "all inside the shard",
+            "fde1": "HNSW on one 2560-d FDE vector per page (MUVERA: 10 reps x 16 SimHash buckets x 16 dims; "
+                    "engine/index/fde.py), prefetch_limit candidates -> MaxSim on the page's 2x2 patch blocks "
+                    "(192 + 6 vectors), keeps block_limit -> MaxSim on the full multivector; one nested Qdrant "
+                    "query inside the shard",
+        },
+        "alternation": f"both collections open in one process; each query runs every variant in a rotating order; "
+                       f"{args.reps} repetitions of the query set",
+        "loadavg_before": os.getloadavg(), "cpus": len(os.sched_getaffinity(0)), "builds": {}, "disk": {},
+    }  # fmt: skip
+    for plan in PLAN_NAMES:
+        sub = path / plan
+        if not (args.reuse and (edge_path(sub) / "docvision-collection.json").exists()):
+            shutil.rmtree(sub, ignore_errors=True)
+            res["builds"][plan] = run_worker(
+                ["--worker", f"build-{plan}", "edge", str(sub), str(n), "structured"]
+            )
+            print(plan, res["builds"][plan], file=sys.stderr, flush=True)
+        else:
+            res["builds"][plan] = "reused an earlier build of the same code (--reuse)"
+        shard = sum(x.stat().st_size for x in (edge_path(sub) / "shard").rglob("*") if x.is_file())
+        res["disk"][plan] = {"shard_mb": round(shard / 2**20, 1), "kb_per_page": round(shard / 1024 / n, 1)}
+    if args.build_only:
+        print(write_result(name + "-build", res))
+        return
+    res["reopen"] = []
+    for rep in range(args.reps):
+        for plan in PLAN_NAMES if rep % 2 == 0 else PLAN_NAMES[::-1]:
+            res["reopen"].append(
+                run_worker(["--worker", "reopen-plan", "edge", str(path / plan), str(n), "structured"])
+            )
+            print(res["reopen"][-1], file=sys.stderr, flush=True)
+    for plan in PLAN_NAMES:
+        vals = [r["reopen_seconds"] for r in res["reopen"] if r["plan"] == plan]
+        res[f"reopen_{plan}_median_s"], res[f"reopen_{plan}_spread_s"] = (
+            round(float(np.median(vals)), 3), [min(vals), max(vals)])  # fmt: skip
+    res.update(run_worker(["--worker", "compare", "edge", str(path), str(n), "structured", "--queries",
+                           str(args.queries), "--reps", str(args.reps), "--variants", *args.variants]))  # fmt: skip
+    res["loadavg_after"] = os.getloadavg()
+    print(write_result(name, res))
+    if not args.keep:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def parse_variant(spec: str) -> dict:
@@ -479,6 +619,9 @@ def main() -> None:
     )
     ap.add_argument("--name", default="search", help="result file name under bench/results/")
     ap.add_argument("--plans", action="store_true", help="compare today's rerank plan with the side store")
+    ap.add_argument("--compare", action="store_true",
+                    help="compare the rows-cols and fde1 rerank plans (two collections of the same pages); "
+                         "--variants plan:prefetch_limit[:block_limit]")  # fmt: skip
     ap.add_argument("--variants", nargs="+", default=["today:100", "today:200", "side16:100", "side16:200",
                     "side32:100", "side32:200", "side32:200:k4", "side32:200:k4:fp4x60"],
                     help="--plans: plan:limit[:kN][:fpKxM] (see parse_variant)")  # fmt: skip
@@ -497,6 +640,12 @@ def main() -> None:
         phase, backend, path, n, data = args.worker
         if phase == "build":
             out = build(backend, Path(path), int(n), data)
+        elif phase.startswith("build-"):
+            out = build(backend, Path(path), int(n), data, plan=phase.split("-", 1)[1])
+        elif phase == "reopen-plan":
+            out = reopen_plan_worker(Path(path), int(n))
+        elif phase == "compare":
+            out = compare_worker(Path(path), int(n), args.queries, args.reps, args.variants)
         elif phase.startswith("reopen-"):
             out = reopen_worker(Path(path), phase.split("-", 1)[1], int(n))
         elif phase == "pooling":
@@ -506,6 +655,9 @@ def main() -> None:
         else:
             out = measure(backend, Path(path), int(n), args.queries, data, args.limits)
         print("RESULT " + json.dumps(out))
+        return
+    if args.compare:
+        compare_main(args)
         return
     if args.plans:
         plans_main(args)

@@ -107,8 +107,16 @@ class Settings(BaseSettings):
         ".docvision/store",
         description="Blob store for page images and results: a folder or s3://bucket/prefix.",
     )
-    prefetch_limit: int = Field(
-        100, description="Candidates the pooled-vector prefetch passes to the MaxSim rerank."
+    prefetch_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Candidates the rerank's first stage (HNSW) passes on: FDE candidates (default 400), or per "
+        "pooled prefetch in collections built before the FDE plan (default 100).",
+    )
+    block_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Candidates the 2x2-block MaxSim passes to the full MaxSim (FDE plan; default 60).",
     )
     side_store: Literal["float16", "float32", "off"] = Field(
         "off",

@@ -117,7 +117,12 @@ class DocVision:
         (q,) = self.embedder.embed_queries([query])
         t_embed = time.perf_counter() - t
         hits = self.index.search(
-            q, top_k=top_k, document_ids=document_ids, mode=mode, prefetch_limit=self.settings.prefetch_limit
+            q,
+            top_k=top_k,
+            document_ids=document_ids,
+            mode=mode,
+            prefetch_limit=self.settings.prefetch_limit,
+            block_limit=self.settings.block_limit,
         )
         return {
             "query": query,

@@ -4,8 +4,11 @@
     DOCVISION_INDEX_BACKEND=edge (default) → qdrant-edge, Qdrant's in-process Rust engine
     DOCVISION_INDEX_BACKEND=local        → qdrant-client's pure-Python local mode
 
-Per page: the full multivector (MaxSim, no HNSW) for reranking, row/column-pooled multivectors (HNSW) for
-the prefetch, and one mean vector (the dense baseline). See bench/search.py for why edge is the default.
+Per page: the full multivector (MaxSim, no HNSW) for the last rerank stage, the page's tokens pooled over 2x2
+patch blocks (MaxSim, no HNSW) for the middle one, one FDE vector (engine/index/fde.py, HNSW) that finds the
+candidates, and one mean vector (the dense baseline). Collections built before the FDE plan hold row/column-
+pooled multivectors (HNSW) instead and keep that plan. bench/search.py measures both; see it also for why
+edge is the default.
 Every backend reranks inside Qdrant by default; the edge backend can instead keep a float16/float32 copy of
 the full multivectors (DOCVISION_SIDE_STORE, engine/index/sidestore.py) and rerank in process with one BLAS
 GEMM (off by default: slower on the measured 10k collection, bench/results/search-10k-plans.json).
@@ -26,6 +29,7 @@ __all__ = ["PageIndex", "PageRecord", "SearchHit", "open_index", "point_id"]
 
 class PageIndex(Protocol):
     backend: str
+    plan: str  # the rerank plan the collection was built for (engine/index/base.py: query_plan)
 
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None: ...
     def delete_document(self, document_id: str) -> None: ...
@@ -41,7 +45,8 @@ class PageIndex(Protocol):
         top_k: int = 10,
         document_ids: list[str] | None = None,
         mode: str = "rerank",
-        prefetch_limit: int = 100,
+        prefetch_limit: int | None = None,
+        block_limit: int | None = None,
     ) -> list[SearchHit]: ...
     def info(self) -> dict[str, Any]: ...
     def close(self) -> None: ...

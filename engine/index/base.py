@@ -11,9 +11,20 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.errors import ModelMismatch, TokenBudgetMismatch, TokenPoolMismatch, UpsertFailed
+from engine.index.fde import FDE
 
 POINT_NAMESPACE = uuid.UUID("6f1c0d8e-7c1a-4c57-9a55-2f0f5d7a9b11")
 FULL, ROWS, COLS, MEAN = "colqwen", "rows", "cols", "mean"
+BLOCKS, FDE1 = "blocks", "fde1"
+
+# The rerank plan a collection was built for, told by the named vectors it holds (every backend, no metadata):
+#   fde1       one FDE vector per page (HNSW) -> MaxSim on 2x2 patch blocks -> MaxSim on the full multivector
+#   rows-cols  collections built before it: HNSW on row- and column-pooled multivectors -> full MaxSim
+FDE_PLAN, ROWS_COLS_PLAN = "fde1", "rows-cols"
+FDES = {FDE1: FDE(reps=10, ksim=4, dproj=16)}  # a vector name never changes meaning: new parameters, new name
+# Candidates per stage of the fde1 plan (bench/results/search-10k-fde.json chose them; both are settings)
+FDE_CANDIDATES, BLOCK_CANDIDATES = 400, 60
+ROWS_COLS_CANDIDATES = 100
 PAYLOAD_INDEXES = {"document_id": "keyword", "page_number": "integer", "source_uri": "keyword"}
 
 
@@ -67,11 +78,38 @@ class PageRecord:
         mean = self.vectors.mean(axis=0)
         return _unit(rows), _unit(cols), _unit(mean[None])[0]
 
-    def named_vectors(self, pool_factor: int = 1, full: np.ndarray | None = None) -> dict[str, Any]:
-        """The point's named vectors, as every backend stores them; pool_factor > 1 stores the full multivector
-        hierarchically pooled (rows, columns and mean always come from the unpooled patches)."""
-        rows, cols, mean = self.pooled()
+    def blocks(self) -> np.ndarray:
+        """The page's tokens pooled over 2x2 patch blocks (the prompt tokens kept as they are): a quarter of the
+        vectors, whose MaxSim ranks candidates almost as the full multivector does; families without a grid
+        pool runs of 4 tokens."""
+        if not self.grid:
+            v = self.vectors
+            return _unit(np.stack([v[i : i + 4].mean(axis=0) for i in range(0, len(v), 4)]))
+        r, c = self.grid
+        start, stop = self.patch_offset, self.patch_offset + r * c
+        patches = self.vectors[start:stop].reshape(r, c, -1)
+        if r % 2 or c % 2:  # odd edges: pad by repeating the last row/column (a block of 2 equal halves)
+            patches = np.pad(patches, ((0, r % 2), (0, c % 2), (0, 0)), mode="edge")
+        h, w, d = patches.shape
+        pooled = patches.reshape(h // 2, 2, w // 2, 2, d).mean(axis=(1, 3)).reshape(-1, d)
+        return _unit(np.concatenate([self.vectors[:start], pooled, self.vectors[stop:]]))
+
+    def named_vectors(
+        self, pool_factor: int = 1, full: np.ndarray | None = None, plan: str = FDE_PLAN
+    ) -> dict[str, Any]:
+        """The point's named vectors for the collection's plan, as every backend stores them; pool_factor > 1
+        stores the full multivector hierarchically pooled (the other vectors come from the unpooled tokens)."""
         full = pool_tokens(self.vectors, pool_factor) if full is None else full
+        mean = _unit(self.vectors.mean(axis=0)[None])[0]
+        if plan == FDE_PLAN:
+            fde = FDES[FDE1].encode(_unit(self.vectors), query=False)
+            return {
+                FULL: full.tolist(),
+                BLOCKS: self.blocks().tolist(),
+                FDE1: fde.tolist(),
+                MEAN: mean.tolist(),
+            }
+        rows, cols, _ = self.pooled()
         return {FULL: full.tolist(), ROWS: rows.tolist(), COLS: cols.tolist(), MEAN: mean.tolist()}
 
     def payload(self, pool_factor: int = 1) -> dict[str, Any]:
@@ -157,20 +195,56 @@ def hnsw_ef(prefetch_limit: int) -> int:
     return max(128, prefetch_limit)
 
 
-def query_plan(query: np.ndarray, mode: str, prefetch_limit: int) -> tuple[list, str, list[tuple[str, int]]]:
-    """What every backend runs for a search mode: (query vector(s), vector name, [(prefetch vector, limit)]).
+@dataclass
+class Stage:
+    """One query of a plan: score the candidates its inner stages pass (or, without inner stages, search the
+    whole collection through the vector's HNSW graph) by `using`, keep `limit`."""
 
-    rerank: HNSW prefetch on the row- and column-pooled vectors, MaxSim rerank on the full multivector;
-    exact: MaxSim over every page's full multivector; dense: one mean vector against the pages' mean vectors.
+    using: str
+    vector: list
+    limit: int
+    inner: list[Stage] = field(default_factory=list)
+
+
+def plan_of(vector_names: Any) -> str:
+    """The rerank plan of a collection from the named vectors it holds."""
+    return FDE_PLAN if FDE1 in vector_names else ROWS_COLS_PLAN
+
+
+def query_plan(
+    query: np.ndarray,
+    mode: str,
+    *,
+    top_k: int,
+    plan: str = FDE_PLAN,
+    prefetch_limit: int | None = None,
+    block_limit: int | None = None,
+    prefetch_query: np.ndarray | None = None,
+) -> Stage:
+    """What every backend runs for a search mode, as nested stages (the outer one returns top_k hits).
+
+    rerank (fde1 collections): FDE vector HNSW, `prefetch_limit` candidates (default 400) -> MaxSim on 2x2 patch
+    blocks keeps `block_limit` (default 60) -> MaxSim on the full multivector. rerank (rows-cols collections):
+    HNSW on the row- and column-pooled vectors, `prefetch_limit` each (default 100; `prefetch_query` may replace
+    the query there) -> full MaxSim. exact: MaxSim over every page's full multivector; dense: one mean vector
+    against the pages' mean vectors.
     """
     q = np.asarray(query, dtype=np.float32)
     if mode == "dense":
         mean = q.mean(axis=0)
-        return (mean / np.linalg.norm(mean)).tolist(), MEAN, []
+        return Stage(MEAN, (mean / np.linalg.norm(mean)).tolist(), top_k)
     if mode == "exact":
-        return q.tolist(), FULL, []
+        return Stage(FULL, q.tolist(), top_k)
+    if mode == "rerank" and plan == FDE_PLAN:
+        keep = max(top_k, block_limit or BLOCK_CANDIDATES)
+        first = max(keep, prefetch_limit or FDE_CANDIDATES)
+        fde = FDES[FDE1].encode(_unit(q), query=True)
+        blocks = Stage(BLOCKS, q.tolist(), keep, [Stage(FDE1, fde.tolist(), first)])
+        return Stage(FULL, q.tolist(), top_k, [blocks])
     if mode == "rerank":
-        return q.tolist(), FULL, [(ROWS, prefetch_limit), (COLS, prefetch_limit)]
+        limit = max(top_k, prefetch_limit or ROWS_COLS_CANDIDATES)
+        first = (q if prefetch_query is None else prefetch_query).tolist()
+        return Stage(FULL, q.tolist(), top_k, [Stage(ROWS, first, limit), Stage(COLS, first, limit)])
     from engine.errors import ConfigError
 
     raise ConfigError(f"search mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")

@@ -9,7 +9,11 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from engine.index.base import (
+    BLOCKS,
     COLS,
+    FDE1,
+    FDE_PLAN,
+    FDES,
     FULL,
     MEAN,
     PAYLOAD_INDEXES,
@@ -17,9 +21,11 @@ from engine.index.base import (
     PageRecord,
     PayloadQueries,
     SearchHit,
+    Stage,
     check_model,
     check_pool_factor,
     hnsw_ef,
+    plan_of,
     point_id,
     query_plan,
     with_retries,
@@ -38,7 +44,8 @@ def _transient() -> tuple[type[BaseException], ...]:
 class ClientIndex(PayloadQueries):
     def __init__(self, *, model_id: str, dim: int = 128, collection: str = "pages", url: str | None = None,
                  api_key: str | None = None, path: str | None = None, float16: bool = True, timeout: int = 30,
-                 token_pool_factor: int = 1) -> None:  # fmt: skip
+                 token_pool_factor: int = 1, plan: str = FDE_PLAN) -> None:  # fmt: skip
+        """`plan` applies to a new collection (an existing one keeps the plan its named vectors tell)."""
         self.model_id, self.dim, self.collection = model_id, dim, collection
         self.pool_factor = token_pool_factor
         self.backend = "qdrant-server" if url else "qdrant-client-local"
@@ -49,6 +56,7 @@ class ClientIndex(PayloadQueries):
         if self.client.collection_exists(collection):
             params = self.client.get_collection(collection).config.params.vectors
             stored_dim = params[FULL].size if isinstance(params, dict) and FULL in params else None
+            self.plan = plan_of(params if isinstance(params, dict) else {})
             sample, _ = self.client.scroll(
                 collection, limit=1, with_payload=["model_id", "token_pool_factor"], with_vectors=False
             )
@@ -61,21 +69,29 @@ class ClientIndex(PayloadQueries):
                 self.client.close()  # local mode holds a file lock: release it for the caller's next attempt
                 raise
         else:
+            self.plan = plan
             self._create(float16)
 
     def _create(self, float16: bool) -> None:
         maxsim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
         dtype = models.Datatype.FLOAT16 if float16 else None
-        self.client.create_collection(
-            self.collection,
-            vectors_config={
-                FULL: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim,
-                                          datatype=dtype, hnsw_config=models.HnswConfigDiff(m=0)),
-                ROWS: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim),
-                COLS: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim),
-                MEAN: models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
-            },
-        )  # fmt: skip
+        no_graph = models.HnswConfigDiff(m=0)  # reranking only
+        vectors = {
+            FULL: models.VectorParams(size=self.dim, distance=models.Distance.COSINE, multivector_config=maxsim,
+                                      datatype=dtype, hnsw_config=no_graph),
+            MEAN: models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+        }  # fmt: skip
+        if self.plan == FDE_PLAN:
+            vectors[FDE1] = models.VectorParams(
+                size=FDES[FDE1].dim, distance=models.Distance.DOT, datatype=dtype
+            )
+            vectors[BLOCKS] = models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
+                                                  multivector_config=maxsim, datatype=dtype, hnsw_config=no_graph)  # fmt: skip
+        else:
+            for name in (ROWS, COLS):
+                vectors[name] = models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
+                                                    multivector_config=maxsim)  # fmt: skip
+        self.client.create_collection(self.collection, vectors_config=vectors)
         kinds = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
         for field, kind in PAYLOAD_INDEXES.items():
             self.client.create_payload_index(self.collection, field, kinds[kind])
@@ -83,7 +99,7 @@ class ClientIndex(PayloadQueries):
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
         points = []
         for r in records:
-            vectors = r.named_vectors(self.pool_factor)
+            vectors = r.named_vectors(self.pool_factor, plan=self.plan)
             points.append(
                 models.PointStruct(
                     id=point_id(r.document_id, r.page_number, r.model_id),
@@ -141,7 +157,8 @@ class ClientIndex(PayloadQueries):
         return dict(recs[0].payload or {}), np.asarray(vectors[FULL], dtype=np.float32)
 
     def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
-               mode: str = "rerank", prefetch_limit: int = 100) -> list[SearchHit]:  # fmt: skip
+               mode: str = "rerank", prefetch_limit: int | None = None,
+               block_limit: int | None = None) -> list[SearchHit]:  # fmt: skip
         flt = (
             models.Filter(
                 must=[models.FieldCondition(key="document_id", match=models.MatchAny(any=list(document_ids)))]
@@ -149,23 +166,25 @@ class ClientIndex(PayloadQueries):
             if document_ids
             else None
         )
-        vector, using, stages = query_plan(query, mode, prefetch_limit)
-        prefetch = [
-            models.Prefetch(
-                query=vector,
-                using=name,
-                limit=limit,
+        top = query_plan(query, mode, top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
+                         block_limit=block_limit)  # fmt: skip
+
+        def prefetch(stage: Stage) -> models.Prefetch:
+            return models.Prefetch(
+                query=stage.vector,
+                using=stage.using,
+                limit=stage.limit,
                 filter=flt,
-                params=models.SearchParams(hnsw_ef=hnsw_ef(limit)),
+                prefetch=[prefetch(s) for s in stage.inner] or None,
+                params=None if stage.inner else models.SearchParams(hnsw_ef=hnsw_ef(stage.limit)),
             )
-            for name, limit in stages
-        ]
+
         res = self.client.query_points(
             self.collection,
-            prefetch=prefetch or None,
-            query=vector,
-            using=using,
-            limit=top_k,
+            prefetch=[prefetch(s) for s in top.inner] or None,
+            query=top.vector,
+            using=top.using,
+            limit=top.limit,
             query_filter=flt,
             with_payload=True,
         )

@@ -12,14 +12,20 @@ import qdrant_edge as qe
 
 from engine.errors import IndexLocked
 from engine.index.base import (
+    BLOCKS,
     COLS,
+    FDE1,
+    FDE_PLAN,
+    FDES,
     FULL,
     MEAN,
     PAYLOAD_INDEXES,
     ROWS,
+    ROWS_COLS_PLAN,
     PageRecord,
     PayloadQueries,
     SearchHit,
+    Stage,
     _unit,
     check_model,
     check_pool_factor,
@@ -69,7 +75,9 @@ class EdgeIndex(PayloadQueries):
         indexing_threshold_kb: int | None = None,
         side_store: str | None = None,
         token_pool_factor: int = 1,
+        plan: str = FDE_PLAN,
     ) -> None:
+        """`plan` applies to a new collection (an existing one keeps the plan it was built for)."""
         self.path = Path(path)
         self.model_id, self.dim, self.pool_factor = model_id, dim, token_pool_factor
         meta_path = self.path / "docvision-collection.json"
@@ -77,11 +85,15 @@ class EdgeIndex(PayloadQueries):
             meta = json.loads(meta_path.read_text())
             check_model(meta["model_id"], meta["dim"], model_id, dim, str(self.path))
             check_pool_factor(meta.get("token_pool_factor"), token_pool_factor, str(self.path))
+            self.plan = meta.get(
+                "search_plan", ROWS_COLS_PLAN
+            )  # collections from before the plan was recorded
             self.shard = _open_shard(self.path / "shard")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
+            self.plan = plan
             # with a side store the shard's full multivectors are only read for a fallback: leave them on disk
-            config = self._config(dim, float16, indexing_threshold_kb, full_in_ram=not side_store)
+            config = self._config(dim, float16, indexing_threshold_kb, full_in_ram=not side_store, plan=plan)
             self.shard = _open_shard(self.path / "shard", create=config)
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
@@ -90,6 +102,7 @@ class EdgeIndex(PayloadQueries):
                 "dim": dim,
                 "float16": float16,
                 "token_pool_factor": token_pool_factor,
+                "search_plan": plan,
             }
             meta_path.write_text(json.dumps(meta))
         # the in-process rerank's copy of the full multivectors (engine/index/sidestore.py); Qdrant stays the truth
@@ -108,26 +121,42 @@ class EdgeIndex(PayloadQueries):
 
     @staticmethod
     def _config(
-        dim: int, float16: bool, indexing_threshold_kb: int | None = None, full_in_ram: bool = False
+        dim: int,
+        float16: bool,
+        indexing_threshold_kb: int | None = None,
+        full_in_ram: bool = False,
+        plan: str = FDE_PLAN,
     ) -> qe.EdgeConfig:
         dtype = qe.VectorStorageDatatype.Float16 if float16 else None
         maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
         hnsw = qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1000)
+        no_graph = qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000)
+        # The full multivector only ever reranks candidates: no graph (m=0). Cold (read on demand) when a
+        # side store does the rerank; Cached (Qdrant's default) otherwise
+        vectors = {
+            FULL: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, datatype=dtype,
+                                      hnsw_config=no_graph, memory=qe.Memory.Cached if full_in_ram else qe.Memory.Cold),
+            MEAN: qe.EdgeVectorParams(dim, qe.Distance.Cosine, hnsw_config=hnsw),
+        }  # fmt: skip
+        if plan == FDE_PLAN:  # the FDE vector is searched through its graph; the blocks only rerank
+            vectors[FDE1] = qe.EdgeVectorParams(
+                FDES[FDE1].dim, qe.Distance.Dot, datatype=dtype, hnsw_config=hnsw
+            )
+            vectors[BLOCKS] = qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim,
+                                                  datatype=dtype, hnsw_config=no_graph)  # fmt: skip
+        else:
+            vectors[ROWS] = qe.EdgeVectorParams(
+                dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw
+            )
+            vectors[COLS] = qe.EdgeVectorParams(
+                dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw
+            )
         return qe.EdgeConfig(
-            vectors={
-                # The full multivector is only ever used to rerank a prefetch: no graph for it (m=0).
-                # Cold (read on demand) when a side store does the rerank; Cached (Qdrant's default) otherwise
-                FULL: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, datatype=dtype,
-                                          hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=1000),
-                                          memory=qe.Memory.Cached if full_in_ram else qe.Memory.Cold),
-                ROWS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
-                COLS: qe.EdgeVectorParams(dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw),
-                MEAN: qe.EdgeVectorParams(dim, qe.Distance.Cosine, hnsw_config=hnsw),
-            },
+            vectors=vectors,
             hnsw_config=hnsw,
             # segments below this size (Qdrant's default: 10 MB of vectors, ~350 pages) stay brute-force
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
-        )  # fmt: skip
+        )
 
     # ------------------------------------------------------------------------------------------ writes
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None:
@@ -144,7 +173,7 @@ class EdgeIndex(PayloadQueries):
                 payload = r.payload(self.pool_factor)
                 if pointers is not None:
                     payload[SIDE] = pointers[i]
-                vectors = r.named_vectors(self.pool_factor, fulls[i])
+                vectors = r.named_vectors(self.pool_factor, fulls[i], self.plan)
                 points.append(qe.Point(point_id(r.document_id, r.page_number, r.model_id), vectors, payload))
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             self.shard.flush()
@@ -250,55 +279,55 @@ class EdgeIndex(PayloadQueries):
         return _public(recs[0].payload), np.asarray(vectors[FULL], dtype=np.float32)
 
     def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
-               mode: str = "rerank", prefetch_limit: int = 100) -> list[SearchHit]:  # fmt: skip
+               mode: str = "rerank", prefetch_limit: int | None = None,
+               block_limit: int | None = None) -> list[SearchHit]:  # fmt: skip
         flt = (
             qe.Filter(must=[qe.FieldCondition("document_id", match=qe.MatchAny(list(document_ids)))])
             if document_ids
             else None
         )
         if mode == "rerank" and self.side is not None and self.rerank_in_process:
-            hits = self._search_side(query, top_k, flt, prefetch_limit)
+            hits = self._search_side(query, top_k, flt, prefetch_limit, block_limit)
             if hits is not None:
                 return hits
         self.last_plan = "qdrant"
-        vector, using, stages = query_plan(query, mode, prefetch_limit)
-        first = vector
-        if stages and self.prefetch_query_tokens:
-            first = reduce_query(
+        prefetch_query = None
+        if self.prefetch_query_tokens:
+            prefetch_query = reduce_query(
                 _unit(np.asarray(query, dtype=np.float32)), self.prefetch_query_tokens
-            ).tolist()
-        prefetches = [
-            qe.Prefetch(
-                limit=limit,
-                query=qe.Query.Nearest(first, using=name),
-                filter=flt,
-                params=qe.SearchParams(hnsw_ef=hnsw_ef(limit)),
             )
-            for name, limit in stages
-        ]
+        top = query_plan(query, mode, top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
+                         block_limit=block_limit, prefetch_query=prefetch_query)  # fmt: skip
         req = qe.QueryRequest(
-            limit=top_k,
-            query=qe.Query.Nearest(vector, using=using),
-            prefetches=prefetches or None,
+            limit=top.limit,
+            query=qe.Query.Nearest(top.vector, using=top.using),
+            prefetches=[_prefetch(s, flt) for s in top.inner] or None,
             filter=flt,
             with_payload=True,
         )
         return [SearchHit(str(p.id), float(p.score), _public(p.payload)) for p in self.shard.query(req)]
 
     def _search_side(
-        self, query: np.ndarray, top_k: int, flt: qe.Filter | None, prefetch_limit: int
+        self,
+        query: np.ndarray,
+        top_k: int,
+        flt: qe.Filter | None,
+        prefetch_limit: int | None,
+        block_limit: int | None,
     ) -> list[SearchHit] | None:
-        """The same plan as Qdrant's rerank (pooled-vector HNSW prefetch, then MaxSim on the full multivector),
-        with the MaxSim done here by one BLAS GEMM over the side store. None when a candidate's pointer is
-        stale: the caller then reranks in Qdrant."""
+        """The same plan as Qdrant's rerank, with its last stage (MaxSim on the full multivector) done here by
+        one BLAS GEMM over the side store. None when a candidate's pointer is stale: the caller then reranks
+        in Qdrant."""
         assert self.side is not None
         q = _unit(np.asarray(query, dtype=np.float32))  # Qdrant's cosine normalises the query the same way
-        vector = reduce_query(q, self.prefetch_query_tokens).tolist()
-        batch = qe.QueryBatchRequest(
+        top = query_plan(q, "rerank", top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
+                         block_limit=block_limit, prefetch_query=reduce_query(q, self.prefetch_query_tokens))  # fmt: skip
+        batch = qe.QueryBatchRequest(  # the plan's candidates (its inner stages) with their side-store pointers
             [
-                qe.QueryRequest(limit=prefetch_limit, query=qe.Query.Nearest(vector, using=name), filter=flt,
-                                params=qe.SearchParams(hnsw_ef=hnsw_ef(prefetch_limit)), with_payload=[SIDE])
-                for name in (ROWS, COLS)
+                qe.QueryRequest(limit=s.limit, query=qe.Query.Nearest(s.vector, using=s.using), filter=flt,
+                                prefetches=[_prefetch(i, flt) for i in s.inner] or None,
+                                params=_params(s), with_payload=[SIDE])
+                for s in top.inner
             ]
         )  # fmt: skip
         found: dict[str, Any] = {}
@@ -361,6 +390,21 @@ def reduce_query(q: np.ndarray, k: int | None) -> np.ndarray:
         owner = np.argmax(q @ c.T, axis=1)
         c = _unit(np.stack([q[owner == j].mean(axis=0) if (owner == j).any() else c[j] for j in range(k)]))
     return c
+
+
+def _params(stage: Stage) -> qe.SearchParams | None:
+    """A stage without inner stages searches the vector's HNSW graph: as wide a beam as candidates kept."""
+    return None if stage.inner else qe.SearchParams(hnsw_ef=hnsw_ef(stage.limit))
+
+
+def _prefetch(stage: Stage, flt: qe.Filter | None) -> qe.Prefetch:
+    return qe.Prefetch(
+        limit=stage.limit,
+        query=qe.Query.Nearest(stage.vector, using=stage.using),
+        prefetches=[_prefetch(s, flt) for s in stage.inner] or None,
+        filter=flt,
+        params=_params(stage),
+    )
 
 
 def _public(payload: dict[str, Any] | None) -> dict[str, Any]:
