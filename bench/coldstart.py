@@ -26,6 +26,8 @@ after-api       the API function now, runtime tree (DOCVISION_VERIFY_WEIGHTS=siz
                 tower's load is reported apart (paid by the first image, never by a query).
 after-ingest    the ingest function now, runtime tree: the same, the whole model loaded (it embeds pages).
 after-api-venv  after-api in the venv (peft and accelerate installed), for comparison.
+after-api-noboost  after-api with Prefetch.boost() made a no-op (patched in the worker): the prepack keeps
+                all CPUs but one to the end, as before the elastic pool, to measure what boost() gives.
 
 Model: full-size ColQwen2 architecture (Qwen2-VL-2B, models/configs/colqwen2-2b.json) with random weights,
 baked int8 (bench/embed.py builds the same directories under bench/work/).
@@ -46,9 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 WORK = ROOT / "bench" / "work"
 FULL, BAKED = WORK / "colqwen2-full-random", WORK / "colqwen2-full-random-baked"
-VARIANTS = ("before", "after-api", "after-ingest", "after-api-venv", "before-source")
+VARIANTS = ("before", "after-api", "after-ingest", "after-api-venv", "after-api-noboost", "before-source")
 DEFAULT_VARIANTS = VARIANTS
-IN_TREE = {"after-api", "after-ingest"}  # the others run in the venv
+IN_TREE = {"after-api", "after-ingest", "after-api-noboost"}  # the others run in the venv
 BEFORE_COMMIT = "cf89557"  # main when issue 11 was taken up
 PYCACHE = WORK / "pycache"
 PRUNED = ("peft", "accelerate")  # what Dockerfile.lambda's final stage removes
@@ -93,6 +95,11 @@ def worker(variant: str, baked: Path) -> dict:
         clock.lap("load")
     else:  # the service's own sequence: everything after `import torch` happens inside Embedder()
         from engine.embedding import Embedder
+
+        if variant == "after-api-noboost":
+            from engine.embedding.baked import Prefetch
+
+            Prefetch.boost = lambda self: None  # type: ignore[method-assign]
 
         emb = Embedder(str(baked), lazy_vision=variant.startswith("after-api"), verify="size")
         clock.lap("embedder")
@@ -281,7 +288,7 @@ def report(args: argparse.Namespace, manifest: dict, verify_s: float, runs: dict
             "venv": "the development virtualenv (peft, accelerate installed): before, before-source, after-api-venv",
             "runtime tree": "pyproject's dependencies by `uv pip install --target` at the venv's versions, "
             f"{', '.join(PRUNED)} removed by infra/prune_dists.py (as Dockerfile.lambda's final stage); "
-            "`python -S`, PYTHONPATH=repo:tree: after-api, after-ingest",
+            "`python -S`, PYTHONPATH=repo:tree: after-api, after-ingest, after-api-noboost",
             "bytecode": "compiled once by an untimed warm-up run per variant (PYTHONPYCACHEPREFIX), as the "
             "image compiles it at build time; before-source compiles at import, as cf89557's image did",
         },
