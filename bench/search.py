@@ -24,7 +24,7 @@ read on demand + side store (the new one), alternated in fresh processes. Writes
     python bench/search.py --compare [--sizes 10000] [--reps 3] [--variants rows-cols:100 fde1:400:60 ...]
 
 builds two edge collections of the same pages, one for the rows-cols plan (every collection built before the
-FDE plan) and one for the fde1 plan (FDE vector HNSW -> MaxSim on 2x2 patch blocks -> full MaxSim), opens both
+FDE plan) and one for the fde1 plan (FDE vector -> MaxSim on 2x4 patch blocks -> full MaxSim), opens both
 in one process and alternates `plan:prefetch_limit[:block_limit]` variants query by query, >= 3 repetitions;
 reopen of each in fresh processes, alternated. Writes bench/results/search-<n>-fde.json.
 
@@ -338,10 +338,10 @@ def compare_main(args) -> None:
             "rows-cols": "today's plan (and that of every collection built before fde1): HNSW prefetch on row- and "
                          "column-pooled multivectors (prefetch_limit each) -> MaxSim on the full multivector, "
                          "all inside the shard",
-            "fde1": "HNSW on one 2560-d FDE vector per page (MUVERA: 10 reps x 16 SimHash buckets x 16 dims; "
-                    "engine/index/fde.py), prefetch_limit candidates -> MaxSim on the page's 2x2 patch blocks "
-                    "(192 + 6 vectors), keeps block_limit -> MaxSim on the full multivector; one nested Qdrant "
-                    "query inside the shard",
+            "fde1": "one 2560-d FDE vector per page (MUVERA: 10 reps x 16 SimHash buckets x 16 dims; "
+                    "engine/index/fde.py) scanned exactly (<= 20k pages; HNSW above), prefetch_limit candidates "
+                    "-> MaxSim on the page's 2x4 patch blocks (96 + 6 vectors) keeps block_limit -> MaxSim on the "
+                    "full multivector (Cold placement: read on demand); one nested Qdrant query inside the shard",
         },
         "alternation": f"both collections open in one process; each query runs every variant in a rotating order; "
                        f"{args.reps} repetitions of the query set",

@@ -110,13 +110,13 @@ class Settings(BaseSettings):
     prefetch_limit: int | None = Field(
         None,
         ge=1,
-        description="Candidates the rerank's first stage (HNSW) passes on: FDE candidates (default 400), or per "
-        "pooled prefetch in collections built before the FDE plan (default 100).",
+        description="Candidates the rerank's first stage passes on: FDE candidates (default 300), or per pooled "
+        "prefetch in collections built before the FDE plan (default 100).",
     )
     block_limit: int | None = Field(
         None,
         ge=1,
-        description="Candidates the 2x2-block MaxSim passes to the full MaxSim (FDE plan; default 60).",
+        description="Candidates the 2x4-block MaxSim passes to the full MaxSim (FDE plan; default 60).",
     )
     side_store: Literal["float16", "float32", "off"] = Field(
         "off",

@@ -4,9 +4,9 @@
     DOCVISION_INDEX_BACKEND=edge (default) → qdrant-edge, Qdrant's in-process Rust engine
     DOCVISION_INDEX_BACKEND=local        → qdrant-client's pure-Python local mode
 
-Per page: the full multivector (MaxSim, no HNSW) for the last rerank stage, the page's tokens pooled over 2x2
-patch blocks (MaxSim, no HNSW) for the middle one, one FDE vector (engine/index/fde.py, HNSW) that finds the
-candidates, and one mean vector (the dense baseline). Collections built before the FDE plan hold row/column-
+Per page: the full multivector (MaxSim, no HNSW) for the last rerank stage, the page's tokens pooled over 2x4
+patch blocks (MaxSim, no HNSW) for the middle one, one FDE vector (engine/index/fde.py; scanned, or HNSW above
+20k pages) that finds the candidates, and one mean vector (the dense baseline). Collections built before the FDE plan hold row/column-
 pooled multivectors (HNSW) instead and keep that plan. bench/search.py measures both; see it also for why
 edge is the default.
 Every backend reranks inside Qdrant by default; the edge backend can instead keep a float16/float32 copy of

@@ -18,12 +18,16 @@ FULL, ROWS, COLS, MEAN = "colqwen", "rows", "cols", "mean"
 BLOCKS, FDE1 = "blocks", "fde1"
 
 # The rerank plan a collection was built for, told by the named vectors it holds (every backend, no metadata):
-#   fde1       one FDE vector per page (HNSW) -> MaxSim on 2x2 patch blocks -> MaxSim on the full multivector
+#   fde1       one FDE vector per page -> MaxSim on 2x4 patch blocks -> MaxSim on the full multivector
 #   rows-cols  collections built before it: HNSW on row- and column-pooled multivectors -> full MaxSim
 FDE_PLAN, ROWS_COLS_PLAN = "fde1", "rows-cols"
 FDES = {FDE1: FDE(reps=10, ksim=4, dproj=16)}  # a vector name never changes meaning: new parameters, new name
 # Candidates per stage of the fde1 plan (bench/results/search-10k-fde.json chose them; both are settings)
-FDE_CANDIDATES, BLOCK_CANDIDATES = 400, 60
+FDE_CANDIDATES, BLOCK_CANDIDATES = 300, 60
+# Up to this many pages the FDE stage scans every page's FDE vector (exact; at 10k pages as fast as the HNSW
+# search and with fewer misses, bench/results/search-10k-fde.json); above it, HNSW with a 2x wider beam
+FDE_EXACT_PAGES = 20_000
+BLOCK = (2, 4)  # patch rows x columns pooled into one block vector: text runs horizontally
 ROWS_COLS_CANDIDATES = 100
 PAYLOAD_INDEXES = {"document_id": "keyword", "page_number": "integer", "source_uri": "keyword"}
 
@@ -79,19 +83,20 @@ class PageRecord:
         return _unit(rows), _unit(cols), _unit(mean[None])[0]
 
     def blocks(self) -> np.ndarray:
-        """The page's tokens pooled over 2x2 patch blocks (the prompt tokens kept as they are): a quarter of the
-        vectors, whose MaxSim ranks candidates almost as the full multivector does; families without a grid
-        pool runs of 4 tokens."""
+        """The page's tokens pooled over blocks of 2 patch rows x 4 columns (BLOCK; the prompt tokens kept as
+        they are): an eighth of the vectors, whose MaxSim ranks candidates almost as the full multivector
+        does (text lines make neighbouring patches of a row alike); families without a grid pool runs of 8."""
+        bh, bw = BLOCK
         if not self.grid:
             v = self.vectors
-            return _unit(np.stack([v[i : i + 4].mean(axis=0) for i in range(0, len(v), 4)]))
+            return _unit(np.stack([v[i : i + bh * bw].mean(axis=0) for i in range(0, len(v), bh * bw)]))
         r, c = self.grid
         start, stop = self.patch_offset, self.patch_offset + r * c
         patches = self.vectors[start:stop].reshape(r, c, -1)
-        if r % 2 or c % 2:  # odd edges: pad by repeating the last row/column (a block of 2 equal halves)
-            patches = np.pad(patches, ((0, r % 2), (0, c % 2), (0, 0)), mode="edge")
+        # ragged edges padded with zeros: after normalising, a block is the mean direction of what it covers
+        patches = np.pad(patches, ((0, -r % bh), (0, -c % bw), (0, 0)))
         h, w, d = patches.shape
-        pooled = patches.reshape(h // 2, 2, w // 2, 2, d).mean(axis=(1, 3)).reshape(-1, d)
+        pooled = patches.reshape(h // bh, bh, w // bw, bw, d).sum(axis=(1, 3)).reshape(-1, d)
         return _unit(np.concatenate([self.vectors[:start], pooled, self.vectors[stop:]]))
 
     def named_vectors(
@@ -204,6 +209,7 @@ class Stage:
     vector: list
     limit: int
     inner: list[Stage] = field(default_factory=list)
+    exact: bool = False  # without inner stages: scan every page instead of the HNSW graph
 
 
 def plan_of(vector_names: Any) -> str:
@@ -220,11 +226,13 @@ def query_plan(
     prefetch_limit: int | None = None,
     block_limit: int | None = None,
     prefetch_query: np.ndarray | None = None,
+    pages: int | None = None,
 ) -> Stage:
     """What every backend runs for a search mode, as nested stages (the outer one returns top_k hits).
 
-    rerank (fde1 collections): FDE vector HNSW, `prefetch_limit` candidates (default 400) -> MaxSim on 2x2 patch
-    blocks keeps `block_limit` (default 60) -> MaxSim on the full multivector. rerank (rows-cols collections):
+    rerank (fde1 collections): the FDE vector, `prefetch_limit` candidates (default 300; every page scanned when
+    the collection holds at most FDE_EXACT_PAGES `pages`, else HNSW) -> MaxSim on 2x4 patch blocks keeps
+    `block_limit` (default 60) -> MaxSim on the full multivector. rerank (rows-cols collections):
     HNSW on the row- and column-pooled vectors, `prefetch_limit` each (default 100; `prefetch_query` may replace
     the query there) -> full MaxSim. exact: MaxSim over every page's full multivector; dense: one mean vector
     against the pages' mean vectors.
@@ -239,7 +247,8 @@ def query_plan(
         keep = max(top_k, block_limit or BLOCK_CANDIDATES)
         first = max(keep, prefetch_limit or FDE_CANDIDATES)
         fde = FDES[FDE1].encode(_unit(q), query=True)
-        blocks = Stage(BLOCKS, q.tolist(), keep, [Stage(FDE1, fde.tolist(), first)])
+        scan = pages is not None and pages <= FDE_EXACT_PAGES
+        blocks = Stage(BLOCKS, q.tolist(), keep, [Stage(FDE1, fde.tolist(), first, exact=scan)])
         return Stage(FULL, q.tolist(), top_k, [blocks])
     if mode == "rerank":
         limit = max(top_k, prefetch_limit or ROWS_COLS_CANDIDATES)

@@ -176,7 +176,11 @@ class ClientIndex(PayloadQueries):
                 limit=stage.limit,
                 filter=flt,
                 prefetch=[prefetch(s) for s in stage.inner] or None,
-                params=None if stage.inner else models.SearchParams(hnsw_ef=hnsw_ef(stage.limit)),
+                params=None
+                if stage.inner
+                else models.SearchParams(
+                    hnsw_ef=hnsw_ef(2 * stage.limit if stage.using == FDE1 else stage.limit)
+                ),
             )
 
         res = self.client.query_points(

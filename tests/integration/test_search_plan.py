@@ -1,4 +1,4 @@
-"""The FDE rerank plan (FDE vector HNSW -> MaxSim on 2x2 blocks -> full MaxSim), on both embedded backends,
+"""The FDE rerank plan (FDE vector -> MaxSim on 2x4 blocks -> full MaxSim), on both embedded backends,
 and collections built for the rows-cols plan before it, which keep answering with theirs."""
 
 from __future__ import annotations
@@ -73,17 +73,18 @@ def test_fde_parameters_change_the_encoding() -> None:
     assert a.shape == (2 * 8 * 8,) and not np.allclose(a, b)
 
 
-def test_blocks_pool_2x2_keep_the_prompt_and_pad_odd_edges() -> None:
-    v = unit(np.random.default_rng(0).normal(size=(2 + 3 * 3, 128)))
-    rec = PageRecord("d", 1, 1, v, (3, 3), 2, "m1")
+def test_blocks_pool_2x4_keep_the_prompt_and_ragged_edges() -> None:
+    v = unit(np.random.default_rng(0).normal(size=(2 + 3 * 5, 128)))
+    rec = PageRecord("d", 1, 1, v, (3, 5), 2, "m1")
     blocks = rec.blocks()
-    assert blocks.shape == (2 + 4, 128)
+    assert blocks.shape == (2 + 2 * 2, 128)  # 3x5 patches -> 2x2 blocks of 2 rows x 4 columns, edges ragged
     assert np.allclose(blocks[:2], v[:2], atol=1e-6)
-    grid = v[2:].reshape(3, 3, 128)
-    assert np.allclose(blocks[2], unit(grid[:2, :2].mean(axis=(0, 1))), atol=1e-6)
-    assert np.allclose(blocks[5], grid[2, 2], atol=1e-6)  # the odd corner is its own block
+    grid = v[2:].reshape(3, 5, 128)
+    assert np.allclose(blocks[2], unit(grid[:2, :4].mean(axis=(0, 1))), atol=1e-6)
+    assert np.allclose(blocks[3], unit(grid[:2, 4:].mean(axis=(0, 1))), atol=1e-6)  # a 2x1 block
+    assert np.allclose(blocks[5], grid[2, 4], atol=1e-6)  # the corner patch is a block alone
     gridless = PageRecord("d", 1, 1, v, None, 0, "m1").blocks()
-    assert gridless.shape == (3, 128) and np.allclose(gridless[2], unit(v[8:].mean(axis=0)), atol=1e-6)
+    assert gridless.shape == (3, 128) and np.allclose(gridless[2], unit(v[16:].mean(axis=0)), atol=1e-6)
 
 
 def test_query_plan_stages() -> None:
@@ -92,7 +93,9 @@ def test_query_plan_stages() -> None:
     (blocks,) = top.inner
     (first,) = blocks.inner
     assert (top.using, blocks.using, first.using) == ("colqwen", BLOCKS, FDE1)
-    assert (top.limit, blocks.limit, first.limit) == (10, 60, 400) and len(first.vector) == 2560
+    assert (top.limit, blocks.limit, first.limit) == (10, 60, 300) and len(first.vector) == 2560
+    assert not first.exact and query_plan(q, "rerank", top_k=10, pages=20_000).inner[0].inner[0].exact
+    assert not query_plan(q, "rerank", top_k=10, pages=20_001).inner[0].inner[0].exact
     wide = query_plan(q, "rerank", top_k=100, prefetch_limit=50, block_limit=20)
     assert (wide.inner[0].limit, wide.inner[0].inner[0].limit) == (100, 100)  # never fewer than top_k
     legacy = query_plan(q, "rerank", top_k=10, plan=ROWS_COLS_PLAN)
