@@ -17,7 +17,8 @@ POINT_NAMESPACE = uuid.UUID("6f1c0d8e-7c1a-4c57-9a55-2f0f5d7a9b11")
 FULL, ROWS, COLS, MEAN = "colqwen", "rows", "cols", "mean"
 BLOCKS, FDE1 = "blocks", "fde1"
 
-# The rerank plan a collection was built for, told by the named vectors it holds (every backend, no metadata):
+# The rerank plan a collection was built for (qdrant-client: told by the named vectors it holds; edge: its
+# collection metadata, where a missing key means a collection from before the plan was recorded):
 #   fde1       one FDE vector per page -> MaxSim on 2x4 patch blocks -> MaxSim on the full multivector
 #   rows-cols  collections built before it: HNSW on row- and column-pooled multivectors -> full MaxSim
 FDE_PLAN, ROWS_COLS_PLAN = "fde1", "rows-cols"

@@ -140,7 +140,9 @@ class EdgeIndex(PayloadQueries):
                                       hnsw_config=no_graph, memory=qe.Memory.Cached if full_in_ram else qe.Memory.Cold),
             MEAN: qe.EdgeVectorParams(dim, qe.Distance.Cosine, hnsw_config=hnsw),
         }  # fmt: skip
-        if plan == FDE_PLAN:  # the FDE vector is searched through its graph; the blocks only rerank
+        if (
+            plan == FDE_PLAN
+        ):  # the FDE vector's graph serves collections above FDE_EXACT_PAGES; blocks only rerank
             vectors[FDE1] = qe.EdgeVectorParams(
                 FDES[FDE1].dim, qe.Distance.Dot, datatype=dtype, hnsw_config=hnsw
             )
