@@ -17,6 +17,7 @@ recorded in the collection; tests pin the encoding's values.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cache
 
 import numpy as np
 
@@ -56,26 +57,25 @@ class FDE:
             filled = counts > 0
             out[filled] /= counts[filled][:, None]
             for r, b in zip(*np.nonzero(~filled), strict=True):  # an empty bucket takes the nearest token
-                out[r, b] = projected[r, _HAMMING[self.ksim][b][codes[r]].argmin()]
+                out[r, b] = projected[r, _hamming(self.ksim)[b][codes[r]].argmin()]
         return out.reshape(-1)
 
 
-_HAMMING = {
-    k: np.array([[bin(a ^ b).count("1") for b in range(1 << k)] for a in range(1 << k)]) for k in range(1, 9)
-}
-_CACHE: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+@cache
+def _hamming(ksim: int) -> np.ndarray:
+    """(buckets, buckets) Hamming distances between the buckets' SimHash codes."""
+    codes = np.arange(1 << ksim)
+    return np.bitwise_count(codes[:, None] ^ codes[None, :])
 
 
+@cache
 def _matrices(reps: int, ksim: int, dproj: int, seed: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(hyperplanes (dim, reps * ksim), projections (dim, reps * dproj)), repetition-major columns."""
-    key = (reps, ksim, dproj, seed, dim)
-    if key not in _CACHE:
-        rng = np.random.RandomState(seed)  # legacy generator on purpose: its stream never changes
-        hyper = rng.standard_normal((reps, dim, ksim)).astype(np.float32)
-        signs = rng.randint(0, 2, size=(reps, dim, dproj)).astype(np.float32) * 2 - 1
-        proj = signs / np.float32(np.sqrt(dproj))
-        _CACHE[key] = (
-            np.ascontiguousarray(hyper.transpose(1, 0, 2).reshape(dim, reps * ksim)),
-            np.ascontiguousarray(proj.transpose(1, 0, 2).reshape(dim, reps * dproj)),
-        )
-    return _CACHE[key]
+    rng = np.random.RandomState(seed)  # legacy generator on purpose: its stream never changes
+    hyper = rng.standard_normal((reps, dim, ksim)).astype(np.float32)
+    signs = rng.randint(0, 2, size=(reps, dim, dproj)).astype(np.float32) * 2 - 1
+    proj = signs / np.float32(np.sqrt(dproj))
+    return (
+        np.ascontiguousarray(hyper.transpose(1, 0, 2).reshape(dim, reps * ksim)),
+        np.ascontiguousarray(proj.transpose(1, 0, 2).reshape(dim, reps * dproj)),
+    )
