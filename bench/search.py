@@ -192,6 +192,29 @@ def timed_search(index, qs, **kw) -> tuple[list[list[str]], float, float]:
     return tops, float(np.percentile(times, 50)) * 1000, float(np.percentile(times, 95)) * 1000
 
 
+def alternate(variants: list, qs: list, reps: int, search, key, prepare=None) -> tuple[dict, dict]:
+    """Warm each variant up once, then run every variant on every query in a rotating order, `reps` times over
+    the query set. `search(v, q)` returns hits; `prepare(v)` (outside the timer) switches to a variant.
+    Returns ({key(v): [[seconds per query] per repetition]}, {key(v): [top point ids per query]})."""
+    for v in variants:  # warm-up: page in what each variant touches
+        if prepare:
+            prepare(v)
+        search(v, qs[0])
+    times: dict = {key(v): [[] for _ in range(reps)] for v in variants}
+    tops: dict = {key(v): [None] * len(qs) for v in variants}
+    for rep in range(reps):
+        for i, q in enumerate(qs):
+            k = (rep * len(qs) + i) % len(variants)
+            for v in variants[k:] + variants[:k]:
+                if prepare:
+                    prepare(v)
+                t = time.perf_counter()
+                hits = search(v, q)
+                times[key(v)][rep].append(time.perf_counter() - t)
+                tops[key(v)][i] = [h.point_id for h in hits]
+    return times, tops
+
+
 def recall(got: list[list[str]], exact: list[list[str]]) -> float:
     return round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, exact, strict=True)])), 3)
 
@@ -275,18 +298,8 @@ def compare_worker(path: Path, n: int, n_queries: int, reps: int, specs: list[st
             raise SystemExit(f"bad variant {spec!r}: plan:prefetch_limit[:block_limit], plan in {PLAN_NAMES}")
         variants.append({"spec": spec, "plan": plan, "kw": {"prefetch_limit": int(limit),
                          "block_limit": int(block[0]) if block else None}})  # fmt: skip
-    for v in variants:  # warm-up: page in what each variant touches
-        idx[v["plan"]].search(qs[0], top_k=10, **v["kw"])
-    times: dict = {v["spec"]: [[] for _ in range(reps)] for v in variants}
-    tops: dict = {v["spec"]: [None] * len(qs) for v in variants}
-    for rep in range(reps):
-        for i, q in enumerate(qs):
-            k = (rep * len(qs) + i) % len(variants)
-            for v in variants[k:] + variants[:k]:
-                t = time.perf_counter()
-                hits = idx[v["plan"]].search(q, top_k=10, **v["kw"])
-                times[v["spec"]][rep].append(time.perf_counter() - t)
-                tops[v["spec"]][i] = [h.point_id for h in hits]
+    times, tops = alternate(variants, qs, reps, lambda v, q: idx[v["plan"]].search(q, top_k=10, **v["kw"]),
+                            key=lambda v: v["spec"])  # fmt: skip
     rows = []
     for v in variants:
         per_rep = times[v["spec"]]
@@ -429,22 +442,13 @@ def plans_worker(path: Path, n: int, n_queries: int, reps: int, specs: list[str]
         index.prefetch_query_tokens = v["k"]
         index.rerank_first_pass = v["first_pass"]
 
-    for v in variants:  # warm-up: page in what each variant touches
-        use(v)
-        index.search(qs[0], top_k=10, prefetch_limit=v["limit"])
-    times: dict = {v["spec"]: [[] for _ in range(reps)] for v in variants}
-    tops: dict = {v["spec"]: [None] * len(qs) for v in variants}
-    for rep in range(reps):
-        for i, q in enumerate(qs):
-            k = (rep * len(qs) + i) % len(variants)
-            for v in variants[k:] + variants[:k]:
-                use(v)
-                t = time.perf_counter()
-                hits = index.search(q, top_k=10, prefetch_limit=v["limit"])
-                times[v["spec"]][rep].append(time.perf_counter() - t)
-                tops[v["spec"]][i] = [h.point_id for h in hits]
-                if index.last_plan != ("qdrant" if v["plan"] == "today" else "side"):
-                    raise RuntimeError(f"{v} was answered by the {index.last_plan} plan")
+    def search(v: dict, q: np.ndarray) -> list:
+        hits = index.search(q, top_k=10, prefetch_limit=v["limit"])
+        if index.last_plan != ("qdrant" if v["plan"] == "today" else "side"):
+            raise RuntimeError(f"{v} was answered by the {index.last_plan} plan")
+        return hits
+
+    times, tops = alternate(variants, qs, reps, search, key=lambda v: v["spec"], prepare=use)
     rows = []
     for v in variants:
         plan, limit, spec, base = v["plan"], v["limit"], v["spec"], f"today:{v['limit']}"
@@ -480,20 +484,14 @@ def pooling_worker(path: Path, n: int, n_queries: int, reps: int, factor: int, s
     exact, exact_p50, _ = timed_search(idx[1], qs, mode="exact")
     pooled_exact, pooled_exact_p50, _ = timed_search(idx[factor], qs, mode="exact")
     variants = [(f, parse_variant(spec)) for f in (1, factor) for spec in specs]
-    times: dict = {(f, v["spec"]): [[] for _ in range(reps)] for f, v in variants}
-    tops: dict = {(f, v["spec"]): [None] * len(qs) for f, v in variants}
-    for f, v in variants:  # warm-up
-        idx[f].prefetch_query_tokens = v["k"]
-        idx[f].search(qs[0], top_k=10, prefetch_limit=v["limit"])
-    for rep in range(reps):
-        for i, q in enumerate(qs):
-            k = (rep * len(qs) + i) % len(variants)
-            for f, v in variants[k:] + variants[:k]:
-                idx[f].prefetch_query_tokens = v["k"]
-                t = time.perf_counter()
-                hits = idx[f].search(q, top_k=10, prefetch_limit=v["limit"])
-                times[(f, v["spec"])][rep].append(time.perf_counter() - t)
-                tops[(f, v["spec"])][i] = [h.point_id for h in hits]
+
+    def prepare(fv: tuple) -> None:
+        idx[fv[0]].prefetch_query_tokens = fv[1]["k"]
+
+    times, tops = alternate(
+        variants, qs, reps, lambda fv, q: idx[fv[0]].search(q, top_k=10, prefetch_limit=fv[1]["limit"]),
+        key=lambda fv: (fv[0], fv[1]["spec"]), prepare=prepare,
+    )  # fmt: skip
     rows = []
     for f, v in variants:
         p50s = [float(np.percentile(r, 50)) * 1000 for r in times[(f, v["spec"])]]
