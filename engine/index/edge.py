@@ -295,13 +295,7 @@ class EdgeIndex(PayloadQueries):
             if hits is not None:
                 return hits
         self.last_plan = "qdrant"
-        prefetch_query = None
-        if self.prefetch_query_tokens:
-            prefetch_query = reduce_query(
-                _unit(np.asarray(query, dtype=np.float32)), self.prefetch_query_tokens
-            )
-        top = query_plan(query, mode, top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
-                         block_limit=block_limit, prefetch_query=prefetch_query, pages=self._pages())  # fmt: skip
+        top = self._plan(query, mode, top_k, prefetch_limit, block_limit)
         req = qe.QueryRequest(
             limit=top.limit,
             query=qe.Query.Nearest(top.vector, using=top.using),
@@ -310,6 +304,19 @@ class EdgeIndex(PayloadQueries):
             with_payload=True,
         )
         return [SearchHit(str(p.id), float(p.score), _public(p.payload)) for p in self.shard.query(req)]
+
+    def _plan(
+        self, query: np.ndarray, mode: str, top_k: int, prefetch_limit: int | None, block_limit: int | None
+    ) -> Stage:
+        """query_plan for this collection: the rows-cols prefetch may use a reduced query
+        (prefetch_query_tokens); the fde1 plan scans or searches the graph by the collection's size."""
+        rerank, reduced, pages = mode == "rerank", None, None
+        if rerank and self.plan == ROWS_COLS_PLAN and self.prefetch_query_tokens:
+            reduced = reduce_query(_unit(np.asarray(query, dtype=np.float32)), self.prefetch_query_tokens)
+        if rerank and self.plan == FDE_PLAN:
+            pages = self._pages()
+        return query_plan(query, mode, top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
+                          block_limit=block_limit, prefetch_query=reduced, pages=pages)  # fmt: skip
 
     def _search_side(
         self,
@@ -324,9 +331,7 @@ class EdgeIndex(PayloadQueries):
         in Qdrant."""
         assert self.side is not None
         q = _unit(np.asarray(query, dtype=np.float32))  # Qdrant's cosine normalises the query the same way
-        top = query_plan(q, "rerank", top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
-                         block_limit=block_limit, prefetch_query=reduce_query(q, self.prefetch_query_tokens),
-                         pages=self._pages())  # fmt: skip
+        top = self._plan(q, "rerank", top_k, prefetch_limit, block_limit)
         batch = qe.QueryBatchRequest(  # the plan's candidates (its inner stages) with their side-store pointers
             [
                 qe.QueryRequest(limit=s.limit, query=qe.Query.Nearest(s.vector, using=s.using), filter=flt,
