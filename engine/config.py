@@ -174,6 +174,22 @@ class Settings(BaseSettings):
         30.0,
         description="Seconds kept free before the Lambda timeout: ingest checkpoints and re-queues the rest.",
     )
+    membership_table: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MEMBERSHIP_TABLE", "DOCVISION_MEMBERSHIP_TABLE"),
+        description="DynamoDB table of which source key holds which document (required with an s3:// store; "
+        "a local store keeps it in SQLite beside the store).",
+    )
+    membership_lease_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long others leave an unfinished ingest's claim alone (longer than an invocation).",
+    )
+    max_ingest_passes: int = Field(
+        50,
+        ge=1,
+        description="Continuations of one object version before it goes to the DLQ (ingest_passes_exceeded).",
+    )
 
     # --- extraction ----------------------------------------------------------------------------------
     llm_provider: str = Field(

@@ -75,6 +75,12 @@ class ConversionTimeout(DocumentError):
     code = "conversion_timeout"
 
 
+class IngestPassesExceeded(DocumentError):
+    """A document re-queued more times than DOCVISION_MAX_INGEST_PASSES allows without finishing."""
+
+    code = "ingest_passes_exceeded"
+
+
 class XfaForm(DocumentError):
     """An XFA-only form: the pages hold Adobe's "please wait" placeholder, the content lives in XFA XML."""
 

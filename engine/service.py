@@ -78,6 +78,13 @@ class DocVision:
 
         return DynamoJobStore(self.settings.jobs_table)
 
+    @cached_property
+    def membership(self) -> Any:
+        """Which source key holds which document (engine.index.membership), over DynamoDB or local SQLite."""
+        from engine.ingest import open_membership
+
+        return open_membership(self.index, self.store, self.settings)
+
     def documents(self, bucket: str) -> BlobStore:
         """Where uploaded documents are read from (one store per bucket, reused)."""
         if bucket not in self._documents:
@@ -98,15 +105,20 @@ class DocVision:
             store=self.store,
             settings=self.settings,
             documents=self.documents,
+            members=self.membership,
             **kwargs,
         )
 
-    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> list[str]:
+    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> Any:
         """engine.ingest.remove_source with this process's index and store (an S3 ObjectRemoved event)."""
         from engine.ingest import remove_source
 
         return remove_source(
-            version, index=self.index, store=self.store, deleted_version_id=deleted_version_id
+            version,
+            index=self.index,
+            store=self.store,
+            deleted_version_id=deleted_version_id,
+            members=self.membership,
         )
 
     # ------------------------------------------------------------------------------------------- search
