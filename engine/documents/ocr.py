@@ -16,6 +16,7 @@ words (citations fall back to the similarity map and say so).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -38,15 +39,18 @@ def tesseract_binary() -> str | None:
     return shutil.which("tesseract")
 
 
-def installed_languages(binary: str | None = None) -> set[str]:
+@functools.cache
+def installed_languages(binary: str | None = None) -> frozenset[str]:
     binary = binary or tesseract_binary()
     if not binary:
-        return set()
+        return frozenset()
     try:
-        done = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(
+            [binary, "--list-langs"], capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
-        return set()
-    return {ln.strip() for ln in done.stdout.splitlines()[1:] if ln.strip()}
+        return frozenset()
+    return frozenset(ln.strip() for ln in done.stdout.splitlines()[1:] if ln.strip())
 
 
 def usable_languages(wanted: str) -> str:
@@ -84,13 +88,30 @@ def ocr_op(cmd: dict[str, Any]) -> dict[str, Any]:  # runs in the render worker 
         return {"error": {"code": "ocr_unavailable", "reason": "tesseract is not installed", "details": {}}}
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "HOME")}
     env["OMP_THREAD_LIMIT"] = "1"  # one core per page; concurrency comes from documents, not threads
-    argv = [binary, cmd["path"], "stdout", "-l", cmd["languages"], "--psm", "3", "--dpi", str(int(cmd["dpi"])), "tsv"]
+    argv = [
+        binary,
+        cmd["path"],
+        "stdout",
+        "-l",
+        cmd["languages"],
+        "--psm",
+        "3",
+        "--dpi",
+        str(int(cmd["dpi"])),
+        "tsv",
+    ]
     try:
-        done = subprocess.run(argv, capture_output=True, env=env, timeout=float(cmd["timeout_s"]), check=False)
+        done = subprocess.run(
+            argv, capture_output=True, env=env, timeout=float(cmd["timeout_s"]), check=False
+        )
     except subprocess.TimeoutExpired:
-        return {"error": {"code": "ocr_timeout", "reason": "tesseract ran past the page limit", "details": {}}}
+        return {
+            "error": {"code": "ocr_timeout", "reason": "tesseract ran past the page limit", "details": {}}
+        }
     if done.returncode != 0:
-        return {"error": {"code": "ocr_failed", "reason": f"tesseract exited {done.returncode}", "details": {}}}
+        return {
+            "error": {"code": "ocr_failed", "reason": f"tesseract exited {done.returncode}", "details": {}}
+        }
     return {"tsv": done.stdout.decode("utf-8", "replace")}
 
 
@@ -124,7 +145,13 @@ class OcrWorker:
         path = Path(self._tmp) / "page.png"
         image.convert("RGB").save(path, compress_level=1)
         t0 = time.monotonic()
-        cmd = {"op": "ocr", "path": str(path), "languages": self.languages, "dpi": dpi, "timeout_s": self.timeout_s}
+        cmd = {
+            "op": "ocr",
+            "path": str(path),
+            "languages": self.languages,
+            "dpi": dpi,
+            "timeout_s": self.timeout_s,
+        }
         reply = self._ask(cmd)
         self.seconds += time.monotonic() - t0
         self.images += 1

@@ -6,7 +6,8 @@ environment and a wall-clock limit. Its failure is never the extraction's: the p
 to check against (citations fall back to the similarity map or stay unlocated, and say so).
 
     python -I engine/extraction/textlayer.py MEMORY_MB CPU_S PDF_PATH PAGE,PAGE,…|count   → JSON on stdout
-Each page: {"words": [[x0, y0, x1, y1, text, dir], …], "images": [[x0, y0, x1, y1], …]} with boxes as
+Each page: {"words": [[x0, y0, x1, y1, text, dir], …], "images": [[x0, y0, x1, y1], …], "size": [w, h]}
+(the displayed page in points) with boxes as
 fractions of the displayed (rotated) page, words in content-stream order; dir is the direction the word's text
 runs on the displayed page (0 left to right, 90 upwards, 180 upside down, 270 downwards: a /Rotate 90 page or a
 table set sideways); images are where the page places images (a logo, a pasted scan) that OCR may read.
@@ -73,7 +74,7 @@ def read_layer(pdf: Any, pages: list[int]) -> dict[int, dict[str, list[list[Any]
             box = frac(info["bbox"])
             if (box[2] - box[0]) * (box[3] - box[1]) >= MIN_IMAGE_AREA:
                 images.append(box)
-        out[n] = {"words": words, "images": images[:MAX_IMAGES]}
+        out[n] = {"words": words, "images": images[:MAX_IMAGES], "size": [round(w, 2), round(h, 2)]}
     return out
 
 
@@ -121,6 +122,31 @@ def layer_isolated(
             )
             return {}
         return {int(k): v for k, v in json.loads(done.stdout).items()}
+
+
+def ocr_frames(settings: Any, layer: Any) -> tuple[Any, Any]:
+    """(frame hook, OCR worker) reading pages without a text layer, and image regions of pages with one, into
+    `layer` (engine.extraction.citations.TextLayer) as OCR words; (None, None) when OCR is off or not installed."""
+    from engine.documents.ocr import OcrWorker, usable_languages
+
+    languages = usable_languages(getattr(settings, "ocr_languages", "")) if settings.ocr_languages else ""
+    if not languages:
+        return None, None
+    worker = OcrWorker(settings, languages)
+
+    def on_frame(frame: Any) -> None:
+        p = frame.page_number
+        if not layer.has_text_layer(p):
+            regions: list[Any] = [None]
+        else:
+            regions = layer.images(p)
+        for region in regions:
+            dpi = int(getattr(frame, "dpi", 0) or settings.dpi)
+            words = worker.words(frame.image, dpi, region)
+            if words:
+                layer.add_ocr(p, words, (frame.image.width * 72 / dpi, frame.image.height * 72 / dpi))
+
+    return on_frame, worker
 
 
 def page_count_isolated(pdf_bytes: bytes, settings: Any) -> int | None:
