@@ -57,6 +57,7 @@ def _matches(word: str, part: str) -> bool:
     return False
 
 
+WRAP_LINES = 2.5  # the last row's wrapped text runs at most this many line heights below its anchor
 CELL_GAP = 0.6  # words further apart than this share of the line height (a few spaces) are different cells
 
 
@@ -182,7 +183,7 @@ def judge_rows(
     anchors: list[tuple[int, float, float] | None] = []
     previous: tuple[int, float, float] | None = None
     for _, leaves in rows:
-        lines: list[tuple[int, float, float]] = []
+        seen: list[tuple[int, float, float]] = []
         weights: list[float] = []
         for leaf in leaves:
             found = [
@@ -194,26 +195,31 @@ def judge_rows(
             for ln in found:
                 if not any(same_line(ln, d) for d in distinct):
                     distinct.append(ln)
+            # a value printed once says more about the row's line than one printed on many lines (a quantity
+            # of 1), and text more than a number
+            share = (1.0 if leaf.kind == "string" else 0.9) / max(len(distinct), 1)
             for ln in distinct:
-                for i, known in enumerate(lines):
+                for i, known in enumerate(seen):
                     if same_line(ln, known):
-                        weights[i] += 1 / len(distinct)
+                        weights[i] += share
                         break
                 else:
-                    lines.append(ln)
-                    weights.append(1 / len(distinct))
-        if not lines:
+                    seen.append(ln)
+                    weights.append(share)
+        if not seen:
             anchors.append(None)
             continue
 
-        def rank(i: int, prev: tuple[int, float, float] | None = previous) -> tuple[float, float, float]:
-            ln = lines[i]
+        def rank(
+            i: int, prev: Any = previous, seen: list[Any] = seen, weights: list[float] = weights
+        ) -> tuple[float, float, float]:
+            ln = seen[i]
             after = prev is None or (ln[0], ln[1]) > (prev[0], prev[1] + prev[2] / 2)
             return (weights[i] + (0.01 if after else 0.0), -ln[0], -ln[1])
 
-        anchor = lines[max(range(len(lines)), key=rank)]
-        anchors.append(anchor)
-        previous = anchor
+        best = seen[max(range(len(seen)), key=rank)]
+        anchors.append(best)
+        previous = best
     out: dict[str, tuple[Candidate | None, str | None]] = {}
     for r, (_, leaves) in enumerate(rows):
         anchor = anchors[r]
@@ -228,14 +234,22 @@ def judge_rows(
                 out[leaf.path] = (cands[0], "wrong_row")
                 continue
 
-            def in_row(c: Candidate, a: tuple[int, float, float] = anchor, n: Any = nxt) -> bool:
+            def in_row(
+                c: Candidate,
+                a: tuple[int, float, float] = anchor,
+                n: Any = nxt,
+                others: Any = others,
+                wraps: bool = leaf.kind == "string",
+            ) -> bool:
                 ln = (c[0], center_y(c[1]), height(c[1]))
                 if same_line(ln, a):
                     return True
-                # a wrapped cell: below the anchor, above the next row's anchor line, on no other row's line
-                below_next = n is None or ln[1] < n[1] - n[2] / 2
+                # a wrapped text cell: below the anchor, above the next row's anchor line (the last row: within
+                # two lines), on no other row's line; numbers and dates sit on the row's line
+                below_next = ln[1] < n[1] - n[2] / 2 if n is not None else ln[1] - a[1] < WRAP_LINES * a[2]
                 return (
-                    ln[0] == a[0]
+                    wraps
+                    and ln[0] == a[0]
                     and ln[1] > a[1]
                     and below_next
                     and not any(same_line(ln, o) for o in others)

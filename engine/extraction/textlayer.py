@@ -46,15 +46,15 @@ def read_layer(pdf: Any, pages: list[int]) -> dict[int, dict[str, list[list[Any]
     """page → {"words", "images"} of an opened pymupdf document (in this process)."""
     import pymupdf
 
-    out: dict[int, dict[str, list[list[Any]]]] = {}
+    out: dict[int, dict[str, Any]] = {}
     for n in pages:
         if not 1 <= n <= pdf.page_count:
             continue
         page = pdf[n - 1]
-        w, h = page.rect.width or 1.0, page.rect.height or 1.0
+        pw, ph = page.rect.width or 1.0, page.rect.height or 1.0
         m = page.rotation_matrix
 
-        def frac(r: Any) -> list[float]:
+        def frac(r: Any, m: Any = m, w: float = pw, h: float = ph) -> list[float]:
             r = pymupdf.Rect(r) * m
             return [min(max(v, 0.0), 1.0) for v in (r.x0 / w, r.y0 / h, r.x1 / w, r.y1 / h)]
 
@@ -74,7 +74,7 @@ def read_layer(pdf: Any, pages: list[int]) -> dict[int, dict[str, list[list[Any]
             box = frac(info["bbox"])
             if (box[2] - box[0]) * (box[3] - box[1]) >= MIN_IMAGE_AREA:
                 images.append(box)
-        out[n] = {"words": words, "images": images[:MAX_IMAGES], "size": [round(w, 2), round(h, 2)]}
+        out[n] = {"words": words, "images": images[:MAX_IMAGES], "size": [round(float(pw), 2), round(float(ph), 2)]}
     return out
 
 
