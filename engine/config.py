@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     render_timeout_s: float = Field(
         900.0, description="Wall-clock and CPU-time limit to render one document (all pages)."
     )
+    ocr_languages: str = Field(
+        "eng+deu+fra+nld+spa+ita+por",
+        description="Tesseract languages for pages and images without a text layer (installed ones are used; empty: no OCR).",
+    )
     soffice: str = Field("soffice", description="LibreOffice binary used for Office/ODF/HTML documents.")
     work_dir: Path | None = Field(
         None, description="Scratch folder for conversions (default: system temp, /tmp on Lambda)."
