@@ -11,7 +11,7 @@ import io
 import logging
 import time
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,9 @@ from PIL import Image
 from engine.config import Settings, get_settings
 from engine.errors import NotFound
 from engine.ports import BlobStore, Embedder, JobStore, PageIndex
+
+if TYPE_CHECKING:
+    from engine.embedding.storage import StoragePlan
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +64,29 @@ class DocVision:
         return self.embedder.model_id, self.embedder.dim
 
     @cached_property
+    def storage_plan(self) -> StoragePlan:
+        """The collection's storage plan: DOCVISION_TOKEN_POOL_FACTOR when set, else the smallest pool factor
+        that keeps the model's page under DOCVISION_PAGE_BYTES_BUDGET (from the baked manifest's page_vectors,
+        without loading the model; a model that is not baked is asked)."""
+        from engine.embedding.manifest import baked_page_vectors
+        from engine.embedding.storage import count_page_vectors, plan_storage
+
+        s = self.settings
+        explicit = s.token_pool_factor if "token_pool_factor" in s.model_fields_set else None
+        _, dim = self.model_identity()
+        vectors = None if "embedder" in self.__dict__ else baked_page_vectors(s.model)
+        if vectors is None:
+            processor = getattr(self.embedder, "processor", None)
+            vectors = count_page_vectors(processor) if processor is not None else 0
+        return plan_storage(vectors, dim, pool_factor=explicit, budget_bytes=s.page_bytes_budget)
+
+    @cached_property
     def index(self) -> PageIndex:
         from engine.index import open_index
 
-        return open_index(*self.model_identity(), self.settings)
+        model_id, dim = self.model_identity()
+        plan = self.storage_plan
+        return open_index(model_id, dim, self.settings, token_pool_factor=plan.pool_factor)
 
     @cached_property
     def store(self) -> BlobStore:
@@ -268,6 +290,10 @@ class DocVision:
         else:  # health never loads the model (a cold model load is seconds to minutes)
             model_id, dim = self.model_identity()
             model = {"model_id": model_id, "dim": dim, "loaded": False}
+        try:
+            model["storage_plan"] = self.storage_plan.to_dict()
+        except Exception as exc:  # health reports, it does not raise
+            model["storage_plan"] = {"error": str(exc)}
         info: dict[str, Any] = {
             "model": model,
             "versions": {

@@ -53,9 +53,15 @@ class PageIndex(Protocol):
 
 
 def open_index(
-    model_id: str, dim: int = 128, settings: Settings | None = None, backend: str | None = None
+    model_id: str,
+    dim: int = 128,
+    settings: Settings | None = None,
+    backend: str | None = None,
+    token_pool_factor: int | None = None,
 ) -> PageIndex:
+    """`token_pool_factor`: the model's storage plan (engine/embedding/storage.py); None = the setting."""
     s = settings or get_settings()
+    pool = s.token_pool_factor if token_pool_factor is None else token_pool_factor
     if s.qdrant_url:
         from engine.index.client import ClientIndex
 
@@ -65,7 +71,7 @@ def open_index(
             collection=s.collection,
             url=s.qdrant_url,
             api_key=s.qdrant_api_key,
-            token_pool_factor=s.token_pool_factor,
+            token_pool_factor=pool,
         )
     chosen = backend or s.index_backend
     path = s.index_path / s.collection
@@ -77,7 +83,7 @@ def open_index(
             model_id=model_id,
             dim=dim,
             side_store=None if s.side_store == "off" else s.side_store,
-            token_pool_factor=s.token_pool_factor,
+            token_pool_factor=pool,
         )
         index.prefetch_query_tokens = s.prefetch_query_tokens or None
         return index
@@ -86,7 +92,7 @@ def open_index(
 
         return ClientIndex(
             model_id=model_id, dim=dim, collection=s.collection, path=str(path / "local"),
-            token_pool_factor=s.token_pool_factor,
+            token_pool_factor=pool,
         )  # fmt: skip
     raise ConfigError(
         f"DOCVISION_INDEX_BACKEND={chosen!r} is not one of edge, local (or set QDRANT_URL for a server)"
