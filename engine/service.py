@@ -76,7 +76,7 @@ class DocVision:
     def jobs(self) -> JobStore:
         from engine.jobs import DynamoJobStore
 
-        return DynamoJobStore(self.settings.jobs_table)
+        return DynamoJobStore(self.settings.jobs_table, outcomes=self.store)
 
     def documents(self, bucket: str) -> BlobStore:
         """Where uploaded documents are read from (one store per bucket, reused)."""

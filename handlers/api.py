@@ -38,7 +38,9 @@ API_MAX_REQUEST_PIXELS = int(os.environ.get("DOCVISION_API_MAX_REQUEST_PIXELS", 
 MAX_IMAGE_B64 = 8_000_000  # characters of base64 per image (6 MB decoded; API Gateway caps bodies at 10 MB)
 MAX_TEXT_CHARS = 2000  # per query/text: the model reads a few hundred tokens; longer texts only cost minutes
 MAX_JSON_DEPTH = 64  # nesting of any request body
-MAX_JSON_CONTAINERS = 50_000  # arrays + objects of any request body (the largest valid one has a few thousand)
+MAX_JSON_CONTAINERS = (
+    50_000  # arrays + objects of any request body (the largest valid one has a few thousand)
+)
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 _BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
 QueryText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -130,6 +132,7 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
     """Run a created job: queued → running → done | failed (every exception is recorded, then re-raised)."""
     from engine.documents import S3Object
     from engine.extraction import extract_document
+    from engine.jobs import upstream_error
 
     svc = service()
     if not svc.jobs.start(job_id):  # a duplicate or late invocation: the job already ran or was given up
@@ -145,7 +148,10 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
         )  # fmt: skip
     except Exception as exc:
         metrics.add_metric(name="ExtractionsFailed", unit=MetricUnit.Count, value=1)
-        svc.jobs.fail(job_id, exc)
+        typed = upstream_error(exc)  # the LLM's HTTP errors and timeouts: typed, in the job and the answer
+        svc.jobs.fail(job_id, typed or exc)
+        if typed is not None:
+            raise typed from exc
         raise
     metrics.add_metric(
         name="CacheHits" if out.cached else "ExtractionsSucceeded", unit=MetricUnit.Count, value=1
@@ -396,7 +402,9 @@ def _checked_body(event: dict[str, Any]) -> str | None:
             document="body",
         ) from exc
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON ({exc.msg} at character {exc.pos})", document="body") from exc
+        raise BadRequest(
+            f"the body is not valid JSON ({exc.msg} at character {exc.pos})", document="body"
+        ) from exc
     except (ValueError, RecursionError) as exc:  # e.g. an integer beyond Python's 4,300-digit limit
         raise BadRequest(f"the body is not valid JSON ({type(exc).__name__})", document="body") from exc
     return body
