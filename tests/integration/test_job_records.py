@@ -2,6 +2,7 @@
 a success after the deadline is kept, and an LLM HTTP error is `upstream_unavailable` — against moto's
 DynamoDB and S3 on 127.0.0.1 and the local LLM test server."""
 
+# ruff: noqa: F811  (pytest fixtures imported from test_handlers)
 from __future__ import annotations
 
 import json
