@@ -151,6 +151,18 @@ class ExtractionFailed(DocVisionError):
     http_status = 502
 
 
+class UpstreamUnavailable(DocVisionError):
+    """The LLM endpoint answered with an HTTP error or could not be reached."""
+
+    code = "upstream_unavailable"
+    http_status = 503
+
+
+class UpstreamTimeout(DocVisionError):
+    code = "timeout"
+    http_status = 504
+
+
 class IndexLocked(DocVisionError):
     """The embedded index is a folder one process at a time may open."""
 

@@ -98,7 +98,7 @@ class DocVision:
     def jobs(self) -> JobStore:
         from engine.jobs import DynamoJobStore
 
-        return DynamoJobStore(self.settings.jobs_table)
+        return DynamoJobStore(self.settings.jobs_table, outcomes=self.store)
 
     @cached_property
     def membership(self) -> Any:
