@@ -46,38 +46,47 @@ def array_coverage(
     for arr in sorted(indices):
         rows = len(_values_at(data, arr))
         fields = by_array.get(arr, {})
-        best = None
+        columns = []
         for name, cites in fields.items():
             if len(cites) < MIN_ANCHORS:
                 continue
             xs = [c["bbox"][0] for c in cites]
             spread = statistics.pstdev(xs)
-            key = (-len(cites), spread)
-            if best is None or key < best[0]:
-                best = (key, name, cites, statistics.median(xs), spread)
-        if best is None:
+            shapes = {shape(w) for c in cites if (w := _first_word(layer, c["page"], c["bbox"])) is not None}
+            columns.append((-len(cites), spread, name, statistics.median(xs), max(0.006, 3 * spread), shapes))
+        if not columns:
             out[arr] = {"rows": rows, "printed_rows": None, "coverage": None, "complete": None,
                         "reason": "too few grounded values on a text layer to find the rows on the page"}  # fmt: skip
             continue
-        _, name, cites, x0, spread = best
-        tol = max(0.006, 3 * spread)
-        shapes = set()
-        for c in cites:
-            first = _first_word(layer, c["page"], c["bbox"])
-            if first is not None:
-                shapes.add(shape(first))
+        columns.sort(key=lambda c: (c[0], c[1]))
+        anchor, others = columns[0], columns[1:]
+        need = (
+            len(others) + 1
+        ) // 2  # a printed row also has at least half of the other cells in their columns
         seen: set[tuple[int, int]] = set()
         for p in text_pages:
-            for w in layer.words(p):
-                if abs(w.box[0] - x0) <= tol and shape(w.text) in shapes:
+            words = layer.words(p)
+            for w in words:
+                if not _in_column(w, anchor):
+                    continue
+                line = [
+                    o
+                    for o in words
+                    if abs((o.box[1] + o.box[3]) - (w.box[1] + w.box[3])) < (w.box[3] - w.box[1])
+                ]
+                if sum(any(_in_column(o, col) for o in line) for col in others) >= need:
                     seen.add((p, round(w.box[1] * 2000)))
         printed = len(seen)
-        complete = rows >= printed
         out[arr] = {
             "rows": rows, "printed_rows": printed, "coverage": round(min(1.0, rows / printed), 4) if printed else None,
-            "complete": complete if printed else None, "anchor_field": name, "pages_counted": len(text_pages),
+            "complete": rows >= printed if printed else None, "anchor_field": anchor[2], "pages_counted": len(text_pages),
         }  # fmt: skip
     return out
+
+
+def _in_column(w: Any, col: tuple) -> bool:
+    _, _, _, x0, tol, shapes = col
+    return abs(w.box[0] - x0) <= tol and shape(w.text) in shapes
 
 
 def _first_word(layer: Any, page: int, box: list[float]) -> str | None:

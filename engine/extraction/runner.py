@@ -433,7 +433,10 @@ def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, reg
             candidate, problems = values.typed(as_text, answered, compiled.root, ev, printed=printed)
             lost = losses(answered, as_text, compiled.root) if answered is not None else []
             if not several:  # a call that saw every page must answer every required field (or be flagged)
-                problems += values.missing_required(candidate, compiled.root)
+                named = {p.path for p in problems}
+                problems += [
+                    p for p in values.missing_required(candidate, compiled.root) if p.path not in named
+                ]
             errors = [values.Problem(p, r, r, False, "lost") for p, r in lost]
             errors += [
                 values.Problem(p, r, m, False, "schema")
