@@ -366,6 +366,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
         out.print(
             f"not found on the page: {', '.join(g['ungrounded_paths'][:12])}", highlight=False, soft_wrap=True
         )
+    v = q.get("verdict") or {}
+    if v:
+        why = "; ".join(f"{r['reason']} {r.get('path', '')}".strip() for r in v["reasons"][:12])
+        more = f" (+{len(v['reasons']) - 12} more)" if len(v["reasons"]) > 12 else ""
+        out.print(
+            f"verdict: {v['decision'].upper()}" + (f" — {why}{more}" if why else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"result: {result.keys['result']}  quality: {result.keys['quality']}  ({time.monotonic() - t:.1f} s)",
         highlight=False,

@@ -160,10 +160,16 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
         metrics.add_metric(
             name="QualityScore", unit=MetricUnit.Percent, value=round(100 * out.quality["quality_score"], 1)
         )
+    verdict = out.quality.get("verdict") or {}
+    # one data point per document (0 or 1): the alarm sums them, so a single document needing review is seen
+    metrics.add_metric(name="DocumentsNeedingReview", unit=MetricUnit.Count,
+                       value=1 if verdict.get("decision") in ("review", "reject") else 0)  # fmt: skip
     grounding = out.quality.get("grounding") or {}
     result = {"cached": out.cached, "cache_key": out.cache_key, "outputs": out.keys,
               "quality": {"quality_score": out.quality["quality_score"], "schema_valid": out.quality["schema_valid"],
-                          "grounding_ratio": grounding.get("ratio")}}  # fmt: skip
+                          "grounding_ratio": grounding.get("ratio"), "verdict": verdict.get("decision"),
+                          # codes and paths only: no value reaches the job record
+                          "verdict_reasons": [{k: r[k] for k in ("reason", "path") if k in r} for r in verdict.get("reasons", [])][:50]}}  # fmt: skip
     svc.jobs.succeed(job_id, result)
     return {"job_id": job_id, "status": "done", **result}
 

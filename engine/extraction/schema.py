@@ -271,12 +271,14 @@ def compile_schema(schema: dict[str, Any] | str) -> CompiledSchema:
 
 
 # ------------------------------------------------------------------------------------------ BAML output
-def _baml_type(node: TypeNode) -> str:
+def _baml_type(node: TypeNode, numbers_as_text: bool = False) -> str:
     if node.kind == "object":
         return node.name
     if node.kind == "array":
         assert node.item
-        return f"{_baml_type(node.item)}[]"
+        return f"{_baml_type(node.item, numbers_as_text)}[]"
+    if numbers_as_text and node.kind in ("integer", "number"):
+        return "string"
     if node.kind == "enum":
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in node.values)
     return {
@@ -289,9 +291,11 @@ def _baml_type(node: TypeNode) -> str:
     }[node.kind]
 
 
-def _describe(f: Field) -> str | None:
+def _describe(f: Field, numbers_as_text: bool = False) -> str | None:
     desc = f.description or ""
-    if f.type.kind == "date":
+    if numbers_as_text and f.type.kind in ("integer", "number"):
+        desc = f"{desc} ({'whole number' if f.type.kind == 'integer' else 'number'})".strip()
+    elif f.type.kind == "date":
         desc = f"{desc} (date, YYYY-MM-DD)".strip()
     elif f.type.kind == "datetime":
         desc = f"{desc} (timestamp, ISO 8601)".strip()
@@ -302,31 +306,38 @@ def _prop_name(name: str) -> str:
     return name if _IDENT.match(name) else re.sub(r"\W", "_", name)
 
 
-def render_baml(compiled: CompiledSchema) -> str:
+def render_baml(
+    compiled: CompiledSchema, *, numbers_as_text: bool = False, all_optional: bool = False
+) -> str:
     """The compiled types as .baml text: what the model is asked for (`docvision schema show`), and what
-    build_type_builder hands to BAML (the one source of the run-time types)."""
+    build_type_builder hands to BAML (the one source of the run-time types).
+
+    numbers_as_text: numbers are asked as strings, so BAML's coercion never rewrites `4.904,94` or `18,870`
+    (engine.extraction.locale parses them, and says when a value is ambiguous). all_optional: every field may
+    be null (a page-by-page call: a page that does not print a field answers null; required is checked after
+    the merge)."""
     lines = []
     for cls in compiled.classes():
         lines.append("dynamic class Extraction {" if cls is compiled.root else f"class {cls.name} {{")
         for f in cls.fields:
-            t = _baml_type(f.type)
-            if not f.required and f.type.kind != "array":
+            t = _baml_type(f.type, numbers_as_text)
+            if (all_optional or not f.required) and f.type.kind != "array":
                 t = f"({t})?" if f.type.kind == "enum" and len(f.type.values) > 1 else f"{t}?"
             attrs = ""
             if _prop_name(f.name) != f.name:
                 attrs += f" @alias({json.dumps(f.name, ensure_ascii=False)})"
-            if d := _describe(f):
+            if d := _describe(f, numbers_as_text):
                 attrs += f" @description({json.dumps(d, ensure_ascii=False)})"
             lines.append(f"  {_prop_name(f.name)} {t}{attrs}")
         lines.append("}\n")
     return "\n".join(lines)
 
 
-def build_type_builder(compiled: CompiledSchema) -> Any:
+def build_type_builder(compiled: CompiledSchema, *, all_optional: bool = False) -> Any:
     """A baml_client TypeBuilder whose dynamic `Extraction` class has the schema's fields — built from the very
     text render_baml returns (what `docvision schema show` prints), so what is shown is what is sent."""
     from baml_client.type_builder import TypeBuilder
 
     tb = TypeBuilder()
-    tb.add_baml(render_baml(compiled))
+    tb.add_baml(render_baml(compiled, numbers_as_text=True, all_optional=all_optional))
     return tb
