@@ -443,9 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--document", action="append", help="restrict to this document_id (repeatable)")
     p.add_argument(
         "--mode",
-        choices=["rerank", "exact", "dense"],
+        choices=["rerank", "exact", "dense", "text", "hybrid"],
         default="rerank",
-        help="prefetch+MaxSim rerank (default), exhaustive MaxSim, or single mean vector",
+        help="the visual plan (rerank, default), exhaustive MaxSim, one mean vector, BM25 over the pages' words "
+        "(text), or the visual plan and the words fused by reciprocal rank (hybrid)",
     )
     p.add_argument("--collection")
     p.add_argument("--json", action="store_true")

@@ -170,6 +170,13 @@ class IndexLocked(DocVisionError):
     http_status = 503
 
 
+class TextChannelMissing(DocVisionError):
+    """Text or hybrid search on a collection built before the text channel existed."""
+
+    code = "text_channel_missing"
+    http_status = 409
+
+
 class InputTooLarge(DocVisionError):
     """An API input (image, text, JSON body or schema) is above a request limit."""
 

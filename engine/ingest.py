@@ -33,6 +33,7 @@ from engine.index.membership import (
     local_sequencer,
     open_table,
 )
+from engine.index.text import PageTexts, ocr_text, pdf_page_texts
 from engine.ports import Embedder
 from engine.storage import BlobStore
 from engine.storage.converted import ConvertedPdfs
@@ -238,10 +239,13 @@ def ingest_document(
             log.info("this version of %s was deleted for good; nothing to ingest", uri)
             return IngestResult(doc.document_id, doc.name, uri, doc.type.value, doc.page_count, 0, 0, True, None,
                                 time.monotonic() - started, skipped="gone")  # fmt: skip
+        # the text channel's words: the PDF's text layer (the converted PDF of an Office document); images: none
+        texts = pdf_page_texts(pdf_bytes or (data if doc.type.value == "pdf" else None), s, doc.name)
         # Conversion counts against the deadline: past it, checkpoint now (the converted PDF is stored, so the
         # continuation starts rendering at once). Otherwise at least one batch runs, so every call progresses.
         result = _embed_pages(doc, uri, embedder=embedder, index=index, store=store, deadline=deadline,
-                              on_progress=on_progress, started=started, stop_if_late=converted_now)  # fmt: skip
+                              on_progress=on_progress, started=started, stop_if_late=converted_now,
+                              texts=texts)  # fmt: skip
         result.converted = converted_now
         if not result.complete:
             return result
@@ -282,6 +286,7 @@ def _embed_pages(
     on_progress: ProgressFn | None,
     started: float,
     stop_if_late: bool = False,
+    texts: PageTexts | None = None,
 ) -> IngestResult:
     stored = index.stored_pages(doc.document_id)
     begin = next((n for n in range(1, doc.page_count + 1) if n not in stored), doc.page_count + 1)
@@ -300,6 +305,8 @@ def _embed_pages(
         nonlocal per_page_s
         t = time.monotonic()
         records = []
+        text_on = texts is not None and getattr(index, "text_channel", False)
+        words = texts([f.page_number for f in frames]) if texts is not None and text_on else {}
         for frame, emb in zip(frames, embedder.embed_images([f.image for f in frames]), strict=True):
             key = page_image_key(doc.document_id, frame.page_number)
             if not store.exists(key):
@@ -309,6 +316,7 @@ def _embed_pages(
                     document_id=doc.document_id, page_number=frame.page_number, page_count=doc.page_count,
                     vectors=emb.vectors, grid=emb.grid, patch_offset=emb.patch_offset, model_id=embedder.model_id,
                     source_uri=uri, image_key=key, width=frame.width, height=frame.height,
+                    text=(words.get(frame.page_number) or ocr_text(frame)) if text_on else "",
                 )
             )  # fmt: skip
         index.upsert(records, last_safe_page=frames[0].page_number - 1)

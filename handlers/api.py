@@ -77,7 +77,7 @@ class SearchRequest(BaseModel):
     query: str = Field(..., min_length=1, max_length=2000)
     top_k: int = Field(10, ge=1, le=100)
     document_ids: list[str] | None = None
-    mode: Literal["rerank", "exact", "dense"] = "rerank"
+    mode: Literal["rerank", "exact", "dense", "text", "hybrid"] = "rerank"
 
 
 class PageRef(BaseModel):
