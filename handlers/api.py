@@ -37,12 +37,18 @@ API_MAX_IMAGE_PIXELS = int(os.environ.get("DOCVISION_API_MAX_IMAGE_PIXELS", str(
 API_MAX_REQUEST_PIXELS = int(os.environ.get("DOCVISION_API_MAX_REQUEST_PIXELS", str(100_000_000)))
 MAX_IMAGE_B64 = 8_000_000  # characters of base64 per image (6 MB decoded; API Gateway caps bodies at 10 MB)
 MAX_TEXT_CHARS = 2000  # per query/text: the model reads a few hundred tokens; longer texts only cost minutes
+# ...and characters are not tokens (2,000 emoji are 8,000): texts are bounded in the model's own tokens too
+API_MAX_TEXT_TOKENS = int(os.environ.get("DOCVISION_API_MAX_TEXT_TOKENS", "1024"))
 MAX_JSON_DEPTH = 64  # nesting of any request body
 MAX_JSON_CONTAINERS = (
     50_000  # arrays + objects of any request body (the largest valid one has a few thousand)
 )
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 _BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
+# Which S3 keys a caller may name as document.key (comma-separated prefixes; derived/ never, whatever this says).
+API_KEY_PREFIXES = tuple(
+    p.strip() for p in os.environ.get("DOCVISION_API_KEY_PREFIXES", "raw/").split(",") if p.strip()
+)
 QueryText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 ImageB64 = Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_B64)]
 
@@ -51,9 +57,26 @@ ImageB64 = Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_B64)]
 class DocumentRef(BaseModel):
     bucket: str | None = Field(None, pattern=_BUCKET, description="S3 bucket (default: the documents bucket)")
     key: str = Field(
-        ..., min_length=1, max_length=1024, description="S3 key of the document (raw upload or ingested)"
+        ...,
+        min_length=1,
+        max_length=1024,
+        description=f"S3 key of the document, under one of {list(API_KEY_PREFIXES)} (DOCVISION_API_KEY_PREFIXES); "
+        "never under derived/",
     )
     version_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._\-]{1,1024}$")
+
+    @model_validator(mode="after")
+    def allowed_key(self) -> DocumentRef:
+        """A caller names documents, never what the service derived (page images, raw model replies under
+        derived/failures, job outcomes), nor anything outside the configured prefixes."""
+        parts = self.key.split("/")
+        if self.key.startswith("derived/") or "" in parts[:-1] or "." in parts or ".." in parts:
+            raise ValueError(
+                "document.key may not name derived/ objects nor hold empty, '.' or '..' segments"
+            )
+        if not self.key.startswith(API_KEY_PREFIXES):
+            raise ValueError(f"document.key must start with one of {list(API_KEY_PREFIXES)}")
+        return self
 
 
 class ExtractRequest(BaseModel):
@@ -74,7 +97,7 @@ class ExtractRequest(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(..., min_length=1, max_length=2000)
+    query: QueryText
     top_k: int = Field(10, ge=1, le=100)
     document_ids: list[str] | None = None
     mode: Literal["rerank", "exact", "dense", "text", "hybrid"] = "rerank"
@@ -248,6 +271,45 @@ def _images(encoded: list[str]) -> list[Any]:
     return images
 
 
+def _check_tokens(texts: list[str], where: str) -> None:
+    """Refuse a text above API_MAX_TEXT_TOKENS of the model's tokenizer before anything is embedded. A
+    byte-level BPE gives at most one token per UTF-8 byte, so only texts longer than that are tokenized."""
+    long = [(i, t) for i, t in enumerate(texts) if len(t.encode("utf-8")) > API_MAX_TEXT_TOKENS]
+    if not long:
+        return
+    tokenizer = getattr(warm_model().processor, "tokenizer", None)
+    if tokenizer is None:  # pragma: no cover - every supported family has one
+        return
+    counts = tokenizer([t for _, t in long], add_special_tokens=False)["input_ids"]
+    for (i, _), ids in zip(long, counts, strict=True):
+        if len(ids) > API_MAX_TEXT_TOKENS:
+            raise InputTooLarge(
+                f"the text is {len(ids):,} tokens, above the {API_MAX_TEXT_TOKENS:,} a text may have "
+                "(DOCVISION_API_MAX_TEXT_TOKENS); shorten it",
+                document=f"{where}[{i}]" if where != "query" else where,
+            )
+
+
+def _check_answer_size(texts: list[str], images: list[Any], encoding: str) -> None:
+    """Refuse an embedding answer that cannot fit Lambda's 6 MB before computing it: one row of `dim` values
+    per token (texts: their tokens plus the query prompt; images: their visual tokens). float16_base64 is
+    exact (4/3 of 2 bytes a value); json is bounded below by 8 characters a value ("-0.0123, " is 9+)."""
+    embedder = warm_model()
+    per_value = 8 / 3 if encoding == "float16_base64" else 8
+    rows = 0
+    if texts:
+        batch = embedder.processor.process_queries(texts)
+        rows += int(batch["attention_mask"].sum())
+    rows += sum(embedder.visual_tokens(im.width, im.height) for im in images)
+    size = int(rows * embedder.dim * per_value)
+    if size > LAMBDA_RESPONSE_LIMIT - 64 * 1024:
+        raise InputTooLarge(
+            f"the answer would be about {size:,} bytes, above Lambda's 6 MB response limit; send fewer images or "
+            "texts per request" + ("" if encoding == "float16_base64" else " or use encoding=float16_base64"),
+            document="embed",
+        )
+
+
 def _compact(result: dict[str, Any], encoding: str) -> dict[str, Any]:
     """Multivectors as base64 float16 (about 5x smaller than JSON floats); refuse what Lambda could not return."""
     import numpy as np
@@ -271,6 +333,7 @@ def _compact(result: dict[str, Any], encoding: str) -> dict[str, Any]:
 
 @app.post("/search")
 def search(body: Annotated[SearchRequest, Body()]) -> dict[str, Any]:
+    _check_tokens([body.query], "query")
     warm_model()
     return service().search(body.query, top_k=body.top_k, document_ids=body.document_ids, mode=body.mode)
 
@@ -281,6 +344,7 @@ def score(body: Annotated[ScoreRequest, Body()]) -> dict[str, Any]:
         raise RequestValidationError(
             [{"loc": ["body"], "msg": "give 'pages' or 'images' to score against", "type": "value_error"}]
         )
+    _check_tokens(body.queries, "queries")
     warm_model()
     return service().score(
         body.queries, pages=[p.model_dump() for p in body.pages], images=_images(body.images) or None
@@ -293,8 +357,10 @@ def embed(body: Annotated[EmbedRequest, Body()]) -> dict[str, Any]:
         raise RequestValidationError(
             [{"loc": ["body"], "msg": "give 'texts' and/or 'images'", "type": "value_error"}]
         )
-    warm_model()
-    result = service().embed_multivector(texts=body.texts or None, images=_images(body.images) or None)
+    _check_tokens(body.texts, "texts")
+    images = _images(body.images)
+    _check_answer_size(body.texts, images, body.encoding)
+    result = service().embed_multivector(texts=body.texts or None, images=images or None)
     return _compact(result, body.encoding)
 
 
@@ -350,9 +416,10 @@ def internal_error(exc: Exception) -> Response:
 # Before Powertools parses anything: the body is decoded (base64, UTF-8) and its structure bounded in time
 # linear in its length, so that no body can cost more than a parse. Two regex passes run in C: strings are
 # cut out (the unrolled pattern consumes every character once, an unterminated string runs to the end and
-# stops there), then everything but brackets. What is left is at most MAX_JSON_CONTAINERS brackets, counted
+# stops there; possessive, so the matcher keeps no backtracking state: 290 MB for 5 MB of \" otherwise),
+# then everything but brackets. What is left is at most MAX_JSON_CONTAINERS brackets, counted
 # in Python. Only then json.loads runs, with the nesting known to be shallow.
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _CLOSES = {"]": "[", "}": "{"}
 

@@ -79,24 +79,24 @@ def test_deep_json_and_ref_bombs(aws) -> None:  # noqa: F811
                                                         "y": {"$ref": f"#/$defs/a{i + 1}"}}} for i in range(15)}  # fmt: skip
     defs["a15"] = {"type": "string"}
     bomb = {"type": "object", "properties": {"root": {"$ref": "#/$defs/a0"}}, "$defs": defs}
-    status, out = _post("extract.json", {"document": {"key": "k.pdf"}, "schema": bomb})
+    status, out = _post("extract.json", {"document": {"key": "raw/k.pdf"}, "schema": bomb})
     assert status == 413 and "$ref" in out["error"]["message"], out
     deep: dict = {"type": "string"}
     for _ in range(60):
         deep = {"type": "object", "properties": {"a": deep}}
-    status, out = _post("extract.json", {"document": {"key": "k.pdf"}, "schema": deep})
+    status, out = _post("extract.json", {"document": {"key": "raw/k.pdf"}, "schema": deep})
     assert status == 400 and "nested deeper" in out["error"]["message"], out
 
 
 def test_bad_bucket_and_version_ids(aws) -> None:  # noqa: F811
-    for ref in ({"key": "a.pdf", "bucket": "Bad_Bucket!"}, {"key": "a.pdf", "version_id": "../../etc"}):
+    for ref in ({"key": "raw/a.pdf", "bucket": "Bad_Bucket!"}, {"key": "raw/a.pdf", "version_id": "../../etc"}):
         status, out = _post("extract.json", {"document": ref, "schema_name": "shipping_manifest"})
         assert status == 400 and out["error"]["code"] == "bad_request", out
-    status, out = _post("extract.json", {"document": {"key": "a.pdf", "bucket": "no-such-bucket-12"},
+    status, out = _post("extract.json", {"document": {"key": "raw/a.pdf", "bucket": "no-such-bucket-12"},
                                          "schema_name": "shipping_manifest"})  # fmt: skip
     assert status == 404 and out["error"]["code"] == "not_found", out
-    aws["s3"].put_object(Bucket=BUCKET, Key="a.pdf", Body=b"%PDF-1.4")
-    status, out = _post("extract.json", {"document": {"key": "a.pdf", "version_id": "nosuchversion"},
+    aws["s3"].put_object(Bucket=BUCKET, Key="raw/a.pdf", Body=b"%PDF-1.4")
+    status, out = _post("extract.json", {"document": {"key": "raw/a.pdf", "version_id": "nosuchversion"},
                                          "schema_name": "shipping_manifest"})  # fmt: skip
     assert 400 <= status < 500 and out["error"]["code"] in ("bad_request", "not_found"), out
 

@@ -237,17 +237,17 @@ def test_bad_requests_get_clear_400s(aws) -> None:
     for body, code, needle in [
         ({"schema_name": "shipping_manifest"}, 400, "document"),
         (
-            {"document": {"key": "k"}, "schema_name": "shipping_manifest", "schema": {"type": "object"}},
+            {"document": {"key": "raw/k"}, "schema_name": "shipping_manifest", "schema": {"type": "object"}},
             400,
             "exactly one",
         ),
         (
-            {"document": {"key": "k"}, "schema": {"type": "object", "properties": {"a": {"oneOf": []}}}},
+            {"document": {"key": "raw/k"}, "schema": {"type": "object", "properties": {"a": {"oneOf": []}}}},
             400,
             "oneOf",
         ),
-        ({"document": {"key": "k"}, "schema_name": "no_such_schema"}, 404, "no_such_schema"),
-        ({"document": {"key": "missing.pdf"}, "schema_name": "shipping_manifest"}, 404, "missing.pdf"),
+        ({"document": {"key": "raw/k"}, "schema_name": "no_such_schema"}, 404, "no_such_schema"),
+        ({"document": {"key": "raw/missing.pdf"}, "schema_name": "shipping_manifest"}, 404, "missing.pdf"),
     ]:
         ev["body"] = json.dumps(body)
         status, out = api(ev)

@@ -62,6 +62,7 @@ def _llm_env(monkeypatch, llm) -> None:  # noqa: ANN001
     monkeypatch.setenv("DOCVISION_LLM_MODEL", "test-vlm")
 
 
+@pytest.mark.slow
 def test_a_result_is_never_reported_as_a_timeout_when_the_table_write_fails(
     aws, tmp_path, monkeypatch
 ) -> None:  # noqa: F811
@@ -80,6 +81,7 @@ def test_a_result_is_never_reported_as_a_timeout_when_the_table_write_fails(
     assert job["status"] == "done" and "error" not in job, job
 
 
+@pytest.mark.slow
 def test_a_success_after_the_deadline_is_kept(aws, tmp_path, monkeypatch) -> None:  # noqa: F811
     monkeypatch.setenv("DOCVISION_JOB_TIMEOUT_S", "0.5")
     with ScriptedLLM([{"content": json.dumps(manifest())}]) as llm:
@@ -104,6 +106,7 @@ def test_a_success_after_the_deadline_is_kept(aws, tmp_path, monkeypatch) -> Non
     ), job
 
 
+@pytest.mark.slow
 def test_an_llm_http_error_is_upstream_unavailable(aws, tmp_path, monkeypatch) -> None:  # noqa: F811
     monkeypatch.setenv("DOCVISION_EXTRACT_ATTEMPTS", "1")
     with ScriptedLLM([{"status": 500}] * 20) as llm:
