@@ -125,7 +125,7 @@ def detect_type(data: bytes, name: str) -> DocumentType:
     if found.type is None:
         raise UnsupportedDocument(
             f"unsupported document type: {found.reason}. Supported: PDF, PNG, JPEG, TIFF, WebP, BMP, GIF, "
-            "DOCX/XLSX/PPTX, DOC/XLS/PPT, ODT/ODS/ODP, RTF, HTML",
+            "DOCX/XLSX/PPTX, DOC/XLS/PPT, ODT/ODS/ODP (also flat FODT/FODS/FODP), RTF, HTML",
             document=name,
         )
     return found.type
