@@ -87,6 +87,14 @@ class RendererCrashed(DocumentError):
     code = "renderer_crashed"
 
 
+class RendererKilled(DocVisionError):
+    """The render worker was killed by a signal the document did not cause (SIGKILL from the kernel's OOM killer
+    or a person, SIGTERM): transient, not a document error, so the job is retried instead of dead-lettered."""
+
+    code = "renderer_killed"
+    http_status = 503
+
+
 class RenderTimeout(DocumentError):
     """A page or the whole document took longer than the render time limits (wall or CPU)."""
 
