@@ -71,6 +71,13 @@ class ConversionFailed(DocumentError):
     code = "conversion_failed"
 
 
+class ConversionEmpty(DocumentError):
+    """LibreOffice produced pages with nothing on them (no text, a blank raster): it could not really read the
+    file, and indexing white pages would be a silent empty success."""
+
+    code = "conversion_empty"
+
+
 class ConversionTimeout(DocumentError):
     code = "conversion_timeout"
 

@@ -113,7 +113,10 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
                 name = cmd["name"]
                 data = Path(cmd["path"]).read_bytes()
                 opened = native.open_renderable(data, cmd["type"], name, cmd["limits"])
-                _send(out, {"page_count": opened.page_count})
+                reply: dict[str, Any] = {"page_count": opened.page_count}
+                if cmd.get("check_content"):
+                    reply["visible"] = native.has_visible_content(opened)
+                _send(out, reply)
             elif cmd["op"] == "render":
                 assert opened is not None
                 page = cmd["start"]
@@ -262,8 +265,10 @@ class RenderWorker:
         page_timeout_s: float,
         document_timeout_s: float,
         work_dir: Path | None = None,
+        check_content: bool = False,
     ) -> None:
         self.name = name
+        self.visible = True  # with check_content: whether any page shows something (text or non-white pixels)
         self.page_timeout_s = page_timeout_s
         self.document_timeout_s = document_timeout_s
         self.waited = 0.0  # wall seconds spent waiting for the worker (not for our own consumer)
@@ -285,6 +290,8 @@ class RenderWorker:
         path = Path(self._tmp) / "document"
         path.write_bytes(data)
         self._open_cmd = {"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits}
+        if check_content:
+            self._open_cmd["check_content"] = True
         self._limits = (memory_mb, int(document_timeout_s) + 1)
         self.restarts = 0  # workers started again after an external kill (one is allowed per document)
         try:
@@ -306,6 +313,7 @@ class RenderWorker:
             except RendererKilled:
                 self._restart_after_kill(None)
         self.page_count = int(reply["page_count"])
+        self.visible = bool(reply.get("visible", True))
 
     def _restart_after_kill(self, page: int | None) -> None:
         """An externally killed worker (OOM killer, SIGKILL) is started once more; a second kill is final."""
