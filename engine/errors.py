@@ -71,6 +71,13 @@ class ConversionFailed(DocumentError):
     code = "conversion_failed"
 
 
+class ConversionEmpty(DocumentError):
+    """LibreOffice produced pages with nothing on them (no text, a blank raster): it could not really read the
+    file, and indexing white pages would be a silent empty success."""
+
+    code = "conversion_empty"
+
+
 class ConversionTimeout(DocumentError):
     code = "conversion_timeout"
 
@@ -91,6 +98,14 @@ class RendererCrashed(DocumentError):
     """The isolated render worker died (a signal, e.g. a MuPDF heap corruption); the caller keeps running."""
 
     code = "renderer_crashed"
+
+
+class RendererKilled(DocVisionError):
+    """The render worker was killed by a signal the document did not cause (SIGKILL from the kernel's OOM killer
+    or a person, SIGTERM): transient, not a document error, so the job is retried instead of dead-lettered."""
+
+    code = "renderer_killed"
+    http_status = 503
 
 
 class RenderTimeout(DocumentError):

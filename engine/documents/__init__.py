@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from engine.documents.frames import PageFrame
-from engine.documents.native import Renderable, limits_of, open_renderable
+from engine.documents.native import Renderable, has_visible_content, limits_of, open_renderable
 from engine.documents.office import convert_to_pdf
 from engine.documents.sniff import DocumentType, sniff
 from engine.documents.source import DocumentInput, S3Object, load_bytes
 from engine.documents.worker import RenderWorker
-from engine.errors import CorruptDocument, EncryptedDocument, UnsupportedDocument
+from engine.errors import ConversionEmpty, CorruptDocument, EncryptedDocument, UnsupportedDocument
 
 if TYPE_CHECKING:  # the render worker imports this package: keep pydantic-settings out of its start
     from engine.config import Settings
@@ -80,10 +80,21 @@ class Document:
                 page_timeout_s=s.render_page_timeout_s,
                 document_timeout_s=s.render_timeout_s,
                 work_dir=s.work_dir,
+                check_content=self.pdf_bytes is not None,
             )
+            visible = self._renderer.visible
         else:
             self._renderer = open_renderable(data, kind, self.name, limits_of(s))
+            visible = self.pdf_bytes is None or has_visible_content(self._renderer)
         self.page_count = self._renderer.page_count
+        if not visible:
+            self.close()
+            raise ConversionEmpty(
+                f"LibreOffice converted the {self.type.value.upper()} to {self.page_count} page(s) with no text "
+                "and nothing drawn: it could not really read the file (e.g. an XLSB variant, a DOCX whose body "
+                "is an altChunk, broken HTML). Save it again as PDF or a standard DOCX/XLSX and upload that",
+                document=self.name,
+            )
 
     def pages(self, start_page: int = 1) -> Iterator[PageFrame]:
         """Yield frames from ``start_page`` (1-based) to the end; only one page image is alive at a time here."""
@@ -125,7 +136,7 @@ def detect_type(data: bytes, name: str) -> DocumentType:
     if found.type is None:
         raise UnsupportedDocument(
             f"unsupported document type: {found.reason}. Supported: PDF, PNG, JPEG, TIFF, WebP, BMP, GIF, "
-            "DOCX/XLSX/PPTX, DOC/XLS/PPT, ODT/ODS/ODP, RTF, HTML",
+            "DOCX/XLSX/PPTX, DOC/XLS/PPT, ODT/ODS/ODP (also flat FODT/FODS/FODP), RTF, HTML",
             document=name,
         )
     return found.type

@@ -64,6 +64,19 @@ class _Pdf:
             start_page=start_page,
         )
 
+    def has_visible_content(self) -> bool:
+        """Any page with text or a non-white pixel (at 12 DPI, greyscale); stops at the first such page."""
+        import pymupdf
+
+        for n in range(self.page_count):
+            page = self.pdf.doc[n]
+            if page.get_text("text").strip():
+                return True
+            pix = page.get_pixmap(dpi=12, alpha=False, colorspace=pymupdf.csGRAY)
+            if min(pix.samples, default=255) < 235:
+                return True
+        return False
+
     def iter_raw(self, start_page: int = 1) -> Iterator[RawFrame]:
         """Pages as raw RGB buffers: with pymupdf, the pixmap's own memory (no PIL image, no extra copy)."""
         lim = self.limits
@@ -175,6 +188,12 @@ class _Poppler:
 
     def close(self) -> None:
         self._tmp.cleanup()
+
+
+def has_visible_content(renderable: Renderable) -> bool:
+    """Whether a converted document shows anything; renderers that cannot tell (poppler, images) say yes."""
+    check = getattr(renderable, "has_visible_content", None)
+    return True if check is None else bool(check())
 
 
 def open_renderable(data: bytes, type_: str, name: str, limits: dict[str, Any]) -> Renderable:

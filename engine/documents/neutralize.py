@@ -80,7 +80,9 @@ _CSS_IMAGE_SET = re.compile(r"image-set\s*\([^)]*\)", re.I)
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?")
 MAX_DATA_DEPTH = 4  # data: inside SVG inside data: ...: deeper than this is dropped, not followed
 MAX_SVG_BYTES = 32 << 20  # an SVG (or SVGZ inflating) past this is not a picture we keep
-_EMPTY_SVG = b'<?xml version="1.0" encoding="UTF-8"?><svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+_EMPTY_SVG = (
+    b'<?xml version="1.0" encoding="UTF-8"?><svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+)
 
 
 def _css_unescape(css: str) -> str:
@@ -157,7 +159,11 @@ class _Sanitizer(HTMLParser):
                 if kept_ref is None:
                     continue
                 v = kept_ref
-            if tag == "a" and name == "href" and v.strip().lower().startswith(("file:", "javascript:", "data:")):
+            if (
+                tag == "a"
+                and name == "href"
+                and v.strip().lower().startswith(("file:", "javascript:", "data:"))
+            ):
                 continue
             if name == "style":
                 v = clean_css(v)
@@ -291,7 +297,9 @@ def xml_unescape(value: bytes) -> bytes:
 
 
 def _xml_escape(value: bytes) -> bytes:
-    return value.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;").replace(b'"', b"&quot;")
+    return (
+        value.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;").replace(b'"', b"&quot;")
+    )
 
 
 def _outside_package(value: bytes) -> bool:
@@ -347,7 +355,9 @@ def serialize_xml(root: ET.Element, default_ns: str) -> bytes:
     out: list[str] = []
     write(root, out)
     xmlns = "".join(
-        f' xmlns:{prefix}="{ns}"' if prefix else f' xmlns="{ns}"' for ns, prefix in declared.items() if prefix != "xml"
+        f' xmlns:{prefix}="{ns}"' if prefix else f' xmlns="{ns}"'
+        for ns, prefix in declared.items()
+        if prefix != "xml"
     )
     body = "".join(out)
     head = body.index(">")  # the root's start tag ends at its first ">" (attribute values are escaped)
@@ -507,7 +517,10 @@ def _ooxml_xml(data: bytes) -> bytes:
     data = _blank_fields(_strip_doctype(data))
     data = _FORMULA.sub(lambda m: b"" if _WEB_FUNCTION.search(xml_unescape(m.group(2))) else m.group(0), data)
     return _VML_SRC.sub(
-        lambda m: m.group(1) + m.group(2) + (b"" if _outside_package(m.group(3)) else m.group(3)) + m.group(2),
+        lambda m: m.group(1)
+        + m.group(2)
+        + (b"" if _outside_package(m.group(3)) else m.group(3))
+        + m.group(2),
         data,
     )
 

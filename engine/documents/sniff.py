@@ -29,6 +29,9 @@ class DocumentType(StrEnum):
     ODT = "odt"
     ODS = "ods"
     ODP = "odp"
+    FODT = "fodt"  # flat (single-XML) OpenDocument
+    FODS = "fods"
+    FODP = "fodp"
     RTF = "rtf"
     HTML = "html"
 
@@ -56,6 +59,28 @@ _ODF_MIMETYPES = {
     b"application/vnd.oasis.opendocument.text": DocumentType.ODT,
     b"application/vnd.oasis.opendocument.spreadsheet": DocumentType.ODS,
     b"application/vnd.oasis.opendocument.presentation": DocumentType.ODP,
+}
+_FLAT_ODF = {
+    DocumentType.ODT: DocumentType.FODT,
+    DocumentType.ODS: DocumentType.FODS,
+    DocumentType.ODP: DocumentType.FODP,
+}
+# The main part's content type ([Content_Types].xml) decides what an OOXML package is, wherever the part lives.
+_OOXML_MAIN = {
+    "wordprocessingml.document.main+xml": DocumentType.DOCX,
+    "wordprocessingml.template.main+xml": DocumentType.DOCX,
+    "ms-word.document.macroenabled.main+xml": DocumentType.DOCX,
+    "ms-word.template.macroenabledtemplate.main+xml": DocumentType.DOCX,
+    "spreadsheetml.sheet.main+xml": DocumentType.XLSX,
+    "spreadsheetml.template.main+xml": DocumentType.XLSX,
+    "ms-excel.sheet.macroenabled.main+xml": DocumentType.XLSX,
+    "ms-excel.template.macroenabled.main+xml": DocumentType.XLSX,
+    "ms-excel.sheet.binary.macroenabled.main": DocumentType.XLSX,
+    "presentationml.presentation.main+xml": DocumentType.PPTX,
+    "presentationml.slideshow.main+xml": DocumentType.PPTX,
+    "presentationml.template.main+xml": DocumentType.PPTX,
+    "ms-powerpoint.presentation.macroenabled.main+xml": DocumentType.PPTX,
+    "ms-powerpoint.slideshow.macroenabled.main+xml": DocumentType.PPTX,
 }
 
 
@@ -126,7 +151,12 @@ def sniff(data: bytes) -> Sniffed:
         return _sniff_zip(data)
     if head.startswith(_OLE_MAGIC):
         return _sniff_ole(data)
-    if _looks_like_html(head):
+    if _biff_worksheet(head):
+        return Sniffed(DocumentType.XLS)
+    flat = _flat_odf(data)
+    if flat is not None:
+        return Sniffed(flat)
+    if _looks_like_html(data[: 256 << 10]):
         return Sniffed(DocumentType.HTML)
     if _headerless_pdf(data):
         return Sniffed(DocumentType.PDF)
@@ -157,6 +187,9 @@ def _sniff_zip(data: bytes) -> Sniffed:
                         return Sniffed(None, "a password-protected OpenDocument file", encrypted=True)
                     return Sniffed(_ODF_MIMETYPES[mimetype])
             if "[Content_Types].xml" in names:
+                main = _ooxml_main_type(zf, names)
+                if main is not None:
+                    return Sniffed(main)
                 prefixes = {n.split("/", 1)[0] for n in names}
                 if "word" in prefixes:
                     return Sniffed(DocumentType.DOCX)
@@ -299,11 +332,79 @@ def _sniff_ole(data: bytes) -> Sniffed:
     return Sniffed(type_)
 
 
-def _looks_like_html(head: bytes) -> bool:
-    codec = text_encoding(head)
+def _ooxml_main_type(zf: zipfile.ZipFile, names: set[str]) -> DocumentType | None:
+    """As Office reads a package: _rels/.rels names the main part, [Content_Types].xml gives its type."""
+    rels = zf.read("_rels/.rels")[: 1 << 20] if "_rels/.rels" in names else b""
+    types = zf.read("[Content_Types].xml")[: 1 << 20]
+    for rel in re.finditer(rb"<(?:\w+:)?Relationship\b[^>]*>", rels):
+        if not re.search(rb"""Type\s*=\s*["'][^"']*/officeDocument["']""", rel.group(0)):
+            continue
+        target = re.search(rb"""Target\s*=\s*["']([^"']+)["']""", rel.group(0))
+        if not target:
+            continue
+        part = "/" + target.group(1).decode("utf-8", errors="replace").lstrip("/")
+        for override in re.finditer(rb"<(?:\w+:)?Override\b[^>]*>", types):
+            name = re.search(rb"""PartName\s*=\s*["']([^"']+)["']""", override.group(0))
+            ctype = re.search(rb"""ContentType\s*=\s*["']([^"']+)["']""", override.group(0))
+            if name and ctype and name.group(1).decode(errors="replace").lower() == part.lower():
+                suffix = ctype.group(1).decode(errors="replace").lower().removeprefix("application/vnd.")
+                suffix = suffix.removeprefix("openxmlformats-officedocument.")
+                if suffix in _OOXML_MAIN:
+                    return _OOXML_MAIN[suffix]
+    return None
+
+
+def _biff_worksheet(head: bytes) -> bool:
+    """A bare BIFF2-5 Excel stream (Excel 2.x-4.0 worksheets are not OLE2 files): a BOF record first, with a
+    worksheet/workbook/chart document type."""
+    if len(head) < 8:
+        return False
+    rec, length, _version, kind = struct.unpack_from("<HHHH", head, 0)
+    return (
+        rec in (0x0009, 0x0209, 0x0409, 0x0809)
+        and 4 <= length <= 20
+        and kind in (0x0010, 0x0020, 0x0040, 0x0100, 0x0005)
+    )
+
+
+def _decoded_text(data: bytes) -> bytes:
+    codec = text_encoding(data)
     if codec and codec != "utf-8":
-        head = head[: len(head) // 4 * 4].decode(codec, errors="replace").encode("utf-8", errors="replace")
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html")):
+        data = data[: len(data) // 4 * 4].decode(codec, errors="replace").encode("utf-8", errors="replace")
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n")
+
+
+def _flat_odf(data: bytes) -> DocumentType | None:
+    """A flat OpenDocument file: an XML office:document root carrying office:mimetype."""
+    text = _decoded_text(data[: 64 << 10])
+    if not text.startswith(b"<"):
+        return None
+    root = re.search(rb"<([\w.-]+:)?document\b([^>]*)>", text)
+    if not root or not re.match(rb"\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*<", text[: root.start() + 1], re.S):
+        return None
+    mime = re.search(rb"""mimetype\s*=\s*["']([^"']+)["']""", root.group(2))
+    kind = _ODF_MIMETYPES.get(mime.group(1).strip()) if mime else None
+    return _FLAT_ODF[kind] if kind else None
+
+
+# Elements an HTML file (or fragment) starts with, after comments and whitespace.
+_HTML_START = re.compile(
+    rb"<(?:!doctype\s+html|html|head|body|meta|title|script|style|link|base|div|p|span|table|h[1-6]|ul|ol|"
+    rb"dl|a|img|b|i|u|em|strong|br|hr|form|section|article|header|footer|nav|main|center|font|pre|"
+    rb"blockquote|iframe|noscript|svg)[\s>/]"
+)
+_COMMENTS = re.compile(rb"\s*(?:<!--.*?-->\s*)*", re.S)
+
+
+def _looks_like_html(data: bytes) -> bool:
+    """HTML as a browser (and LibreOffice's HTML filter) takes it: a document, or a fragment that starts with
+    an HTML element, also after a long <script> or in UTF-16. XML that is not XHTML is not HTML."""
+    text = _decoded_text(data).lower()
+    if text.startswith(b"<?xml"):
+        end = text.find(b"?>")
+        text = text[end + 2 :].lstrip() if end > 0 else b""
+        return bool(re.match(rb"(?:<!--.*?-->\s*)*(?:<!doctype\s+html|<html)", text, re.S))
+    skipped = _COMMENTS.match(text)
+    if _HTML_START.match(text, skipped.end() if skipped else 0):
         return True
     return text.startswith(b"<") and (b"<html" in text or b"<body" in text)

@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import select
 import shutil
@@ -43,9 +44,12 @@ from engine.errors import (
     DocumentTooComplex,
     DocVisionError,
     RendererCrashed,
+    RendererKilled,
     RenderTimeout,
     error_class,
 )
+
+log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<I")
 _START_ALLOWANCE_S = 30.0
@@ -109,7 +113,10 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
                 name = cmd["name"]
                 data = Path(cmd["path"]).read_bytes()
                 opened = native.open_renderable(data, cmd["type"], name, cmd["limits"])
-                _send(out, {"page_count": opened.page_count})
+                reply: dict[str, Any] = {"page_count": opened.page_count}
+                if cmd.get("check_content"):
+                    reply["visible"] = native.has_visible_content(opened)
+                _send(out, reply)
             elif cmd["op"] == "render":
                 assert opened is not None
                 page = cmd["start"]
@@ -195,6 +202,47 @@ def _discard(proc: subprocess.Popen[bytes]) -> None:
 
 
 _open_dirs: set[str] = set()  # scratch and frame folders of workers not closed yet
+# Signals a worker gets from outside (the kernel's OOM killer, a person, a stopping host), not from its document.
+_EXTERNAL_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_PROCESS_DIR_PREFIX = "docvision-frames-"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (/proc/PID/stat field 22): a PID reused later differs in it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+_process_dirs: dict[str, str] = {}
+
+
+def process_dir(base: str) -> str:
+    """This process's folder under ``base`` (``docvision-frames-PID-START``), made once; folders of processes
+    that are gone (a SIGKILLed parent never cleans up, and frames are raw page pixels) are removed first."""
+    # Every worker start looks (a few directory entries): a long-lived parent also sweeps up after others.
+    for old in Path(base).glob(_PROCESS_DIR_PREFIX + "*-*"):
+        pid, _, start = old.name.removeprefix(_PROCESS_DIR_PREFIX).partition("-")
+        if pid.isdigit() and start.isdigit() and _start_time(int(pid)) != start:
+            shutil.rmtree(old, ignore_errors=True)
+    if base in _process_dirs and Path(_process_dirs[base]).is_dir():
+        return _process_dirs[base]
+    mine = Path(base) / f"{_PROCESS_DIR_PREFIX}{os.getpid()}-{_start_time(os.getpid()) or 0}"
+    mine.mkdir(mode=0o700, exist_ok=True)
+    _process_dirs[base] = str(mine)
+    _open_dirs.add(str(mine))
+    return str(mine)
+
+
+def _shm_fits(frame_bytes: int) -> bool:
+    """/dev/shm holds both frame slots of the largest page now (Docker's default is 64 MiB)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return False
+    return os.access("/dev/shm", os.W_OK) and st.f_bavail * st.f_frsize >= 2 * frame_bytes + (8 << 20)
 
 
 @atexit.register
@@ -221,34 +269,75 @@ class RenderWorker:
         page_timeout_s: float,
         document_timeout_s: float,
         work_dir: Path | None = None,
+        check_content: bool = False,
     ) -> None:
         self.name = name
+        self.visible = True  # with check_content: whether any page shows something (text or non-white pixels)
         self.page_timeout_s = page_timeout_s
         self.document_timeout_s = document_timeout_s
         self.waited = 0.0  # wall seconds spent waiting for the worker (not for our own consumer)
         self._frame = bytearray()
-        self._tmp = tempfile.mkdtemp(prefix="docvision-render-", dir=work_dir)
-        # Frames travel through files in memory-backed /dev/shm where there is one, else next to the document.
-        shm = Path("/dev/shm")
+        # Scratch (the document's bytes) and frames live in this process's own folder, which the next process
+        # removes if this one is SIGKILLed before it can clean up.
+        self._tmp = tempfile.mkdtemp(
+            prefix="render-", dir=process_dir(str(work_dir or tempfile.gettempdir()))
+        )
+        # Frames travel through files in memory-backed /dev/shm where both slots of the largest page fit, else
+        # next to the document (on disk).
+        frame_bytes = 3 * int(limits.get("max_page_pixels", 60_000_000))
         self._frames_dir = (
-            tempfile.mkdtemp(prefix="docvision-frames-", dir=shm)
-            if shm.is_dir() and os.access(shm, os.W_OK) and work_dir is None
+            tempfile.mkdtemp(prefix="frames-", dir=process_dir("/dev/shm"))
+            if work_dir is None and _shm_fits(frame_bytes)
             else self._tmp
         )
         _open_dirs.update((self._tmp, self._frames_dir))
         path = Path(self._tmp) / "document"
         path.write_bytes(data)
-        self.proc = _take_worker(memory_mb, int(document_timeout_s) + 1)
-        self._fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
-        with contextlib.suppress(OSError):  # 1 MiB pipe: a 25 MB frame in 25 reads instead of 400
-            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, 1 << 20)
+        self._open_cmd = {"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits}
+        if check_content:
+            self._open_cmd["check_content"] = True
+        self._limits = (memory_mb, int(document_timeout_s) + 1)
+        self.restarts = 0  # workers started again after an external kill (one is allowed per document)
         try:
-            self._command({"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits})
-            reply = self._read_header(None)
-            self.page_count = int(reply["page_count"])
+            self._start(_take_worker(*self._limits))
         except BaseException:
             self.close()  # a document that fails to open leaves no process and no files behind
             raise
+
+    def _start(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self._fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):  # 1 MiB pipe: a 25 MB frame in 25 reads instead of 400
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, 1 << 20)
+        while True:
+            try:
+                self._command(self._open_cmd)
+                reply = self._read_header(None)
+                break
+            except RendererKilled:
+                self._restart_after_kill(None)
+        self.page_count = int(reply["page_count"])
+        self.visible = bool(reply.get("visible", True))
+
+    def _restart_after_kill(self, page: int | None) -> None:
+        """An externally killed worker (OOM killer, SIGKILL) is started once more; a second kill is final."""
+        if self.restarts >= 1:
+            raise RendererKilled(
+                f"the renderer was killed twice on {self._where(page)} by a signal the document did not send "
+                "(the kernel's OOM killer or an external SIGKILL/SIGTERM); the job is retried later. If it "
+                "recurs, give the function more memory (MemorySize) or lower DOCVISION_RENDER_MEMORY_MB",
+                document=self.name,
+                **({"page_number": page} if page else {}),
+            )
+        self.restarts += 1
+        log.warning("render worker killed from outside on %s; starting it again", self._where(page))
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        if self.proc.stdin:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        self.proc = _spawn(*self._limits)
+        self._fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
 
     # ---- protocol
     def _command(self, cmd: dict[str, Any], ack: bool = False) -> None:
@@ -323,6 +412,10 @@ class RenderWorker:
         how = (
             f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals() else f"exit {rc}"
         )
+        if rc < 0 and -rc in _EXTERNAL_SIGNALS:  # not the document's doing: RenderWorker starts it again
+            raise RendererKilled(
+                f"the renderer was killed ({how}) on {self._where(page)}", document=self.name
+            )
         raise RendererCrashed(
             f"the renderer crashed on {self._where(page)} ({how}); the file is probably malformed: "
             "re-save or print it to PDF and upload again",
@@ -332,6 +425,18 @@ class RenderWorker:
 
     # ---- public
     def pages(self, start_page: int = 1) -> Iterator[Frame]:
+        page = start_page
+        while True:
+            try:
+                for frame in self._pages(page):
+                    yield frame
+                    page = frame[0] + 1
+                return
+            except RendererKilled:
+                self._restart_after_kill(page)
+                self._start(self.proc)  # the new worker opens the document; frames go on from ``page``
+
+    def _pages(self, start_page: int) -> Iterator[Frame]:
         slots = [str(Path(self._frames_dir) / f"frame-{i}") for i in range(2)]
         self._command({"op": "render", "start": start_page, "slots": slots})
         page = start_page

@@ -76,7 +76,7 @@ def test_no_worker_or_temp_file_outlives_the_document(docs: dict[str, Path], tmp
         proc = doc._renderer.proc
         next(doc.pages())
     assert proc.poll() is not None
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
 
 
 def test_a_document_that_fails_to_open_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -84,4 +84,62 @@ def test_a_document_that_fails_to_open_leaves_nothing_behind(tmp_path: Path) -> 
         open_document(
             b"%PDF-1.7\n" + bytes(range(256)) * 20, name="bad.pdf", settings=Settings(work_dir=tmp_path)
         )
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+
+
+# Issue 23 item 9: a worker killed from outside (OOM killer, SIGKILL) is not a malformed document.
+def test_an_externally_killed_worker_is_started_again(docs: dict[str, Path]) -> None:
+    with open_document(docs["multipage_pdf"], settings=Settings(dpi=72)) as doc:
+        pages = doc.pages()
+        assert next(pages).page_number == 1
+        os.kill(doc._renderer.proc.pid, signal.SIGKILL)
+        rest = [f.page_number for f in pages]
+    assert rest == list(range(2, doc.page_count + 1))  # every page, none twice
+
+
+def test_a_worker_killed_twice_is_transient_not_a_document_error(docs: dict[str, Path]) -> None:
+    from engine.errors import DocumentError
+
+    with open_document(docs["multipage_pdf"], settings=Settings(dpi=72)) as doc:
+        pages = doc.pages()
+        next(pages)
+        os.kill(doc._renderer.proc.pid, signal.SIGKILL)
+        next(pages)
+        os.kill(doc._renderer.proc.pid, signal.SIGKILL)
+        with pytest.raises(DocVisionError) as info:
+            list(pages)
+    assert info.value.code == "renderer_killed" and not isinstance(info.value, DocumentError)
+    assert "OOM" in str(info.value) and "malformed" not in str(info.value)
+
+
+# Issue 23 item 14: a SIGKILLed parent's frames (raw page pixels) do not stay in /dev/shm.
+def test_a_killed_parents_frame_folder_is_removed_by_the_next_start(
+    docs: dict[str, Path], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    script = (
+        "import os, signal, sys\n"
+        "from engine.config import Settings\n"
+        "from engine.documents import open_document\n"
+        "doc = open_document(sys.argv[1], settings=Settings(dpi=72))\n"
+        "next(doc.pages())\n"
+        "print(doc._renderer._frames_dir, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(docs["multipage_pdf"])],
+        capture_output=True,
+        timeout=120,
+        text=True,
+    )
+    frames = Path(out.stdout.strip())
+    assert out.returncode == -signal.SIGKILL and str(frames).startswith("/dev/shm/docvision-frames-")
+    assert frames.is_dir() and any(frames.iterdir()), "the killed parent left its frames (the defect's setup)"
+    with open_document(docs["png"], settings=Settings(dpi=72)) as doc:  # the next start, in this process
+        assert doc.page_count == 1
+    assert not frames.exists()
+    assert not frames.parent.exists() or frames.parent.name.split("-")[2] != str(os.getpid())

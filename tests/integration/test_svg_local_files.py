@@ -69,7 +69,12 @@ def test_control_raw_libreoffice_paints_the_local_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["html", "docx-media", "odt-pictures", "odt-svg-parts", "fodt"])
-def test_no_svg_vector_paints_a_local_file(kind: str, no_netns: None, listener: _Listener, tmp_path: Path) -> None:  # noqa: F811
+def test_no_svg_vector_paints_a_local_file(
+    kind: str,
+    no_netns: None,
+    listener: _Listener,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
     secrets = h.plant_secrets(tmp_path)
     data, type_ = _document(kind, secrets, listener.server_address[1])
     assert detect_type(data, f"vectors.{type_}").value == type_

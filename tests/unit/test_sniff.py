@@ -84,3 +84,55 @@ def test_truncated_docx_is_corrupt_not_unsupported() -> None:
 def test_unicode_html(codec: str) -> None:
     html = "<!DOCTYPE html><html><body><p>caf\u00e9 \u4e2d\u6587</p></body></html>"
     assert sniff(html.encode(codec)).type is DocumentType.HTML
+
+
+# Issue 23 item 18: what LibreOffice converts is not refused for its name or first bytes.
+def _zip(files: dict[str, str]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, body in files.items():
+            zf.writestr(name, body)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\x09\x04\x06\x00\x00\x00\x10\x00" + b"\x00" * 40, DocumentType.XLS),  # Excel 4.0 worksheet BOF
+        (b"\x09\x02\x06\x00\x00\x00\x10\x00" + b"\x00" * 40, DocumentType.XLS),  # Excel 3.0
+        (
+            b'<?xml version="1.0"?><office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"'
+            b' office:mimetype="application/vnd.oasis.opendocument.text"><office:body/></office:document>',
+            DocumentType.FODT,
+        ),
+        (
+            b'<?xml version="1.0"?>\n<!-- x --><office:document xmlns:office="urn:oasis:names:tc:opendocument:'
+            b'xmlns:office:1.0" office:version="1.3" office:mimetype="application/vnd.oasis.opendocument.'
+            b'spreadsheet">',
+            DocumentType.FODS,
+        ),
+        (b"<script>" + b"var a = 1;\n" * 500 + b"</script><html><body>x</body></html>", DocumentType.HTML),
+        (b"<div class='x'><p>only a fragment</p></div>", DocumentType.HTML),
+        ("<head><title>t</title></head><body>x</body>".encode("utf-16-le"), DocumentType.HTML),
+        ("\ufeff<head><title>t</title></head>".encode("utf-16"), DocumentType.HTML),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', None),
+    ],
+)
+def test_content_decides_what_libreoffice_converts(data: bytes, expected: DocumentType | None) -> None:
+    assert sniff(data).type is expected
+
+
+def test_ooxml_type_comes_from_content_types_not_folder_names() -> None:
+    ct = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
+    data = _zip(
+        {
+            "[Content_Types].xml": f'<Types><Override PartName="/data/book.xml" ContentType="{ct}"/></Types>',
+            "_rels/.rels": '<Relationships><Relationship Id="r1" Type="http://schemas.openxmlformats.org/'
+            'officeDocument/2006/relationships/officeDocument" Target="data/book.xml"/></Relationships>',
+            "data/book.xml": "<workbook/>",
+        }
+    )
+    assert sniff(data).type is DocumentType.XLSX

@@ -151,6 +151,10 @@ def test_batch_backfill_is_off_by_default_and_runs_one_shard_per_array_child() -
     assert "python -m engine backfill" in command and '--shard "$AWS_BATCH_JOB_ARRAY_INDEX"' in command
     assert {"Type": "GPU", "Value": "1"} in container["ResourceRequirements"]
     assert {s["Name"] for s in container["Secrets"]} == {"QDRANT_URL", "QDRANT_API_KEY"}
+    # two frame slots of the largest page (max_page_pixels RGB) fit in /dev/shm (issue 23 item 9)
+    from engine.config import Settings
+
+    assert container["LinuxParameters"]["SharedMemorySize"] << 20 >= 2 * 3 * Settings().max_page_pixels
     statements = RES["BatchJobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     actions = {a for st in statements for a in st["Action"]}
     assert actions == {
