@@ -10,9 +10,13 @@ other shards' way. Each document goes through the same ingest entry point as the
 images, replacement and the "never embed a stored page twice" rule are the Lambda's: a document ingested by
 either path is not embedded again, and a document cut off half way resumes from its first missing page.
 
-Each shard keeps a record in the blob store (``backfill/<source id>/<N>-shards/shard-<I>.json``), rewritten
-after every document: what is done (by ETag), what failed and why. A re-run skips what the record says is
-done without downloading it; a killed run continues from there.
+Each shard keeps a record in the blob store (``backfill/<source id>/<N>-shards/shard-<I>.json``): what is
+done (by ETag), what failed and why, what was gone (deleted since the listing). After every document only
+that document's entry is written (``shard-<I>/progress/<n>.json``, a few hundred bytes); the record is
+rewritten, and the progress entries it now holds deleted, once as many entries have piled up as the record
+holds: every byte is rewritten a bounded number of times, so a shard costs O(n) bytes, not O(n²). A re-run
+reads the record plus the progress after it and skips what is done without downloading it; a killed run
+continues from there.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from engine.documents import S3Object
-from engine.errors import ConfigError, DocumentError, DocVisionError
+from engine.errors import ConfigError, DocumentError, DocVisionError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +192,7 @@ class ShardResult:
     done: int = 0  # complete, this run or before
     skipped: int = 0  # complete in an earlier run (by the record; not downloaded)
     failed: int = 0  # permanent: the document cannot be ingested (corrupt, encrypted, unsupported...)
+    gone: int = 0  # deleted since the listing: nothing to ingest (its ObjectRemoved event did the rest)
     errors: int = 0  # transient: retried by the next run
     pages_embedded: int = 0
     pages_already_stored: int = 0
@@ -202,11 +207,36 @@ class ShardResult:
         return self.pages_embedded / self.seconds if self.seconds else 0.0
 
 
-def _load_record(store: Any, key: str) -> dict[str, dict[str, Any]]:
-    if not store.exists(key):
-        return {}
-    entries = json.loads(store.get(key)).get("entries", {})
-    return entries if isinstance(entries, dict) else {}
+FINISHED = ("done", "failed", "gone")  # not tried again for the same ETag
+COMPACT_MIN = 64  # progress entries before the first rewrite of the record
+
+
+def progress_prefix(key: str) -> str:
+    return key.removesuffix(".json") + "/progress/"
+
+
+def load_record(store: Any, key: str) -> tuple[dict[str, dict[str, Any]], int]:
+    """The shard's entries (the record, then the progress written after it, later entries winning) and the
+    number of the last progress entry."""
+    entries: dict[str, dict[str, Any]] = {}
+    upto = 0
+    if store.exists(key):
+        record = json.loads(store.get(key))
+        found = record.get("entries", {})
+        entries = found if isinstance(found, dict) else {}
+        upto = int(record.get("progress_upto", 0))
+    last = upto
+    for part in store.list(progress_prefix(key)):
+        n = int(part.rsplit("/", 1)[-1].removesuffix(".json"))
+        if n <= upto:
+            continue  # already in the record (its deletion was cut short)
+        try:
+            item = json.loads(store.get(part))
+        except NotFound:
+            continue
+        entries[item["key"]] = item["entry"]
+        last = max(last, n)
+    return entries, last
 
 
 ShardProgress = Callable[[str, int, int, int], None]  # (key, documents handled, documents, pages embedded)
@@ -236,33 +266,58 @@ def run_shard(
     mine = plan_shards(listed, shards, source).keys[shard]
     key = record_key(source, shard, shards)
     store = service.store
-    previous = _load_record(store, key)
+    previous, last = load_record(store, key)
     result = ShardResult(source, shard, shards, key, documents=len(mine))
     started = time.monotonic()
+    pending: list[str] = []  # progress entries not yet folded into the record
+    in_record = len(previous)
 
-    def save() -> None:
+    def save(final: bool = False) -> None:
+        """Rewrite the record, then drop the progress it now holds. Until the end of the run it keeps the
+        earlier runs' entries not reached yet; at the end, this listing's entries."""
+        nonlocal in_record
         result.seconds = round(time.monotonic() - started, 3)
-        store.put(key, json.dumps(result.to_dict(), indent=1).encode(), "application/json")
+        merged = result.entries if final else {**previous, **result.entries}
+        body = {**result.to_dict(), "entries": merged, "progress_upto": last}
+        store.put(key, json.dumps(body, separators=(",", ":")).encode(), "application/json")
+        for part in store.list(progress_prefix(key)):
+            store.delete(part)
+        pending.clear()
+        in_record = len(merged)
+
+    def progress(obj_key: str) -> None:
+        """After every document: only its entry (a killed run resumes from here)."""
+        nonlocal last
+        last += 1
+        part = f"{progress_prefix(key)}{last:09d}.json"
+        store.put(
+            part, json.dumps({"key": obj_key, "entry": result.entries[obj_key]}).encode(), "application/json"
+        )
+        pending.append(part)
+        if len(pending) >= max(COMPACT_MIN, in_record):  # geometric: each rewrite follows as many new entries
+            save()
 
     for n, obj in enumerate(mine, 1):
         before = previous.get(obj.key)
-        if before and before.get("etag") == obj.etag and before.get("status") in ("done", "failed"):
+        if before and before.get("etag") == obj.etag and before.get("status") in FINISHED:
             result.entries[obj.key] = before
             result.skipped += 1
             result.done += before["status"] == "done"
             result.failed += before["status"] == "failed"
+            result.gone += before["status"] == "gone"
         else:
             result.entries[obj.key] = _ingest_one(service, bucket, obj, on_page)
             status = result.entries[obj.key]["status"]
             result.done += status == "done"
             result.failed += status == "failed"
+            result.gone += status == "gone"
             result.errors += status == "error"
             result.pages_embedded += result.entries[obj.key].get("pages_embedded", 0)
             result.pages_already_stored += result.entries[obj.key].get("pages_already_stored", 0)
-            save()  # after every document: a killed run resumes from here
+            progress(obj.key)
         if on_document:
             on_document(obj.key, n, len(mine), result.pages_embedded)
-    save()
+    save(final=True)
     return result
 
 
@@ -276,6 +331,9 @@ def _ingest_one(
         # event for a newer version does the rest.
         version = obj.version_id or _current_version(service, bucket, obj)
         r = service.ingest(S3Object(bucket, obj.key, version), name=uri, source_uri=uri, on_progress=on_page)
+    except (Gone, NotFound):  # deleted since the listing: nothing to ingest, nothing to retry
+        log.info("%s was deleted since it was listed", uri)
+        return {**entry, "status": "gone"}
     except DocumentError as exc:  # the document itself: recorded, not retried for these bytes
         log.warning("document cannot be ingested: %s (%s)", uri, exc.code)
         return {**entry, "status": "failed", "error": {"code": exc.code, "message": str(exc)}}
@@ -295,11 +353,22 @@ def _ingest_one(
     }
 
 
+class Gone(Exception):
+    """The listed key does not exist any more."""
+
+
 def _current_version(service: Any, bucket: str, obj: SourceObject) -> str | None:
+    from botocore.exceptions import ClientError
+
     s3 = service.s3_client
     if s3 is None:
         return None
-    head = s3.head_object(Bucket=bucket, Key=obj.key)
+    try:
+        head = s3.head_object(Bucket=bucket, Key=obj.key)
+    except ClientError as exc:  # 404: deleted since the listing (405: a delete marker is current)
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "405"):
+            raise Gone(obj.key) from exc
+        raise
     if head["ETag"].strip('"') != obj.etag:
         log.info("s3://%s/%s changed since it was listed; ingesting the current version", bucket, obj.key)
     version = head.get("VersionId")

@@ -15,6 +15,7 @@ import pytest
 from engine.backfill import (
     SourceObject,
     list_source,
+    load_record,
     plan_shards,
     record_key,
     run_shard,
@@ -163,8 +164,8 @@ def test_a_killed_run_resumes_where_it_stopped(aws, archive, embedder) -> None:
     killed = _service(embedder, aws, kill_after=7)  # dies inside the third document (key order: a, b/c, d...)
     with pytest.raises(Killed):
         run_shard(killed, aws["s3"], SOURCE, shard=0, shards=1)
-    record = json.loads(killed.store.get(record_key(SOURCE, 0, 1)))
-    assert [k for k, e in record["entries"].items() if e["status"] == "done"] == [
+    entries, _ = load_record(killed.store, record_key(SOURCE, 0, 1))  # the record + progress after it
+    assert [k for k, e in entries.items() if e["status"] == "done"] == [
         "archive/a.pdf",
         "archive/b/c.pdf",
     ]
@@ -232,3 +233,80 @@ def test_cli_plans_then_runs_a_shard_from_the_batch_array_index(aws, archive, mo
     assert sorted(record["entries"]) == [o.key for o in expected]
     with pytest.raises(SystemExit, match="shard number"):
         main(["backfill", SOURCE, "--shards", "3", "--shard", "x"])
+
+
+# ------------------------------------------------------------------------------- issue 23 items 10 and 13
+def test_a_key_deleted_since_the_listing_is_gone_not_an_error(aws, archive, embedder) -> None:
+    listed = list(list_source(aws["s3"], SOURCE))
+    aws["s3"].delete_object(Bucket=BUCKET, Key="archive/a.pdf")  # deleted between the listing and its turn
+    svc = _service(embedder, aws)
+    r = run_shard(svc, aws["s3"], SOURCE, shard=0, shards=1, objects=listed)
+    assert r.entries["archive/a.pdf"]["status"] == "gone"
+    assert r.errors == 0 and r.gone == 1 and r.done == 3  # before: an error, so the shard never succeeded
+    again = run_shard(svc, aws["s3"], SOURCE, shard=0, shards=1, objects=listed)
+    assert again.errors == 0 and again.skipped == 5 and again.pages_embedded == 0
+
+
+class _Written:
+    """A local store that counts the bytes put into it."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.bytes = inner, 0
+
+    def put(self, key, data, content_type="application/octet-stream"):
+        self.bytes += len(data)
+        return self.inner.put(key, data, content_type)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _record_bytes(tmp_path, n: int) -> tuple[int, int]:
+    """(bytes written, final record size) for a shard of n documents, each ingested instantly."""
+    import types
+
+    from engine.storage import LocalStore
+
+    store = _Written(LocalStore(tmp_path / f"store-{n}"))
+    done = types.SimpleNamespace(complete=True, document_id="d" * 64, page_count=1, pages_embedded=1,
+                                 pages_already_stored=0)  # fmt: skip
+    fake = types.SimpleNamespace(store=store, s3_client=None, ingest=lambda *a, **k: done)
+    objs = [SourceObject(f"archive/{i:06d}.pdf", f"etag-{i:032d}", 100) for i in range(n)]
+    run_shard(fake, None, SOURCE, shard=0, shards=1, objects=objs)
+    return store.bytes, len(store.inner.get(record_key(SOURCE, 0, 1)))
+
+
+def test_the_shard_record_costs_linear_bytes(tmp_path) -> None:
+    """Before: the whole record after every document, n²/2 entries written (1,000 documents: ~500x the record)."""
+    small, small_record = _record_bytes(tmp_path, 500)
+    large, large_record = _record_bytes(tmp_path, 1000)
+    assert large <= 5 * large_record and small <= 5 * small_record  # every entry written a bounded number of times
+    assert large < 2.5 * small  # doubling the shard about doubles the bytes
+
+
+def test_a_resume_reads_the_progress_after_the_record(tmp_path) -> None:
+    import types
+
+    from engine.storage import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    calls: list[str] = []
+    kill = [True]
+
+    def ingest(source, **k):
+        if len(calls) == 100 and kill[0]:
+            kill[0] = False
+            raise Killed
+        calls.append(source.key)
+        return types.SimpleNamespace(complete=True, document_id="d" * 64, page_count=1, pages_embedded=1,
+                                     pages_already_stored=0)  # fmt: skip
+
+    fake = types.SimpleNamespace(store=store, s3_client=None, ingest=ingest)
+    objs = [SourceObject(f"archive/{i:04d}.pdf", f"e{i}", 100) for i in range(150)]
+    with pytest.raises(Killed):
+        run_shard(fake, None, SOURCE, shard=0, shards=1, objects=objs)
+    entries, _ = load_record(store, record_key(SOURCE, 0, 1))
+    assert len(entries) == 100  # 64 in the rewritten record, 36 as progress entries after it
+    r = run_shard(fake, None, SOURCE, shard=0, shards=1, objects=objs)
+    assert r.skipped == 100 and r.done == 150 and len(calls) == 150 and len(set(calls)) == 150
+    assert store.list("backfill/") == [record_key(SOURCE, 0, 1)]  # the progress folded in and removed
