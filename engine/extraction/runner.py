@@ -38,7 +38,7 @@ from engine.extraction.schema import (
     compile_schema,
 )
 from engine.extraction.shape import canonicalize, dumps, merge, shape, tables_json_summary, to_jsonable
-from engine.extraction.textlayer import words_isolated
+from engine.extraction.textlayer import layer_isolated, ocr_frames
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ RETRY = (
 PAGED = (
     " Answer only what these pages print: null for any field they do not show (other pages are asked too)."
 )
-CITATIONS_VERSION = "cite-v1"
+CITATIONS_VERSION = "cite-v2"  # v2: OCR words, cell-level checks, reasons
 VALUES_VERSION = (
     "locale-v1"  # numbers asked as text and parsed as printed; calls of a multi-call plan all-optional
 )
@@ -93,8 +93,15 @@ def output_settings(settings: Settings, citations: bool = True) -> dict[str, Any
         "page_budget": settings.page_budget, "image_max_side": settings.llm_image_max_side, "dpi": settings.dpi,
         "list_mode": settings.list_mode, "list_segment_pages": settings.list_segment_pages,
         "list_segment_overlap": settings.list_segment_overlap, "citations": CITATIONS_VERSION if citations else "off",
-        "attempts": settings.extract_attempts, "values": VALUES_VERSION,
+        "attempts": settings.extract_attempts, "ocr": _ocr_languages(settings) if citations else "off",
+        "values": VALUES_VERSION,
     }  # fmt: skip
+
+
+def _ocr_languages(settings: Settings) -> str:
+    from engine.documents.ocr import usable_languages
+
+    return usable_languages(settings.ocr_languages) if settings.ocr_languages else ""
 
 
 def cache_key(document_id: str, compiled: CompiledSchema, settings: Settings, citations: bool = True) -> str:
@@ -537,7 +544,8 @@ def locate(data: dict[str, Any], compiled: CompiledSchema, layer: cite.TextLayer
             cite.cite_similarity_map(on_scan, plan_.page_vectors.get, service.embedder, leaf_pages)
         )
     for lf in on_scan:
-        located.setdefault(lf.path, {"method": "none", "page": None, "bbox": None, "grounded": None})
+        located.setdefault(lf.path, {"method": "none", "page": None, "bbox": None, "grounded": None,
+                                     "reason": "no_text", "ocr_confidence": None})  # fmt: skip
     return [{"path": lf.path, "row": lf.row, **located[lf.path]} for lf in found]
 
 
@@ -651,12 +659,20 @@ def extract_document(
             on_progress(0, len(plan_.calls))
         t_layer = time.monotonic()
         text_pdf = getattr(doc, "text_pdf", None) if cite_values else None
-        layer = cite.TextLayer(words_isolated(text_pdf, plan_.pages, settings, doc.name) if text_pdf else {})
+        layer = cite.TextLayer(layer_isolated(text_pdf, plan_.pages, settings, doc.name) if text_pdf else {})
         t_layer = time.monotonic() - t_layer
-        hook = scan_embedder(plan_, layer, service) if cite_values else None
+        # OCR first (pages without a text layer, image regions of pages with one); what OCR cannot read falls
+        # back to the similarity map
+        ocr_hook, ocr = ocr_frames(settings, layer) if cite_values else (None, None)
+        hooks = [h for h in (ocr_hook, scan_embedder(plan_, layer, service) if cite_values else None) if h]
         # the document's own conventions (decimal comma? day-first?) settle values like `1.234` or `03/04/2020`
         evidence = locale.infer_locale(w.text for p in plan_.pages for w in layer.words(p))
-        answers, collector = ask(plan_, doc, compiled, settings, registry, store, hook, evidence)
+        try:
+            answers, collector = ask(plan_, doc, compiled, settings, registry, store,
+                                     (lambda f: [h(f) for h in hooks]) if hooks else None, evidence)  # fmt: skip
+        finally:
+            if ocr is not None:
+                ocr.close()
         t_assemble = time.monotonic()
         merged = merge([(a.pages, a.data) for a in answers], compiled.root)
         data = canonicalize(merged.data, compiled.root)
@@ -708,7 +724,8 @@ def extract_document(
         }  # fmt: skip
         if timings is not None:
             timings.update(text_layer_s=t_layer, citations_s=t_cited - t_cite, assemble_s=time.monotonic() - t_assemble,
-                           pages=len(plan_.pages))  # fmt: skip
+                           pages=len(plan_.pages), ocr_s=ocr.seconds if ocr else 0.0,
+                           ocr_images=ocr.images if ocr else 0)  # fmt: skip
         # quality and tables first, result.json last: its presence is what marks a complete (cacheable) result
         store.put(f"{plan_.base}/quality.json", dumps(quality).encode(), "application/json")
         store.put(f"{plan_.base}/result.json", dumps(result).encode(), "application/json")

@@ -13,8 +13,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import SchemaError
+from engine.errors import InputTooLarge, SchemaError
 
+# Bounds on the schema as it is used: with every $ref resolved (the compiled types are a DAG, one class per
+# $ref target, but prompts, validation and tables walk it as a tree, so a few KB of $refs can mean 2^25 paths).
+MAX_SCHEMA_DEPTH = 64  # nesting of types, through $refs
+MAX_EXPANDED_TYPES = 5000  # types in the fully expanded tree
 SCALARS = {"string", "integer", "number", "boolean"}
 UNSUPPORTED = (
     "oneOf",
@@ -89,6 +93,7 @@ class _Compiler:
         self.by_ref: dict[
             str, tuple[TypeNode, bool]
         ] = {}  # one class per $ref target, however often it is used
+        self.measured: dict[int, tuple[int, int]] = {}  # id(type) → expansion(type)
 
     def unique(self, base: str) -> str:
         name, i = base, 2
@@ -108,8 +113,39 @@ class _Compiler:
             node = node[part]
         return node
 
-    def node(self, s: Any, pointer: str, name_hint: str) -> tuple[TypeNode, bool]:
-        """Returns (type, nullable)."""
+    def node(self, s: Any, pointer: str, name_hint: str, depth: int = 0) -> tuple[TypeNode, bool]:
+        """Returns (type, nullable), the type measured (see expansion)."""
+        node, nullable = self._node(s, pointer, name_hint, depth)
+        self.expansion(node, pointer)
+        return node, nullable
+
+    def expansion(self, node: TypeNode, pointer: str) -> tuple[int, int]:
+        """(types in the node's fully expanded tree, its height), refused above the limits. Measured on the
+        compiled types, i.e. the resolved schema, so no key name can hide a $ref; children are measured before
+        their parents, so each node costs one step however often it is shared (no recursion either)."""
+        if id(node) not in self.measured:
+            children = [f.type for f in node.fields] + ([node.item] if node.item else [])
+            sizes = [self.measured[id(c)] for c in children]
+            size, height = 1 + sum(n for n, _ in sizes), 1 + max((h for _, h in sizes), default=0)
+            if height > MAX_SCHEMA_DEPTH:
+                raise SchemaError(
+                    f"{pointer}: the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels with its $refs resolved"
+                )
+            if size > MAX_EXPANDED_TYPES:
+                raise InputTooLarge(
+                    f"the schema expands to more than {MAX_EXPANDED_TYPES:,} types with its $refs resolved "
+                    f"(at {pointer}); simplify it or split the extraction",
+                    document="schema",
+                )
+            self.measured[id(node)] = (size, height)
+        return self.measured[id(node)]
+
+    def _node(self, s: Any, pointer: str, name_hint: str, depth: int) -> tuple[TypeNode, bool]:
+        # depth counts the types and $refs on the way here, however they are named: no RecursionError
+        if depth > 2 * MAX_SCHEMA_DEPTH:
+            raise SchemaError(
+                f"{pointer}: the schema nests more than {2 * MAX_SCHEMA_DEPTH} types and $refs deep"
+            )
         if not isinstance(s, dict):
             raise SchemaError(f"{pointer}: a schema must be an object, got {type(s).__name__}")
         for key in UNSUPPORTED:
@@ -128,7 +164,7 @@ class _Compiler:
             self.ref_stack.append(ref)
             try:
                 target = self.resolve(ref, pointer)
-                self.by_ref[ref] = self.node(target, ref[1:] or pointer, ref.rsplit("/", 1)[-1])
+                self.by_ref[ref] = self.node(target, ref[1:] or pointer, ref.rsplit("/", 1)[-1], depth + 1)
                 return self.by_ref[ref]
             finally:
                 self.ref_stack.pop()
@@ -139,7 +175,7 @@ class _Compiler:
                 raise SchemaError(
                     f"{pointer}/anyOf: only anyOf [X, {{'type': 'null'}}] (a nullable X) is supported"
                 )
-            inner, _ = self.node(non_null[0], f"{pointer}/anyOf/0", name_hint)
+            inner, _ = self.node(non_null[0], f"{pointer}/anyOf/0", name_hint, depth + 1)
             return inner, True
         type_ = s.get("type")
         nullable = False
@@ -176,7 +212,7 @@ class _Compiler:
                 raise SchemaError(f"{pointer}/required: {sorted(missing)} are not in properties")
             node = TypeNode("object", name=self.unique(_pascal(name_hint)), description=desc)
             for key, sub in props.items():
-                child, child_nullable = self.node(sub, f"{pointer}/properties/{key}", key)
+                child, child_nullable = self.node(sub, f"{pointer}/properties/{key}", key, depth + 1)
                 node.fields.append(
                     Field(
                         key,
@@ -191,7 +227,7 @@ class _Compiler:
             if "items" not in s or not isinstance(s["items"], dict):
                 raise SchemaError(f"{pointer}/items: an array needs one 'items' schema")
             hint = name_hint[:-1] if name_hint.endswith("s") and len(name_hint) > 3 else f"{name_hint}_item"
-            item, _ = self.node(s["items"], f"{pointer}/items", hint)
+            item, _ = self.node(s["items"], f"{pointer}/items", hint, depth + 1)
             if item.kind == "array":
                 raise SchemaError(
                     f"{pointer}/items: arrays of arrays are not supported (name the inner object)"
