@@ -139,9 +139,9 @@ VERDICT_DEFINITION = (
 )
 
 
-def _required_paths(node: TypeNode, prefix: str = "$", required: bool = True) -> dict[str, bool]:
-    """Schema path with [] for rows ($.lines[].amount) → is the leaf required (all the way up)?"""
-    out: dict[str, bool] = {}
+def _required_paths(node: TypeNode, prefix: str = "$", required: bool = True) -> dict[str, tuple[bool, str]]:
+    """Schema path with [] for rows ($.lines[].amount) → (is the leaf required all the way up, its kind)."""
+    out: dict[str, tuple[bool, str]] = {}
     for f in node.fields:
         path, req = f"{prefix}.{f.name}", required and f.required
         if f.type.kind == "object":
@@ -152,9 +152,9 @@ def _required_paths(node: TypeNode, prefix: str = "$", required: bool = True) ->
             if item.kind == "object":
                 out |= _required_paths(item, f"{path}[]", req or bool(f.listed_required))
             else:
-                out[f"{path}[]"] = req or bool(f.listed_required)
+                out[f"{path}[]"] = (req or bool(f.listed_required), item.kind)
         else:
-            out[path] = req
+            out[path] = (req, f.type.kind)
     return out
 
 
@@ -183,7 +183,7 @@ def verdict(
             "definition": VERDICT_DEFINITION,
         }
     for c in citations:
-        req = required.get(_schema_path(c["path"]), False)
+        req, kind = required.get(_schema_path(c["path"]), (False, "string"))
         why = c.get("reason")
         if c.get("grounded") is False:
             code = (
@@ -192,8 +192,9 @@ def verdict(
                 else ("ungrounded_required" if req else "ungrounded")
             )
             reasons.append({"reason": code, "path": c["path"], "page": c.get("page")})
-        elif c.get("grounded") is None and c["method"] != "none" and req:
-            # a similarity-map box is an estimate of where, not a check of what
+        elif c.get("grounded") is None and kind != "boolean" and req:
+            # nothing to check it against (no text layer, no OCR word): a similarity-map box is an estimate of
+            # where, not a check of what; booleans are never checkable and are no reason on their own
             reasons.append({"reason": "unverifiable_required", "path": c["path"], "page": c.get("page")})
         conf = c.get("ocr_confidence")
         if c.get("method") == "ocr" and isinstance(conf, int | float) and conf < LOW_OCR_CONFIDENCE:
