@@ -74,7 +74,11 @@ def read_layer(pdf: Any, pages: list[int]) -> dict[int, dict[str, list[list[Any]
             box = frac(info["bbox"])
             if (box[2] - box[0]) * (box[3] - box[1]) >= MIN_IMAGE_AREA:
                 images.append(box)
-        out[n] = {"words": words, "images": images[:MAX_IMAGES], "size": [round(float(pw), 2), round(float(ph), 2)]}
+        out[n] = {
+            "words": words,
+            "images": images[:MAX_IMAGES],
+            "size": [round(float(pw), 2), round(float(ph), 2)],
+        }
     return out
 
 

@@ -21,7 +21,9 @@ from tests.fixtures.llm_server import ScriptedLLM
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not tesseract_binary() or not usable_languages("eng"), reason="tesseract-ocr not installed"),
+    pytest.mark.skipif(
+        not tesseract_binary() or not usable_languages("eng"), reason="tesseract-ocr not installed"
+    ),
 ]
 
 SCHEMA = {
@@ -54,7 +56,9 @@ def run(tmp_path: Path, doc: Path, answer: dict, **over) -> dict:
 
 @pytest.mark.slow
 def test_a_scan_is_checked_by_ocr_and_a_planted_value_is_flagged(tmp_path: Path) -> None:
-    scan = d.scanned_pdf(tmp_path / "scan.pdf")  # image only: "SCANNED INVOICE 2026-117", "Position n  x.xx EUR"
+    scan = d.scanned_pdf(
+        tmp_path / "scan.pdf"
+    )  # image only: "SCANNED INVOICE 2026-117", "Position n  x.xx EUR"
     faithful = {"invoice_number": "2026-117", "total_due": 7.5,
                 "lines": [{"item": "Position 3", "price": 15.0}, {"item": "Position 4", "price": 22.5}]}  # fmt: skip
     got = run(tmp_path / "a", scan, faithful)
@@ -67,9 +71,16 @@ def test_a_scan_is_checked_by_ocr_and_a_planted_value_is_flagged(tmp_path: Path)
 
     planted = {**faithful, "total_due": 1234.56, "lines": [{"item": "Position 3", "price": 22.5}]}
     cites = run(tmp_path / "b", scan, planted)["cites"]
-    assert cites["$.total_due"] == {**cites["$.total_due"], "method": "ocr", "grounded": False, "reason": "not_found"}
+    assert cites["$.total_due"] == {
+        **cites["$.total_due"],
+        "method": "ocr",
+        "grounded": False,
+        "reason": "not_found",
+    }
     # 22.50 is printed, but on Position 4's line: a value moved between rows is caught on a scan too
-    assert cites["$.lines[0].price"]["grounded"] is False and cites["$.lines[0].price"]["reason"] == "wrong_row"
+    assert (
+        cites["$.lines[0].price"]["grounded"] is False and cites["$.lines[0].price"]["reason"] == "wrong_row"
+    )
     assert cites["$.invoice_number"]["grounded"] is True
 
 
