@@ -264,6 +264,18 @@ class TextLayer:
     def has_text_layer(self, page_number: int) -> bool:
         return any(w.fold and w.source == "text" for w in self._stream.get(page_number, []))
 
+    def text_words_in(self, page_number: int, region: list[float]) -> int:
+        """How many text-layer words have their centre inside region (page fractions)."""
+        x0, y0, x1, y1 = region
+        return sum(
+            1
+            for w in self._stream.get(page_number, [])
+            if w.source == "text"
+            and w.fold
+            and x0 <= (w.box[0] + w.box[2]) / 2 <= x1
+            and y0 <= (w.box[1] + w.box[3]) / 2 <= y1
+        )
+
     def images(self, page_number: int) -> list[list[float]]:
         """Where the page places images (fractions of the displayed page)."""
         return self._images.get(page_number, [])

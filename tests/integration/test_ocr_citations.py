@@ -132,3 +132,20 @@ def test_ocr_past_its_limit_is_no_words_and_the_caller_lives_on(tmp_path: Path) 
         assert w.words(img, 300) is None  # Tesseract killed at the page limit: an error reply, not a hang
     with OcrWorker(Settings(render_memory_mb=64), "eng") as w:  # the worker's RLIMIT_AS binds Tesseract too
         assert w.words(img, 300) is None
+
+
+def test_an_image_the_text_layer_already_covers_is_not_read_again(tmp_path: Path) -> None:
+    """A searchable scan (page image + invisible text layer) costs no OCR; a logo on a text page does."""
+    img = Image.new("RGB", (1275, 1650), (250, 250, 250))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_image(page.rect, stream=buf.getvalue())
+    for i, text in enumerate(["Invoice 2026-0815", "Total due 99.00", "Thank you for your order"]):
+        page.insert_text((72, 140 + 20 * i), text, fontsize=11, render_mode=3)  # invisible, as OCR'd PDFs are
+    doc.save(tmp_path / "searchable.pdf")
+    answer = {"vendor": None, "invoice_number": "2026-0815", "total_due": 99.0, "lines": []}
+    got = run(tmp_path / "a", tmp_path / "searchable.pdf", answer)
+    assert got["timings"]["ocr_images"] == 0 and got["cites"]["$.total_due"]["method"] == "text"
+    assert run(tmp_path / "b", logo_pdf(tmp_path / "logo.pdf"), answer)["timings"]["ocr_images"] == 1
