@@ -366,6 +366,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
         out.print(
             f"not found on the page: {', '.join(g['ungrounded_paths'][:12])}", highlight=False, soft_wrap=True
         )
+    v = q.get("verdict") or {}
+    if v:
+        why = "; ".join(f"{r['reason']} {r.get('path', '')}".strip() for r in v["reasons"][:12])
+        more = f" (+{len(v['reasons']) - 12} more)" if len(v["reasons"]) > 12 else ""
+        out.print(
+            f"verdict: {v['decision'].upper()}" + (f" — {why}{more}" if why else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"result: {result.keys['result']}  quality: {result.keys['quality']}  ({time.monotonic() - t:.1f} s)",
         highlight=False,
@@ -389,6 +398,15 @@ def cmd_schema_show(args: argparse.Namespace) -> int:
     from engine.extraction import compile_schema, render_baml
 
     print(render_baml(compile_schema(Path(args.schema).read_text())))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.config import Settings
+    from engine.embedding.catalog import catalog, table
+
+    rows = catalog(budget_bytes=Settings().page_bytes_budget)
+    print(json.dumps(rows, indent=2) if args.json else table(rows))
     return 0
 
 
@@ -420,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (one sub-folder per document)")
     p.set_defaults(func=cmd_render)
 
+    p = sub.add_parser(
+        "models", help="model families: vectors/page, dims, license, storage plan and measured cost"
+    )
+    p.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("ingest", help="render, embed and index documents (files or folders)")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--collection", help="collection name (default DOCVISION_COLLECTION)")
@@ -431,9 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--document", action="append", help="restrict to this document_id (repeatable)")
     p.add_argument(
         "--mode",
-        choices=["rerank", "exact", "dense"],
+        choices=["rerank", "exact", "dense", "text", "hybrid"],
         default="rerank",
-        help="prefetch+MaxSim rerank (default), exhaustive MaxSim, or single mean vector",
+        help="the visual plan (rerank, default), exhaustive MaxSim, one mean vector, BM25 over the pages' words "
+        "(text), or the visual plan and the words fused by reciprocal rank (hybrid)",
     )
     p.add_argument("--collection")
     p.add_argument("--json", action="store_true")

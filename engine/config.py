@@ -132,7 +132,15 @@ class Settings(BaseSettings):
         ge=1,
         le=16,
         description="Hierarchical token pooling of each page's full multivector at index time (colpali-engine's "
-        "pooler): 1 = off, k keeps about 1/k of the vectors. Recorded in the collection; another factor is refused.",
+        "pooler): 1 = off, k keeps about 1/k of the vectors. Recorded in the collection; another factor is refused. "
+        "Unset: the model's storage plan picks it (engine/embedding/storage.py, DOCVISION_PAGE_BYTES_BUDGET).",
+    )
+    page_bytes_budget: int = Field(
+        320 * 1024,
+        ge=4096,
+        description="Storage plan: float16 bytes a page's full multivector may take; when DOCVISION_TOKEN_POOL_FACTOR "
+        "is unset, the smallest pool factor that fits is used (1 for every 128-d family; 3-4 for 320-d "
+        "ColQwen3/3.5 pages).",
     )
     prefetch_query_tokens: int = Field(
         0,
@@ -177,6 +185,22 @@ class Settings(BaseSettings):
     deadline_margin_s: float = Field(
         30.0,
         description="Seconds kept free before the Lambda timeout: ingest checkpoints and re-queues the rest.",
+    )
+    membership_table: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MEMBERSHIP_TABLE", "DOCVISION_MEMBERSHIP_TABLE"),
+        description="DynamoDB table of which source key holds which document (required with an s3:// store; "
+        "a local store keeps it in SQLite beside the store).",
+    )
+    membership_lease_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long others leave an unfinished ingest's claim alone (longer than an invocation).",
+    )
+    max_ingest_passes: int = Field(
+        50,
+        ge=1,
+        description="Continuations of one object version before it goes to the DLQ (ingest_passes_exceeded).",
     )
 
     # --- extraction ----------------------------------------------------------------------------------

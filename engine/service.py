@@ -11,7 +11,7 @@ import io
 import logging
 import time
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,9 @@ from PIL import Image
 from engine.config import Settings, get_settings
 from engine.errors import NotFound
 from engine.ports import BlobStore, Embedder, JobStore, PageIndex
+
+if TYPE_CHECKING:
+    from engine.embedding.storage import StoragePlan
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +64,29 @@ class DocVision:
         return self.embedder.model_id, self.embedder.dim
 
     @cached_property
+    def storage_plan(self) -> StoragePlan:
+        """The collection's storage plan: DOCVISION_TOKEN_POOL_FACTOR when set, else the smallest pool factor
+        that keeps the model's page under DOCVISION_PAGE_BYTES_BUDGET (from the baked manifest's page_vectors,
+        without loading the model; a model that is not baked is asked)."""
+        from engine.embedding.manifest import baked_page_vectors
+        from engine.embedding.storage import count_page_vectors, plan_storage
+
+        s = self.settings
+        explicit = s.token_pool_factor if "token_pool_factor" in s.model_fields_set else None
+        _, dim = self.model_identity()
+        vectors = None if "embedder" in self.__dict__ else baked_page_vectors(s.model)
+        if vectors is None:
+            processor = getattr(self.embedder, "processor", None)
+            vectors = count_page_vectors(processor) if processor is not None else 0
+        return plan_storage(vectors, dim, pool_factor=explicit, budget_bytes=s.page_bytes_budget)
+
+    @cached_property
     def index(self) -> PageIndex:
         from engine.index import open_index
 
-        return open_index(*self.model_identity(), self.settings)
+        model_id, dim = self.model_identity()
+        plan = self.storage_plan
+        return open_index(model_id, dim, self.settings, token_pool_factor=plan.pool_factor)
 
     @cached_property
     def store(self) -> BlobStore:
@@ -76,7 +98,14 @@ class DocVision:
     def jobs(self) -> JobStore:
         from engine.jobs import DynamoJobStore
 
-        return DynamoJobStore(self.settings.jobs_table)
+        return DynamoJobStore(self.settings.jobs_table, outcomes=self.store)
+
+    @cached_property
+    def membership(self) -> Any:
+        """Which source key holds which document (engine.index.membership), over DynamoDB or local SQLite."""
+        from engine.ingest import open_membership
+
+        return open_membership(self.index, self.store, self.settings)
 
     def documents(self, bucket: str) -> BlobStore:
         """Where uploaded documents are read from (one store per bucket, reused)."""
@@ -98,36 +127,45 @@ class DocVision:
             store=self.store,
             settings=self.settings,
             documents=self.documents,
+            members=self.membership,
             **kwargs,
         )
 
-    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> list[str]:
+    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> Any:
         """engine.ingest.remove_source with this process's index and store (an S3 ObjectRemoved event)."""
         from engine.ingest import remove_source
 
         return remove_source(
-            version, index=self.index, store=self.store, deleted_version_id=deleted_version_id
+            version,
+            index=self.index,
+            store=self.store,
+            deleted_version_id=deleted_version_id,
+            members=self.membership,
         )
 
     # ------------------------------------------------------------------------------------------- search
     def search(
         self, query: str, *, top_k: int = 10, document_ids: list[str] | None = None, mode: str = "rerank"
     ) -> dict[str, Any]:
+        """mode: rerank (the visual plan), exact, dense, text (BM25 over the pages' words) or hybrid (the
+        visual plan and the text channel fused by reciprocal rank; engine/index/base.py: query_plan)."""
         t = time.perf_counter()
-        (q,) = self.embedder.embed_queries([query])
+        # text mode never needs the model: the query's words are the whole query
+        q = None if mode == "text" else self.embedder.embed_queries([query])[0]
         t_embed = time.perf_counter() - t
         hits = self.index.search(
-            q,
+            q,  # type: ignore[arg-type]  # None only for text mode, which reads `text`
             top_k=top_k,
             document_ids=document_ids,
             mode=mode,
             prefetch_limit=self.settings.prefetch_limit,
             block_limit=self.settings.block_limit,
+            text=query,
         )
         return {
             "query": query,
             "mode": mode,
-            "model_id": self.embedder.model_id,
+            "model_id": self.model_identity()[0],
             "hits": [h.to_dict() for h in hits],
             "timing_ms": {
                 "query_encode": round(t_embed * 1000, 1),
@@ -256,6 +294,10 @@ class DocVision:
         else:  # health never loads the model (a cold model load is seconds to minutes)
             model_id, dim = self.model_identity()
             model = {"model_id": model_id, "dim": dim, "loaded": False}
+        try:
+            model["storage_plan"] = self.storage_plan.to_dict()
+        except Exception as exc:  # health reports, it does not raise
+            model["storage_plan"] = {"error": str(exc)}
         info: dict[str, Any] = {
             "model": model,
             "versions": {

@@ -30,6 +30,7 @@ from engine.embedding.baked import (
     write_manifest,
 )
 from engine.embedding.loader import load_source
+from engine.embedding.storage import count_page_vectors
 
 log = logging.getLogger("bake")
 PROCESSOR_FILES = (
@@ -67,6 +68,7 @@ def bake(
             family=fam.name,
             model_class=fam.model_class,
             embedding_dim=int(getattr(model, "dim", 128)),
+            page_vectors=count_page_vectors(processor),  # a US-letter page; the storage plan reads it
             parameters=n_all,
             int8_fraction=round(n_int8 / n_all, 4),
             bake_seconds=round(time.perf_counter() - started, 1),

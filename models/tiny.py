@@ -14,6 +14,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -240,9 +241,108 @@ def build_colmodernvbert(out: Path, *, seed: int = 0) -> Path:
     return out
 
 
+def _qwen3_family(
+    out: Path, family: str, text: dict, vision: dict, processor: dict, *, dim: int, seed: int, dtype: torch.dtype
+) -> Path:
+    """ColQwen3 (Qwen3-VL) or ColQwen3.5 (Qwen3.5: Gated DeltaNet + attention) with a `dim`-d head.
+
+    Both use Qwen3-VL's vision pipeline: 16-px patches merged 2×2 (32 px a visual token) and the
+    tiny BPE with Qwen's special tokens. ColQwen3's head is 320-d in colpali-engine's class whatever
+    `dim` says; ColQwen3.5 reads `config.dim`.
+    """
+    from transformers import Qwen2TokenizerFast
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl import Qwen3VLVideoProcessor
+
+    from engine.embedding.families import FAMILIES
+
+    model_cls, processor_cls = FAMILIES[family].classes()
+    torch.manual_seed(seed)
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=_train_bpe(QWEN_SPECIALS),
+        unk_token=None, bos_token=None, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )  # fmt: skip
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    eos = ids["<|endoftext|>"]
+    text = {**text, "vocab_size": max(text.get("vocab_size", 0), len(tokenizer)),
+            "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos}  # fmt: skip
+    special = {
+        "image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
+    }  # fmt: skip
+    if family == "colqwen3":
+        from transformers import Qwen3VLConfig
+
+        config: Any = Qwen3VLConfig(text_config=text, vision_config=vision, **special)
+    else:
+        from transformers import Qwen3_5Config
+
+        config = Qwen3_5Config(text_config=text, vision_config=vision, **special)
+        config.dim = dim
+    model = model_cls(config).eval().to(dtype)
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        min_pixels=processor["min_pixels"], max_pixels=processor["max_pixels"],
+    )  # fmt: skip
+    proc = processor_cls(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen3VLVideoProcessor()
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
+TINY_QWEN3_TEXT = {
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 4096,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                        "mrope_interleaved": True},
+}  # fmt: skip
+TINY_QWEN3_VISION = {
+    "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
+    "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3, "out_hidden_size": 64,
+    "num_position_embeddings": 256,
+}  # fmt: skip
+TINY_QWEN3_PROCESSOR = {"min_pixels": 4 * 32 * 32, "max_pixels": MAX_VISUAL_TOKENS * 32 * 32}
+
+
+def build_colqwen3(out: Path, *, seed: int = 0) -> Path:
+    """Tiny ColQwen3: 2-layer Qwen3-VL text model, 2-block vision tower with one deepstack layer, 320-d head."""
+    vision = {**TINY_QWEN3_VISION, "deepstack_visual_indexes": [0]}
+    _qwen3_family(out, "colqwen3", TINY_QWEN3_TEXT, vision, TINY_QWEN3_PROCESSOR, dim=320, seed=seed,
+                  dtype=torch.float32)  # fmt: skip
+    _write_note(out, "colqwen3")
+    return out
+
+
+def build_colqwen3_5(out: Path, *, seed: int = 0, dim: int = 320) -> Path:
+    """Tiny ColQwen3.5: 4 text layers (3 Gated DeltaNet + 1 attention, Qwen3.5's 3:1 pattern), `dim`-d head."""
+    text = {
+        **TINY_QWEN3_TEXT, "num_hidden_layers": 4, "linear_conv_kernel_dim": 4, "linear_key_head_dim": 16,
+        "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+        "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+    }  # fmt: skip
+    _qwen3_family(out, "colqwen3.5", text, TINY_QWEN3_VISION, TINY_QWEN3_PROCESSOR, dim=dim, seed=seed,
+                  dtype=torch.float32)  # fmt: skip
+    _write_note(out, "colqwen3.5")
+    return out
+
+
+def build_qwen3_fullsize_random(family: str, config_json: Path, out: Path, *, seed: int = 0) -> Path:
+    """Full-size ColQwen3 / ColQwen3.5 architecture (models/configs/*.json) with random weights, bf16, for
+    speed benchmarks only; the tokenizer is the tiny BPE (token ids differ from the real model's, compute
+    does not)."""
+    spec = json.loads(config_json.read_text())
+    return _qwen3_family(
+        out, family, spec["text_config"], spec["vision_config"], spec["processor"], dim=spec.get("dim", 320),
+        seed=seed, dtype=torch.bfloat16,
+    )  # fmt: skip
+
+
 BUILDERS = {
     "colqwen2": build_colqwen2, "colpali": build_colpali, "colidefics3": build_colidefics3,
-    "colmodernvbert": build_colmodernvbert,
+    "colmodernvbert": build_colmodernvbert, "colqwen3": build_colqwen3, "colqwen3.5": build_colqwen3_5,
 }  # fmt: skip
 
 
@@ -321,6 +421,13 @@ def build_colsmol_fullsize_random(
 
 BUILDERS["colqwen2-fullsize-random"] = build_fullsize_random
 BUILDERS["colsmol-fullsize-random"] = build_colsmol_fullsize_random
+CONFIGS = Path(__file__).parent / "configs"
+BUILDERS["colqwen3-4b-fullsize-random"] = lambda out, seed=0: build_qwen3_fullsize_random(
+    "colqwen3", CONFIGS / "colqwen3-4b.json", out, seed=seed
+)
+BUILDERS["colqwen3.5-0.8b-fullsize-random"] = lambda out, seed=0: build_qwen3_fullsize_random(
+    "colqwen3.5", CONFIGS / "colqwen3.5-0.8b.json", out, seed=seed
+)
 
 if __name__ == "__main__":
     main()

@@ -86,12 +86,15 @@ class Embedder:
         path = Path(source)
         self.manifest: dict | None = None
         patches = fast.parse(speedups, self.plan.device)
+        untuned = speedups is None or speedups.strip() in ("", "auto")  # the measured defaults, not a choice
         fast.fp8_layer_spec(fp8_layers)  # a bad DOCVISION_FP8_LAYERS fails here, before the model loads
         self._deferred: str | None = None  # state-dict prefix still to load (the vision tower)
         self.timings: dict[str, float] = {}
         self.vision_load_seconds: float | None = None
         if (path / "manifest.json").exists():
             self.family: Family = detect_family(source, family)
+            if untuned and not self.family.tuned:
+                patches = ()  # the defaults were measured on ColQwen2 alone (Family.tuned)
             # Queries are text-only: a query-serving process (the API) loads the vision tower on the first
             # image. Only with patches that keep the tower's tensors in place (see baked.load_deferred).
             if lazy_vision and self.family.vision_prefix and set(patches) <= LAZY_VISION_PATCHES:
@@ -134,6 +137,8 @@ class Embedder:
             self.model_id = (path.name if path.is_dir() else source) + (f"@{rev}" if rev else "")
             if (path / "TINY_MODEL.json").exists():
                 self.model_id = "tiny-random-" + self.family.name
+            if untuned and not self.family.tuned:
+                patches = ()
         if self.plan.device == "cuda":
             self.model = self.model.to("cuda")
         self.speedups = fast.apply(self.model, patches, fp8_layers)
@@ -167,8 +172,14 @@ class Embedder:
             return int(tile), int(per_tile)
         return None
 
+    def _token_side(self) -> int:
+        """Pixels on a side of one visual token for Qwen-VL processors: patch × merge (28 for Qwen2-VL's 14-px
+        patches, 32 for Qwen3-VL / Qwen3.5's 16-px ones)."""
+        ip = getattr(self.processor, "image_processor", None)
+        return int(getattr(ip, "patch_size", 14) or 14) * int(getattr(ip, "merge_size", 2) or 2)
+
     def _set_token_budget(self, tokens: int) -> None:
-        """A visual-token budget. Qwen2-VL-style processors: max_pixels = tokens × 28 × 28. Tiling processors
+        """A visual-token budget. Qwen-VL processors: max_pixels = tokens × side², side = patch × merge. Tiling processors
         (ColSmol): the page's longest edge becomes k tiles, k the largest with (k² + 1) tiles × tokens per tile
         within the budget (1 tile when k = 1), whatever the page's aspect ratio. Pages embedded at different
         budgets are not comparable, so the budget becomes part of the model id: it is in every point's payload
@@ -190,14 +201,15 @@ class Embedder:
             while ((k + 1) ** 2 + 1) * per_tile <= tokens:
                 k += 1
             size["longest_edge"] = k * tile
-        elif "longest_edge" in size and "shortest_edge" in size:  # Qwen2-VL: pixel budget
+        elif "longest_edge" in size and "shortest_edge" in size:  # Qwen-VL: pixel budget
             if tokens < 4:
                 raise ConfigError(f"DOCVISION_MAX_VISUAL_TOKENS={tokens} is too small; use 64 or more")
-            ip.max_pixels = tokens * 28 * 28  # type: ignore[union-attr]
-            size["longest_edge"] = tokens * 28 * 28
+            side = self._token_side()
+            ip.max_pixels = tokens * side * side  # type: ignore[union-attr]
+            size["longest_edge"] = tokens * side * side
         else:
             raise ConfigError(
-                f"DOCVISION_MAX_VISUAL_TOKENS applies to Qwen2-VL-style (colqwen2, colqwen2.5) and tiling "
+                f"DOCVISION_MAX_VISUAL_TOKENS applies to Qwen-VL-style (colqwen2, colqwen2.5, colqwen3, colqwen3.5) and tiling "
                 f"(colidefics3, colmodernvbert) families, not {self.family.name}; unset it or pick such a model"
             )
         self.visual_token_budget = tokens
@@ -243,10 +255,11 @@ class Embedder:
         if "longest_edge" in size:  # Qwen2-VL style processors: size holds the pixel budget
             from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+            side = self._token_side()
             h, w = smart_resize(
-                height, width, factor=28, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"]
+                height, width, factor=side, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"]
             )
-            return (h // 28) * (w // 28)
+            return (h // side) * (w // side)
         return int(getattr(self.processor, "image_seq_length", 1024))
 
     # ------------------------------------------------------------------------------------------ forward

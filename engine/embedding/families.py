@@ -81,6 +81,19 @@ class Family:
     grid_param: Callable[[Any], int]  # model → the int passed to grid()
     module: str = ""  # the colpali-engine module defining both classes (only it is imported)
     vision_prefix: str | None = None  # state-dict prefix of the vision tower (loaded on demand when set)
+    # What `python -m engine models` lists (engine/embedding/catalog.py): the public checkpoint the family is
+    # listed for, its license as its model card states it, and the vectors a US-letter page yields at that
+    # checkpoint's default visual-token budget (prompt tokens included; 0 = not recorded) and their dimension.
+    # Sources: colqwen2 744 visual + 16 prompt tokens (bench/results/profile-ab-*.json), colsmol 1151
+    # (the same), colqwen3 1240 + 16 at Tomoro's 1280-token budget (smart_resize, 32 px a token),
+    # colqwen3.5 1792 (VultronRetriever Flash's published count), colpali 1024 patches + prompt.
+    reference: str = ""
+    license: str = ""
+    page_vectors: int = 0
+    dim: int = 128
+    # The speed patches of engine/embedding/fast.py were measured on ColQwen2 alone: other families run the
+    # stock forward unless DOCVISION_SPEEDUPS names patches.
+    tuned: bool = False
 
     def classes(self) -> tuple[Any, Any]:
         mod = (
@@ -98,28 +111,48 @@ FAMILIES: dict[str, Family] = {
             "colqwen2", "ColQwen2", "ColQwen2Processor", ("qwen2_vl",), ("colqwen2-", "colqwen2_", "/colqwen2"),
             "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
             "colpali_engine.models.qwen2.colqwen2", "visual.",
+            "vidore/colqwen2-v1.0", "Apache-2.0", 760, 128, tuned=True,
         ),
         Family(
             "colqwen2.5", "ColQwen2_5", "ColQwen2_5_Processor", ("qwen2_5_vl",), ("colqwen2.5", "colqwen2_5"),
             "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
             "colpali_engine.models.qwen2_5.colqwen2_5", "visual.",
+            "vidore/colqwen2.5-v0.2", "MIT adapter on Qwen2.5-VL-3B (Qwen research license)", 760, 128,
+        ),
+        Family(
+            # Qwen3-VL backbone (patch 16, merge 2: 32 px a token), 320-d head fixed by colpali-engine's class.
+            "colqwen3", "ColQwen3", "ColQwen3Processor", ("qwen3_vl",), ("colqwen3-", "colqwen3_", "/colqwen3"),
+            "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
+            "colpali_engine.models.qwen3.colqwen3", "visual.",
+            "TomoroAI/tomoro-colqwen3-embed-4b", "Apache-2.0", 1256, 320,
+        ),
+        Family(
+            # Qwen3.5 backbone (Gated DeltaNet + attention 3:1, Qwen3-VL's vision pipeline); head dim from config.dim.
+            "colqwen3.5", "ColQwen3_5", "ColQwen3_5Processor", ("qwen3_5",),
+            ("colqwen3.5", "colqwen3_5", "vultronretriever"),
+            "image_token_id", _qwen_grid, lambda m: m.visual.config.spatial_merge_size,
+            "colpali_engine.models.qwen3_5.colqwen3_5", "visual.",
+            "VultronRetriever Flash 0.8B (Qwen3.5-0.8B backbone)", "Apache-2.0", 1792, 320,
         ),
         Family(
             "colpali", "ColPali", "ColPaliProcessor", ("paligemma",), ("colpali",),
             "image_token_index", _square_grid, lambda m: m.config.vision_config.patch_size,
-            "colpali_engine.models.paligemma.colpali",
+            "colpali_engine.models.paligemma.colpali", None,
+            "vidore/colpali-v1.3", "MIT adapter on PaliGemma-3B (Gemma terms)", 1030, 128,
         ),
         Family(
             # ColSmol / ColIdefics3 split pages into tiles plus a global view; no single patch grid exists.
             "colidefics3", "ColIdefics3", "ColIdefics3Processor", ("idefics3",), ("colsmol", "colidefics3"),
             "image_token_id", None, lambda m: 0,
-            "colpali_engine.models.idefics3.colidefics3",
+            "colpali_engine.models.idefics3.colidefics3", None,
+            "vidore/colSmol-256M", "MIT", 1151, 128,
         ),
         Family(
             # ColModernVBert: SigLIP tiles + a bidirectional ModernBERT encoder, Idefics3's tiling processor.
             "colmodernvbert", "ColModernVBert", "ColModernVBertProcessor", ("modernvbert",), ("colmodernvbert",),
             "image_token_id", None, lambda m: 0,
-            "colpali_engine.models.modernvbert.colmodernvbert",
+            "colpali_engine.models.modernvbert.colmodernvbert", None,
+            "ModernVBERT/colmodernvbert", "MIT", 0, 128,
         ),
     ]
 }  # fmt: skip

@@ -308,12 +308,14 @@ def fp8(model: nn.Module) -> bool:
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
         return False
 
+    head = getattr(model, "custom_text_proj", None)
+
     def eligible(mod: nn.Linear) -> bool:
         return (
             mod.weight.is_cuda
             and mod.in_features % 16 == 0
             and mod.out_features % 16 == 0
-            and mod.out_features > 128  # keep the 128-d embedding head in bf16
+            and mod is not head  # keep the embedding head (128-d, 320-d, …) in bf16
         )
 
     return _replace_linears(model, eligible, Fp8Linear) > 0
@@ -366,12 +368,14 @@ def fp8_block(model: nn.Module) -> bool:
     ):
         return False
 
+    head = getattr(model, "custom_text_proj", None)
+
     def eligible(mod: nn.Linear) -> bool:
         return (
             mod.weight.is_cuda
             and mod.in_features % BLOCK == 0
             and mod.out_features % BLOCK == 0
-            and mod.out_features > 128  # keep the 128-d embedding head in bf16
+            and mod is not head  # keep the embedding head (128-d, 320-d, …) in bf16
         )
 
     return _replace_linears(model, eligible, Fp8BlockLinear) > 0

@@ -58,3 +58,12 @@ def baked_identity(source: str) -> tuple[str, int] | None:
         return None
     manifest = read_manifest(path.parent)
     return model_identity(manifest), int(manifest.get("embedding_dim", 128))
+
+
+def baked_page_vectors(source: str) -> int | None:
+    """Vectors a US-letter page yields (recorded at bake time); None when not baked or baked before it was."""
+    path = Path(source) / "manifest.json"
+    if not path.exists():
+        return None
+    value = read_manifest(path.parent).get("page_vectors")
+    return int(value) if value else None

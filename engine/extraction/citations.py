@@ -131,6 +131,12 @@ def date_readings(text: str) -> set[dt.date]:
     from dateutil import parser
 
     t = text.strip(" ,;:()[]")
+    from engine.extraction.locale import parse_date
+
+    if (
+        named := parse_date(t)
+    ).month_name and named.value:  # month names in de/fr/nl/es/it/pt ("7. Mai 2014")
+        return {named.value}
     if not re.search(r"\d", t) or not (
         re.search(r"\d{4}", t) or re.search(r"\d{1,2}[./-]\d{1,2}[./-]\d{2}\b", t)
     ):

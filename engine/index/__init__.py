@@ -6,7 +6,8 @@
 
 Per page: the full multivector (MaxSim, no HNSW) for the last rerank stage, the page's tokens pooled over 2x4
 patch blocks (MaxSim, no HNSW) for the middle one, one FDE vector (engine/index/fde.py; scanned, or HNSW above
-20k pages) that finds the candidates, and one mean vector (the dense baseline). Collections built before the FDE plan hold row/column-
+20k pages) that finds the candidates, one mean vector (the dense baseline) and, in collections built since
+hybrid search, a BM25 sparse vector of the page's text (engine/index/text.py) for the text and hybrid modes. Collections built before the FDE plan hold row/column-
 pooled multivectors (HNSW) instead and keep that plan. bench/search.py measures both; see it also for why
 edge is the default.
 Every backend reranks inside Qdrant by default; the edge backend can instead keep a float16/float32 copy of
@@ -30,6 +31,7 @@ __all__ = ["PageIndex", "PageRecord", "SearchHit", "open_index", "point_id"]
 class PageIndex(Protocol):
     backend: str
     plan: str  # the rerank plan the collection was built for (engine/index/base.py: query_plan)
+    text_channel: bool  # the collection holds BM25 text vectors (engine/index/text.py): text/hybrid modes
 
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None: ...
     def delete_document(self, document_id: str) -> None: ...
@@ -47,15 +49,22 @@ class PageIndex(Protocol):
         mode: str = "rerank",
         prefetch_limit: int | None = None,
         block_limit: int | None = None,
+        text: str | None = None,
     ) -> list[SearchHit]: ...
     def info(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
 def open_index(
-    model_id: str, dim: int = 128, settings: Settings | None = None, backend: str | None = None
+    model_id: str,
+    dim: int = 128,
+    settings: Settings | None = None,
+    backend: str | None = None,
+    token_pool_factor: int | None = None,
 ) -> PageIndex:
+    """`token_pool_factor`: the model's storage plan (engine/embedding/storage.py); None = the setting."""
     s = settings or get_settings()
+    pool = s.token_pool_factor if token_pool_factor is None else token_pool_factor
     if s.qdrant_url:
         from engine.index.client import ClientIndex
 
@@ -65,7 +74,7 @@ def open_index(
             collection=s.collection,
             url=s.qdrant_url,
             api_key=s.qdrant_api_key,
-            token_pool_factor=s.token_pool_factor,
+            token_pool_factor=pool,
         )
     chosen = backend or s.index_backend
     path = s.index_path / s.collection
@@ -77,7 +86,7 @@ def open_index(
             model_id=model_id,
             dim=dim,
             side_store=None if s.side_store == "off" else s.side_store,
-            token_pool_factor=s.token_pool_factor,
+            token_pool_factor=pool,
         )
         index.prefetch_query_tokens = s.prefetch_query_tokens or None
         return index
@@ -86,7 +95,7 @@ def open_index(
 
         return ClientIndex(
             model_id=model_id, dim=dim, collection=s.collection, path=str(path / "local"),
-            token_pool_factor=s.token_pool_factor,
+            token_pool_factor=pool,
         )  # fmt: skip
     raise ConfigError(
         f"DOCVISION_INDEX_BACKEND={chosen!r} is not one of edge, local (or set QDRANT_URL for a server)"
