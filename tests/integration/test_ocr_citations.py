@@ -149,3 +149,29 @@ def test_an_image_the_text_layer_already_covers_is_not_read_again(tmp_path: Path
     got = run(tmp_path / "a", tmp_path / "searchable.pdf", answer)
     assert got["timings"]["ocr_images"] == 0 and got["cites"]["$.total_due"]["method"] == "text"
     assert run(tmp_path / "b", logo_pdf(tmp_path / "logo.pdf"), answer)["timings"]["ocr_images"] == 1
+
+
+@pytest.mark.slow
+def test_a_sideways_scan_is_read_and_its_rows_checked(tmp_path: Path) -> None:
+    """A scan placed on its side: the plain read is poor, the orientation-detecting one reads it; rows run
+    along the words' direction, so a value moved to another row is still caught."""
+    img = Image.new("L", (1700, 2200), 250)
+    draw = ImageDraw.Draw(img)
+    draw.text((150, 150), "SCANNED INVOICE 2026-117", fill=10, font=d._font(60))
+    for i in range(8):
+        draw.text((150, 300 + i * 70), f"Position {i + 1}   {i * 7.5:.2f} EUR", fill=30, font=d._font(40))
+    buf = io.BytesIO()
+    img.rotate(90, expand=True).save(buf, format="PNG")  # text now runs upwards
+    doc = pymupdf.open()
+    page = doc.new_page(width=792, height=612)
+    page.insert_image(page.rect, stream=buf.getvalue())
+    doc.save(tmp_path / "sideways.pdf")
+    answer = {"invoice_number": "2026-117", "total_due": 7.5,
+              "lines": [{"item": "Position 3", "price": 15.0}, {"item": "Position 4", "price": 15.0}]}  # fmt: skip
+    cites = run(tmp_path / "a", tmp_path / "sideways.pdf", answer)["cites"]
+    assert cites["$.invoice_number"]["grounded"] is True and cites["$.invoice_number"]["method"] == "ocr"
+    assert cites["$.lines[0].price"]["grounded"] is True
+    x0, y0, x1, y1 = cites["$.invoice_number"]["bbox"]
+    assert y1 - y0 > x1 - x0  # the box stands on the displayed page, as the text does
+    # Position 4 prints 22.50; 15.00 is on Position 3's line
+    assert cites["$.lines[1].price"]["grounded"] is False and cites["$.lines[1].price"]["reason"] == "wrong_row"
