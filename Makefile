@@ -7,18 +7,20 @@ STAMPS := .stamps
 # system Python refuses `pip install` under PEP 668, and may have no pip at all)
 UV := $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/$(STAMPS)/bin/uv")
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils fonts-dejavu-core fonts-liberation fonts-noto-cjk bubblewrap
+DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui poppler-utils fonts-dejavu-core fonts-liberation fonts-noto-cjk bubblewrap tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-nld tesseract-ocr-spa tesseract-ocr-ita tesseract-ocr-por
+# only for tests on a development machine (the review page in headless Chromium), never in the image
+DEBIAN_TEST_PACKAGES := chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint typecheck bench clean
 
-## setup: Debian packages (LibreOffice, poppler, fonts), uv, the Python env, generated BAML client, tiny model
+## setup: Debian packages (LibreOffice, poppler, fonts, Tesseract + 7 language packs; Chromium for tests), uv, the Python env, generated BAML client, tiny model
 setup: $(STAMPS)/system $(STAMPS)/python models/tiny-colqwen2-baked/manifest.json
 
 # Installs whichever of DEBIAN_PACKAGES is missing (a package added later reaches machines set up earlier).
 $(STAMPS)/system: Makefile
 	@mkdir -p $(STAMPS)
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEBIAN_PACKAGES) $(DEBIAN_TEST_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \

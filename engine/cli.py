@@ -414,6 +414,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {}
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """Write one self-contained HTML page to review an extraction: verdict, fields, cited boxes on the pages."""
+    from engine.config import Settings
+    from engine.extraction.review import write_review
+
+    target = write_review(
+        Path(args.result_dir), Path(args.out) if args.out else None, settings=Settings(), source=args.source
+    )
+    out.print(str(target), highlight=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="docvision", description="Visual document intelligence: render, ingest, search, extract."
@@ -505,6 +517,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for page-<n>.png")
     p.add_argument("--source", help="the document, when result.json's source is not readable from here")
     p.set_defaults(func=cmd_cite)
+
+    p = sub.add_parser("review", help="write one self-contained HTML page to review an extraction")
+    p.add_argument(
+        "result_dir", help="folder holding result.json (results/<document_id>/<key>/ in the store)"
+    )
+    p.add_argument("--out", help="the HTML file to write (default: RESULT_DIR/review.html)")
+    p.add_argument("--source", help="the document, when result.json's source is not readable from here")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("schema", help="schema tools")
     ssub = p.add_subparsers(dest="schema_command", required=True)

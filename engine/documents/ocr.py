@@ -7,7 +7,10 @@ a wall-clock limit per image, so an image that makes Tesseract spin or balloon c
 caller. The caller (``OcrWorker``) writes the frame, or a crop of it, as a PNG the worker reads; the words come
 back with boxes as fractions of the displayed page, like the text layer's:
 
-    [x0, y0, x1, y1, text, 0, confidence 0-1]
+    [x0, y0, x1, y1, text, direction (0/90/180/270, as the text layer's), confidence 0-1]
+
+A page read poorly (median confidence below 0.75, or most lines running sideways) is read again with orientation detection (--psm 1), so a
+scan placed sideways is read too; its words keep boxes on the page as displayed and carry their direction.
 
 A missing Tesseract, a timeout or a crash is never the extraction's failure: the page then simply has no
 words (citations fall back to the similarity map and say so).
@@ -59,11 +62,20 @@ def usable_languages(wanted: str) -> str:
     return "+".join(lang for lang in wanted.split("+") if lang and lang in have)
 
 
+def _direction(dx: float, dy: float) -> int:
+    """A direction on the image (y down) → 0 / 90 / 180 / 270 degrees counter-clockwise (as the text layer's)."""
+    if abs(dx) >= abs(dy):
+        return 0 if dx >= 0 else 180
+    return 90 if dy < 0 else 270
+
+
 def parse_tsv(tsv: str, width: int, height: int, region: list[float] | None = None) -> list[list[Any]]:
-    """Tesseract's TSV → words with boxes as fractions of the page (the image is `region` of the page)."""
+    """Tesseract's TSV → words with boxes as fractions of the page (the image is `region` of the page) and
+    the direction their line runs (a sideways scan read with --psm 1: boxes stay in the image's frame)."""
     x0r, y0r, x1r, y1r = region or [0.0, 0.0, 1.0, 1.0]
     sx, sy = (x1r - x0r) / max(width, 1), (y1r - y0r) / max(height, 1)
     words: list[list[Any]] = []
+    lines: dict[tuple[str, ...], list[list[Any]]] = {}
     for line in tsv.splitlines()[1:]:
         cols = line.split("\t")
         if len(cols) < 12 or cols[0] != "5":  # level 5: a word
@@ -76,7 +88,15 @@ def parse_tsv(tsv: str, width: int, height: int, region: list[float] | None = No
         if not text or conf < 0:
             continue
         box = [x0r + left * sx, y0r + top * sy, x0r + (left + w) * sx, y0r + (top + h) * sy]
-        words.append([*(round(min(max(v, 0.0), 1.0), 5) for v in box), text, 0, round(conf / 100, 3)])
+        word = [*(round(min(max(v, 0.0), 1.0), 5) for v in box), text, 0, round(conf / 100, 3)]
+        words.append(word)
+        lines.setdefault(tuple(cols[1:5]), []).append(word)
+    for ws in lines.values():  # a line's direction from its first to its last word
+        if len(ws) > 1:
+            a, b = ws[0], ws[-1]
+            angle = _direction((b[0] + b[2]) - (a[0] + a[2]), (b[1] + b[3]) - (a[1] + a[3]))
+            for word in ws:
+                word[5] = angle
     return words
 
 
@@ -95,7 +115,7 @@ def ocr_op(cmd: dict[str, Any]) -> dict[str, Any]:  # runs in the render worker 
         "-l",
         cmd["languages"],
         "--psm",
-        "3",
+        str(int(cmd.get("psm", 3))),
         "--dpi",
         str(int(cmd["dpi"])),
         "tsv",
@@ -116,6 +136,23 @@ def ocr_op(cmd: dict[str, Any]) -> dict[str, Any]:  # runs in the render worker 
 
 
 # ------------------------------------------------------------------------------------ in the caller
+# a page read with a median word confidence below this (a clean upright scan reads above 0.9), or whose lines
+# mostly run sideways, is read again with orientation detection
+POOR_CONFIDENCE = 0.75
+
+
+def _score(words: list[list[Any]]) -> float:
+    return sum(float(w[6]) for w in words)
+
+
+def _poor(words: list[list[Any]]) -> bool:
+    if not words:
+        return True
+    confs = sorted(float(w[6]) for w in words)
+    sideways = sum(1 for w in words if w[5] != 0)
+    return confs[len(confs) // 2] < POOR_CONFIDENCE or sideways > len(words) / 2
+
+
 class OcrWorker:
     """One render worker kept for OCR over a document's pages; `words(image, ...)` → word list or None."""
 
@@ -152,9 +189,20 @@ class OcrWorker:
             "dpi": dpi,
             "timeout_s": self.timeout_s,
         }
-        reply = self._ask(cmd)
+        words = self._parse(self._ask(cmd), image, region)
+        if words is not None and region is None and _poor(words):
+            # little read with confidence: perhaps a sideways scan; --psm 1 detects the orientation first
+            # (about a second more, so only where the plain read was poor)
+            turned = self._parse(self._ask({**cmd, "psm": 1}), image, region)
+            if turned is not None and _score(turned) > _score(words):
+                words = turned
         self.seconds += time.monotonic() - t0
         self.images += 1
+        return words
+
+    def _parse(
+        self, reply: dict[str, Any] | None, image: Any, region: list[float] | None
+    ) -> list[list[Any]] | None:
         if reply is None or "tsv" not in reply:
             code = (reply or {}).get("error", {}).get("code", "ocr_worker_died")
             log.warning("OCR of one page image failed (%s); that page keeps no words", code)

@@ -227,8 +227,12 @@ class TextLayer:
 
     def _reorder(self, n: int) -> None:
         width, height = self._size.get(n, (612.0, 792.0))
+        text = any(
+            w.source == "text" for w in self._stream[n]
+        )  # OCR of a text page's images reads them upright
         for w in self._stream[n]:
-            w.rbox = _turn(w.box, self._angle.get(n, 0) if w.source == "text" else 0, width, height)
+            angle = self._angle.get(n, 0) if w.source == "text" or not text else 0
+            w.rbox = _turn(w.box, angle, width, height)
         self._pages[n] = sorted(self._stream[n], key=lambda w: (round(w.rbox[3] * 2), w.rbox[0]))
 
     def add_ocr(self, n: int, words: list[list[Any]], size: tuple[float, float] | None = None) -> int:
@@ -239,8 +243,9 @@ class TextLayer:
         have = [w.box for w in self._stream.get(n, []) if w.source == "text"]
         new = [_word(w, "ocr") for w in words]
         new = [w for w in new if w.fold and not any(_overlap(w.box, b) > 0.5 for b in have)]
-        if not have:
-            self._angle[n] = 0  # Tesseract reports upright words
+        if not have:  # the page reads in the direction most OCR words run
+            angles = [int(w[5]) for w in words if len(w) > 5]
+            self._angle[n] = max(set(angles), key=angles.count) if angles else 0
         self._stream.setdefault(n, []).extend(new)
         self._reorder(n)
         return len(new)
@@ -269,6 +274,18 @@ class TextLayer:
 
     def has_text_layer(self, page_number: int) -> bool:
         return any(w.fold and w.source == "text" for w in self._stream.get(page_number, []))
+
+    def text_words_in(self, page_number: int, region: list[float]) -> int:
+        """How many text-layer words have their centre inside region (page fractions)."""
+        x0, y0, x1, y1 = region
+        return sum(
+            1
+            for w in self._stream.get(page_number, [])
+            if w.source == "text"
+            and w.fold
+            and x0 <= (w.box[0] + w.box[2]) / 2 <= x1
+            and y0 <= (w.box[1] + w.box[3]) / 2 <= y1
+        )
 
     def images(self, page_number: int) -> list[list[float]]:
         """Where the page places images (fractions of the displayed page)."""

@@ -1,7 +1,8 @@
 """`docvision cite RESULT_DIR --out DIR`: the cited boxes drawn on the page images, one PNG per cited page.
 
-Green: found on the page's text layer (grounded); blue: similarity-map estimate (scans). Values not found on
-any page are listed in the corner of the first page (red), since they have no box.
+Green: found on the page's text layer (grounded); teal: found in OCR words; blue: similarity-map estimate;
+red: printed in another row or column than the value's own (wrong_row / wrong_column). Values not found on any
+page are listed in the corner of the first page (red), since they have no box.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def draw_citations(
     for c in citations:
         if c.get("page") and c.get("bbox"):
             by_page.setdefault(c["page"], []).append(c)
-    missing = [c["path"] for c in citations if c.get("grounded") is False]
+    missing = [c["path"] for c in citations if c.get("grounded") is False and not c.get("bbox")]
     pages = sorted(by_page) or [1]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -60,7 +61,8 @@ def draw_citations(
             w, h = img.size
             for c in by_page.get(frame.page_number, []):
                 x0, y0, x1, y1 = c["bbox"]
-                color = COLORS.get(c["method"], (200, 120, 0))
+                # red: printed, but not where the value belongs (wrong_row / wrong_column)
+                color = (210, 0, 0) if c.get("grounded") is False else COLORS.get(c["method"], (200, 120, 0))
                 draw.rectangle([x0 * w - 2, y0 * h - 2, x1 * w + 2, y1 * h + 2], outline=color, width=2)
                 draw.text((x0 * w, max(0, y0 * h - 11)), c["path"].removeprefix("$."), fill=color)
             if frame.page_number == pages[0] and missing:

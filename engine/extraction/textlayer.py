@@ -32,6 +32,7 @@ _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "VI
 
 
 MIN_IMAGE_AREA = 0.002  # image placements smaller than this share of the page are bullets and rules, not text
+COVERED_WORDS = 3  # an image region holding this many text-layer words already has its text
 MAX_IMAGES = 8  # per page: OCR time is bounded by the page, not by how many images a document places
 
 
@@ -74,7 +75,11 @@ def read_layer(pdf: Any, pages: list[int]) -> dict[int, dict[str, list[list[Any]
             box = frac(info["bbox"])
             if (box[2] - box[0]) * (box[3] - box[1]) >= MIN_IMAGE_AREA:
                 images.append(box)
-        out[n] = {"words": words, "images": images[:MAX_IMAGES], "size": [round(float(pw), 2), round(float(ph), 2)]}
+        out[n] = {
+            "words": words,
+            "images": images[:MAX_IMAGES],
+            "size": [round(float(pw), 2), round(float(ph), 2)],
+        }
     return out
 
 
@@ -138,8 +143,8 @@ def ocr_frames(settings: Any, layer: Any) -> tuple[Any, Any]:
         p = frame.page_number
         if not layer.has_text_layer(p):
             regions: list[Any] = [None]
-        else:
-            regions = layer.images(p)
+        else:  # an image the text layer already covers (a searchable scan's invisible text) is not read twice
+            regions = [r for r in layer.images(p) if layer.text_words_in(p, r) < COVERED_WORDS]
         for region in regions:
             dpi = int(getattr(frame, "dpi", 0) or settings.dpi)
             words = worker.words(frame.image, dpi, region)

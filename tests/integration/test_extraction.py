@@ -224,7 +224,8 @@ def test_multi_call_documents_are_merged(pdf: Path, store: LocalStore) -> None:
     )
     # "Pipes" is printed on page 1, but the call that answered it saw pages 3-4 only: not grounded there
     assert cites["$.line_items[2].description"] == {"path": "$.line_items[2].description", "method": "text",
-                                                    "page": None, "bbox": None, "grounded": False}  # fmt: skip
+                                                    "page": None, "bbox": None, "grounded": False,
+                                                    "reason": "not_found", "ocr_confidence": None}  # fmt: skip
 
 
 def test_consistency_failures_are_reported(pdf: Path, store: LocalStore) -> None:

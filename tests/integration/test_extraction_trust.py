@@ -357,7 +357,9 @@ def test_libreoffice_converted_documents_are_cited_on_the_converted_pdf(tmp_path
     }  # fmt: skip
 
 
-def test_scans_without_ocr_are_cited_by_the_similarity_map_and_not_called_grounded(tmp_path: Path, embedder) -> None:
+def test_scans_without_ocr_are_cited_by_the_similarity_map_and_not_called_grounded(
+    tmp_path: Path, embedder
+) -> None:
     """OCR off (DOCVISION_OCR_LANGUAGES empty, or no Tesseract): the similarity map is the last resort."""
     from engine.service import DocVision
     from tests.fixtures import documents as d
@@ -371,7 +373,10 @@ def test_scans_without_ocr_are_cited_by_the_similarity_map_and_not_called_ground
         [{"content": json.dumps({"invoice_number": "2026-117", "total_due": 7.5, "lines": []})}]
     ) as llm:
         s = Settings(
-            llm_base_url=llm.base_url, llm_model="test-vlm", index_path=tmp_path / "q", store=str(store.root),
+            llm_base_url=llm.base_url,
+            llm_model="test-vlm",
+            index_path=tmp_path / "q",
+            store=str(store.root),
             ocr_languages="",
         )
         out = extract_document(scan, SMALL_INVOICE, settings=s, store=store, service=svc)

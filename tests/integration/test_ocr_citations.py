@@ -21,7 +21,9 @@ from tests.fixtures.llm_server import ScriptedLLM
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not tesseract_binary() or not usable_languages("eng"), reason="tesseract-ocr not installed"),
+    pytest.mark.skipif(
+        not tesseract_binary() or not usable_languages("eng"), reason="tesseract-ocr not installed"
+    ),
 ]
 
 SCHEMA = {
@@ -54,7 +56,9 @@ def run(tmp_path: Path, doc: Path, answer: dict, **over) -> dict:
 
 @pytest.mark.slow
 def test_a_scan_is_checked_by_ocr_and_a_planted_value_is_flagged(tmp_path: Path) -> None:
-    scan = d.scanned_pdf(tmp_path / "scan.pdf")  # image only: "SCANNED INVOICE 2026-117", "Position n  x.xx EUR"
+    scan = d.scanned_pdf(
+        tmp_path / "scan.pdf"
+    )  # image only: "SCANNED INVOICE 2026-117", "Position n  x.xx EUR"
     faithful = {"invoice_number": "2026-117", "total_due": 7.5,
                 "lines": [{"item": "Position 3", "price": 15.0}, {"item": "Position 4", "price": 22.5}]}  # fmt: skip
     got = run(tmp_path / "a", scan, faithful)
@@ -67,9 +71,16 @@ def test_a_scan_is_checked_by_ocr_and_a_planted_value_is_flagged(tmp_path: Path)
 
     planted = {**faithful, "total_due": 1234.56, "lines": [{"item": "Position 3", "price": 22.5}]}
     cites = run(tmp_path / "b", scan, planted)["cites"]
-    assert cites["$.total_due"] == {**cites["$.total_due"], "method": "ocr", "grounded": False, "reason": "not_found"}
+    assert cites["$.total_due"] == {
+        **cites["$.total_due"],
+        "method": "ocr",
+        "grounded": False,
+        "reason": "not_found",
+    }
     # 22.50 is printed, but on Position 4's line: a value moved between rows is caught on a scan too
-    assert cites["$.lines[0].price"]["grounded"] is False and cites["$.lines[0].price"]["reason"] == "wrong_row"
+    assert (
+        cites["$.lines[0].price"]["grounded"] is False and cites["$.lines[0].price"]["reason"] == "wrong_row"
+    )
     assert cites["$.invoice_number"]["grounded"] is True
 
 
@@ -121,3 +132,46 @@ def test_ocr_past_its_limit_is_no_words_and_the_caller_lives_on(tmp_path: Path) 
         assert w.words(img, 300) is None  # Tesseract killed at the page limit: an error reply, not a hang
     with OcrWorker(Settings(render_memory_mb=64), "eng") as w:  # the worker's RLIMIT_AS binds Tesseract too
         assert w.words(img, 300) is None
+
+
+def test_an_image_the_text_layer_already_covers_is_not_read_again(tmp_path: Path) -> None:
+    """A searchable scan (page image + invisible text layer) costs no OCR; a logo on a text page does."""
+    img = Image.new("RGB", (1275, 1650), (250, 250, 250))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_image(page.rect, stream=buf.getvalue())
+    for i, text in enumerate(["Invoice 2026-0815", "Total due 99.00", "Thank you for your order"]):
+        page.insert_text((72, 140 + 20 * i), text, fontsize=11, render_mode=3)  # invisible, as OCR'd PDFs are
+    doc.save(tmp_path / "searchable.pdf")
+    answer = {"vendor": None, "invoice_number": "2026-0815", "total_due": 99.0, "lines": []}
+    got = run(tmp_path / "a", tmp_path / "searchable.pdf", answer)
+    assert got["timings"]["ocr_images"] == 0 and got["cites"]["$.total_due"]["method"] == "text"
+    assert run(tmp_path / "b", logo_pdf(tmp_path / "logo.pdf"), answer)["timings"]["ocr_images"] == 1
+
+
+@pytest.mark.slow
+def test_a_sideways_scan_is_read_and_its_rows_checked(tmp_path: Path) -> None:
+    """A scan placed on its side: the plain read is poor, the orientation-detecting one reads it; rows run
+    along the words' direction, so a value moved to another row is still caught."""
+    img = Image.new("L", (1700, 2200), 250)
+    draw = ImageDraw.Draw(img)
+    draw.text((150, 150), "SCANNED INVOICE 2026-117", fill=10, font=d._font(60))
+    for i in range(8):
+        draw.text((150, 300 + i * 70), f"Position {i + 1}   {i * 7.5:.2f} EUR", fill=30, font=d._font(40))
+    buf = io.BytesIO()
+    img.rotate(90, expand=True).save(buf, format="PNG")  # text now runs upwards
+    doc = pymupdf.open()
+    page = doc.new_page(width=792, height=612)
+    page.insert_image(page.rect, stream=buf.getvalue())
+    doc.save(tmp_path / "sideways.pdf")
+    answer = {"invoice_number": "2026-117", "total_due": 7.5,
+              "lines": [{"item": "Position 3", "price": 15.0}, {"item": "Position 4", "price": 15.0}]}  # fmt: skip
+    cites = run(tmp_path / "a", tmp_path / "sideways.pdf", answer)["cites"]
+    assert cites["$.invoice_number"]["grounded"] is True and cites["$.invoice_number"]["method"] == "ocr"
+    assert cites["$.lines[0].price"]["grounded"] is True
+    x0, y0, x1, y1 = cites["$.invoice_number"]["bbox"]
+    assert y1 - y0 > x1 - x0  # the box stands on the displayed page, as the text does
+    # Position 4 prints 22.50; 15.00 is on Position 3's line
+    assert cites["$.lines[1].price"]["grounded"] is False and cites["$.lines[1].price"]["reason"] == "wrong_row"
