@@ -65,7 +65,11 @@ def test_pages_and_queries_are_320d_on_a_32px_grid(fam: tuple[str, Path, Path]) 
         n_image = int((emb.processor.process_images([img])["input_ids"][0] == image_id).sum())
         rows, cols = page.grid  # type: ignore[misc]
         # 16-px patches merged 2x2: 32 px a token (a 28-px assumption would count other numbers)
-        assert rows * cols == n_image == emb.visual_tokens(*img.size) and page.patches.shape == (rows, cols, 320)
+        assert rows * cols == n_image == emb.visual_tokens(*img.size) and page.patches.shape == (
+            rows,
+            cols,
+            320,
+        )
     assert pages[0].grid == pages[1].grid[::-1]  # type: ignore[index]
     queries = emb.embed_queries(["total weight", "consignee address"])
     assert all(q.shape[1] == 320 for q in queries)
@@ -86,7 +90,9 @@ def test_any_vector_width(tmp_path: Path) -> None:
 
     baked = tmp_path / "baked"
     bake(str(build_colqwen3_5(tmp_path / "tiny", dim=96)), baked)
-    service = DocVision(Settings(index_path=tmp_path / "q", store=str(tmp_path / "s")), embedder=Embedder(str(baked)))
+    service = DocVision(
+        Settings(index_path=tmp_path / "q", store=str(tmp_path / "s")), embedder=Embedder(str(baked))
+    )
     assert service.embedder.dim == 96 and service.model_identity()[1] == 96
     r = service.ingest(_pages(tmp_path / "p.pdf", 2))
     hits = service.search("Section 1", top_k=2)["hits"]
@@ -100,7 +106,9 @@ def _pages(path: Path, n: int = 3) -> Path:
     for i in range(n):
         p = doc.new_page(width=612, height=792)
         colour = [(0.9, 0.1, 0.1), (0.1, 0.6, 0.1), (0.1, 0.1, 0.9)][i % 3]
-        p.draw_rect(pymupdf.Rect(50 + 150 * i, 80 + 200 * i, 350 + 100 * i, 400 + 150 * i), color=colour, fill=colour)
+        p.draw_rect(
+            pymupdf.Rect(50 + 150 * i, 80 + 200 * i, 350 + 100 * i, 400 + 150 * i), color=colour, fill=colour
+        )
         p.insert_text((72, 60), f"Section {i + 1}", fontsize=28)
     doc.save(path)
     return path
@@ -140,7 +148,9 @@ def test_ingest_search_score_with_a_storage_plan(
         with pytest.raises(ModelMismatch):
             _ = DocVision(settings, embedder=Embedder(str(other))).index
     with pytest.raises(TokenPoolMismatch):
-        _ = DocVision(settings.model_copy(update={"token_pool_factor": 1}), embedder=Embedder(str(baked_colqwen3_5))).index
+        _ = DocVision(
+            settings.model_copy(update={"token_pool_factor": 1}), embedder=Embedder(str(baked_colqwen3_5))
+        ).index
     # the same model from its manifest alone (no model load) reopens the collection at the recorded plan
     again = DocVision(settings.model_copy(update={"model": str(baked_colqwen3_5)}))
     assert again.storage_plan.pool_factor == plan.pool_factor and "embedder" not in again.__dict__
