@@ -5,6 +5,14 @@
     # the device host (16-core Xeon with AMX + H100), one call:
     python bench/models_cost.py --label device --cells 16,6,2,16:noamx,6:noamx,2:noamx,gpu
 
+Device recipe (not run yet: no device machine was lent in the session that wrote this). The device has no
+colpali-engine and no network: carry its wheel (``pip download --no-deps colpali-engine==0.3.18 -d .whl``) and
+start the command with ``python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+export PYTHONPATH=/tmp/site``. One 600-s call cannot hold the whole ladder (building the random 4B model and
+the fp32 references alone take minutes), so: call 1 ``--prepare`` then ``--cells 16,6,gpu``; call 2, on the
+same warm machine (ignored build outputs under bench/work stay), ``--cells 2,16:noamx,6:noamx,2:noamx`` with
+``--models "colqwen2@768,512,384"`` for the AMX-off rows. Check with ``--tiny`` here first.
+
 Models (``--models``): ``colqwen2`` (Qwen2-VL-2B architecture, models/configs/colqwen2-2b.json),
 ``colqwen3.5`` (Qwen3.5-0.8B, models/configs/colqwen3.5-0.8b.json), ``colqwen3`` (Qwen3-VL-4B,
 models/configs/colqwen3-4b.json); random weights, bf16 on disk, loaded through the Embedder on the compute
