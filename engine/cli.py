@@ -366,6 +366,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
         out.print(
             f"not found on the page: {', '.join(g['ungrounded_paths'][:12])}", highlight=False, soft_wrap=True
         )
+    v = q.get("verdict") or {}
+    if v:
+        why = "; ".join(f"{r['reason']} {r.get('path', '')}".strip() for r in v["reasons"][:12])
+        more = f" (+{len(v['reasons']) - 12} more)" if len(v["reasons"]) > 12 else ""
+        out.print(
+            f"verdict: {v['decision'].upper()}" + (f" — {why}{more}" if why else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"result: {result.keys['result']}  quality: {result.keys['quality']}  ({time.monotonic() - t:.1f} s)",
         highlight=False,
@@ -434,9 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--document", action="append", help="restrict to this document_id (repeatable)")
     p.add_argument(
         "--mode",
-        choices=["rerank", "exact", "dense"],
+        choices=["rerank", "exact", "dense", "text", "hybrid"],
         default="rerank",
-        help="prefetch+MaxSim rerank (default), exhaustive MaxSim, or single mean vector",
+        help="the visual plan (rerank, default), exhaustive MaxSim, one mean vector, BM25 over the pages' words "
+        "(text), or the visual plan and the words fused by reciprocal rank (hybrid)",
     )
     p.add_argument("--collection")
     p.add_argument("--json", action="store_true")

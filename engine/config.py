@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     render_timeout_s: float = Field(
         900.0, description="Wall-clock and CPU-time limit to render one document (all pages)."
     )
+    ocr_languages: str = Field(
+        "eng+deu+fra+nld+spa+ita+por",
+        description="Tesseract languages for pages and images without a text layer (installed ones are used; empty: no OCR).",
+    )
     soffice: str = Field("soffice", description="LibreOffice binary used for Office/ODF/HTML documents.")
     work_dir: Path | None = Field(
         None, description="Scratch folder for conversions (default: system temp, /tmp on Lambda)."
@@ -181,6 +185,22 @@ class Settings(BaseSettings):
     deadline_margin_s: float = Field(
         30.0,
         description="Seconds kept free before the Lambda timeout: ingest checkpoints and re-queues the rest.",
+    )
+    membership_table: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MEMBERSHIP_TABLE", "DOCVISION_MEMBERSHIP_TABLE"),
+        description="DynamoDB table of which source key holds which document (required with an s3:// store; "
+        "a local store keeps it in SQLite beside the store).",
+    )
+    membership_lease_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long others leave an unfinished ingest's claim alone (longer than an invocation).",
+    )
+    max_ingest_passes: int = Field(
+        50,
+        ge=1,
+        description="Continuations of one object version before it goes to the DLQ (ingest_passes_exceeded).",
     )
 
     # --- extraction ----------------------------------------------------------------------------------

@@ -75,6 +75,12 @@ class ConversionTimeout(DocumentError):
     code = "conversion_timeout"
 
 
+class IngestPassesExceeded(DocumentError):
+    """A document re-queued more times than DOCVISION_MAX_INGEST_PASSES allows without finishing."""
+
+    code = "ingest_passes_exceeded"
+
+
 class XfaForm(DocumentError):
     """An XFA-only form: the pages hold Adobe's "please wait" placeholder, the content lives in XFA XML."""
 
@@ -145,11 +151,30 @@ class ExtractionFailed(DocVisionError):
     http_status = 502
 
 
+class UpstreamUnavailable(DocVisionError):
+    """The LLM endpoint answered with an HTTP error or could not be reached."""
+
+    code = "upstream_unavailable"
+    http_status = 503
+
+
+class UpstreamTimeout(DocVisionError):
+    code = "timeout"
+    http_status = 504
+
+
 class IndexLocked(DocVisionError):
     """The embedded index is a folder one process at a time may open."""
 
     code = "index_locked"
     http_status = 503
+
+
+class TextChannelMissing(DocVisionError):
+    """Text or hybrid search on a collection built before the text channel existed."""
+
+    code = "text_channel_missing"
+    http_status = 409
 
 
 class InputTooLarge(DocVisionError):

@@ -98,7 +98,14 @@ class DocVision:
     def jobs(self) -> JobStore:
         from engine.jobs import DynamoJobStore
 
-        return DynamoJobStore(self.settings.jobs_table)
+        return DynamoJobStore(self.settings.jobs_table, outcomes=self.store)
+
+    @cached_property
+    def membership(self) -> Any:
+        """Which source key holds which document (engine.index.membership), over DynamoDB or local SQLite."""
+        from engine.ingest import open_membership
+
+        return open_membership(self.index, self.store, self.settings)
 
     def documents(self, bucket: str) -> BlobStore:
         """Where uploaded documents are read from (one store per bucket, reused)."""
@@ -120,36 +127,45 @@ class DocVision:
             store=self.store,
             settings=self.settings,
             documents=self.documents,
+            members=self.membership,
             **kwargs,
         )
 
-    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> list[str]:
+    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> Any:
         """engine.ingest.remove_source with this process's index and store (an S3 ObjectRemoved event)."""
         from engine.ingest import remove_source
 
         return remove_source(
-            version, index=self.index, store=self.store, deleted_version_id=deleted_version_id
+            version,
+            index=self.index,
+            store=self.store,
+            deleted_version_id=deleted_version_id,
+            members=self.membership,
         )
 
     # ------------------------------------------------------------------------------------------- search
     def search(
         self, query: str, *, top_k: int = 10, document_ids: list[str] | None = None, mode: str = "rerank"
     ) -> dict[str, Any]:
+        """mode: rerank (the visual plan), exact, dense, text (BM25 over the pages' words) or hybrid (the
+        visual plan and the text channel fused by reciprocal rank; engine/index/base.py: query_plan)."""
         t = time.perf_counter()
-        (q,) = self.embedder.embed_queries([query])
+        # text mode never needs the model: the query's words are the whole query
+        q = None if mode == "text" else self.embedder.embed_queries([query])[0]
         t_embed = time.perf_counter() - t
         hits = self.index.search(
-            q,
+            q,  # type: ignore[arg-type]  # None only for text mode, which reads `text`
             top_k=top_k,
             document_ids=document_ids,
             mode=mode,
             prefetch_limit=self.settings.prefetch_limit,
             block_limit=self.settings.block_limit,
+            text=query,
         )
         return {
             "query": query,
             "mode": mode,
-            "model_id": self.embedder.model_id,
+            "model_id": self.model_identity()[0],
             "hits": [h.to_dict() for h in hits],
             "timing_ms": {
                 "query_encode": round(t_embed * 1000, 1),

@@ -38,7 +38,9 @@ API_MAX_REQUEST_PIXELS = int(os.environ.get("DOCVISION_API_MAX_REQUEST_PIXELS", 
 MAX_IMAGE_B64 = 8_000_000  # characters of base64 per image (6 MB decoded; API Gateway caps bodies at 10 MB)
 MAX_TEXT_CHARS = 2000  # per query/text: the model reads a few hundred tokens; longer texts only cost minutes
 MAX_JSON_DEPTH = 64  # nesting of any request body
-MAX_SCHEMA_NODES = 5000  # an inline schema with every $ref expanded
+MAX_JSON_CONTAINERS = (
+    50_000  # arrays + objects of any request body (the largest valid one has a few thousand)
+)
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 _BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
 QueryText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -75,7 +77,7 @@ class SearchRequest(BaseModel):
     query: str = Field(..., min_length=1, max_length=2000)
     top_k: int = Field(10, ge=1, le=100)
     document_ids: list[str] | None = None
-    mode: Literal["rerank", "exact", "dense"] = "rerank"
+    mode: Literal["rerank", "exact", "dense", "text", "hybrid"] = "rerank"
 
 
 class PageRef(BaseModel):
@@ -130,6 +132,7 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
     """Run a created job: queued → running → done | failed (every exception is recorded, then re-raised)."""
     from engine.documents import S3Object
     from engine.extraction import extract_document
+    from engine.jobs import upstream_error
 
     svc = service()
     if not svc.jobs.start(job_id):  # a duplicate or late invocation: the job already ran or was given up
@@ -145,7 +148,10 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
         )  # fmt: skip
     except Exception as exc:
         metrics.add_metric(name="ExtractionsFailed", unit=MetricUnit.Count, value=1)
-        svc.jobs.fail(job_id, exc)
+        typed = upstream_error(exc)  # the LLM's HTTP errors and timeouts: typed, in the job and the answer
+        svc.jobs.fail(job_id, typed or exc)
+        if typed is not None:
+            raise typed from exc
         raise
     metrics.add_metric(
         name="CacheHits" if out.cached else "ExtractionsSucceeded", unit=MetricUnit.Count, value=1
@@ -154,10 +160,16 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
         metrics.add_metric(
             name="QualityScore", unit=MetricUnit.Percent, value=round(100 * out.quality["quality_score"], 1)
         )
+    verdict = out.quality.get("verdict") or {}
+    # one data point per document (0 or 1): the alarm sums them, so a single document needing review is seen
+    metrics.add_metric(name="DocumentsNeedingReview", unit=MetricUnit.Count,
+                       value=1 if verdict.get("decision") in ("review", "reject") else 0)  # fmt: skip
     grounding = out.quality.get("grounding") or {}
     result = {"cached": out.cached, "cache_key": out.cache_key, "outputs": out.keys,
               "quality": {"quality_score": out.quality["quality_score"], "schema_valid": out.quality["schema_valid"],
-                          "grounding_ratio": grounding.get("ratio")}}  # fmt: skip
+                          "grounding_ratio": grounding.get("ratio"), "verdict": verdict.get("decision"),
+                          # codes and paths only: no value reaches the job record
+                          "verdict_reasons": [{k: r[k] for k in ("reason", "path") if k in r} for r in verdict.get("reasons", [])][:50]}}  # fmt: skip
     svc.jobs.succeed(job_id, result)
     return {"job_id": job_id, "status": "done", **result}
 
@@ -172,9 +184,8 @@ def _job_view(record: Any) -> dict[str, Any]:
 def extract(body: Annotated[ExtractRequest, Body()]):  # noqa: ANN201 (a Response annotation makes Powertools build a model of it)
     from engine.extraction import compile_schema
 
-    schema = _schema_for(body)
-    _check_schema_size(schema)
-    compile_schema(schema)  # schema errors are 400s before any work is queued
+    # schema errors (and schemas too large or deep with their $refs resolved) are 4xx before any work is queued
+    compile_schema(_schema_for(body))
     job_id = str(uuid.uuid4())
     request = body.model_dump(by_alias=True)
     mode = body.mode
@@ -235,43 +246,6 @@ def _images(encoded: list[str]) -> list[Any]:
             )
         images.append(image)
     return images
-
-
-def _check_schema_size(schema: Any) -> None:
-    """Bound an inline schema's depth and its size with every $ref expanded (exponential $ref chains)."""
-    defs: dict[str, int] = {}
-
-    def size(node: Any, depth: int, refs: tuple[str, ...]) -> int:
-        if depth > MAX_JSON_DEPTH:
-            raise BadRequest(f"the schema is nested deeper than {MAX_JSON_DEPTH} levels", document="schema")
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            total = 1
-            if isinstance(ref, str) and ref.startswith("#/") and ref not in refs:
-                if ref not in defs:
-                    target: Any = schema
-                    for part in ref[2:].split("/"):
-                        target = (
-                            target.get(part.replace("~1", "/").replace("~0", "~"))
-                            if isinstance(target, dict)
-                            else None
-                        )
-                    defs[ref] = size(target, depth + 1, (*refs, ref))
-                total += defs[ref]
-            total += sum(size(v, depth + 1, refs) for k, v in node.items() if k != "$ref")
-        elif isinstance(node, list):
-            total = 1 + sum(size(v, depth + 1, refs) for v in node)
-        else:
-            return 1
-        if total > MAX_SCHEMA_NODES:
-            raise InputTooLarge(
-                f"the schema expands to more than {MAX_SCHEMA_NODES:,} nodes with its $refs resolved; "
-                "simplify it or split the extraction",
-                document="schema",
-            )
-        return total
-
-    size(schema, 0, ())
 
 
 def _compact(result: dict[str, Any], encoding: str) -> dict[str, Any]:
@@ -372,30 +346,80 @@ def internal_error(exc: Exception) -> Response:
     return Response(500, content_types.APPLICATION_JSON, json.dumps(body))
 
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
+# ------------------------------------------------------------------------------------- body pre-check
+# Before Powertools parses anything: the body is decoded (base64, UTF-8) and its structure bounded in time
+# linear in its length, so that no body can cost more than a parse. Two regex passes run in C: strings are
+# cut out (the unrolled pattern consumes every character once, an unterminated string runs to the end and
+# stops there), then everything but brackets. What is left is at most MAX_JSON_CONTAINERS brackets, counted
+# in Python. Only then json.loads runs, with the nesting known to be shallow.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_CLOSES = {"]": "[", "}": "{"}
 
 
-def _depth_ok(body: str | None) -> bool:
-    """True when the body's JSON nesting is within MAX_JSON_DEPTH (strings removed in C, then brackets counted)."""
-    if not body:
-        return True
-    depth = 0
-    for m in _BRACKETS.finditer(_JSON_STRING.sub("", body)):
-        depth += 1 if m.group() in "[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            return False
-    return True
+def _structure_problem(text: str) -> str | None:
+    """Why the JSON text's arrays/objects are refused (too deep, too many, unbalanced), or None."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) > 2 * MAX_JSON_CONTAINERS:
+        return f"the JSON body has more than {MAX_JSON_CONTAINERS:,} arrays and objects"
+    stack: list[str] = []
+    for c in brackets:
+        if c in "[{":
+            stack.append(c)
+            if len(stack) > MAX_JSON_DEPTH:
+                return f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"
+        elif not stack or stack.pop() != _CLOSES[c]:
+            return "the body is not valid JSON: its brackets do not match"
+    return "the body is not valid JSON: its brackets do not match" if stack else None
 
 
-def _too_deep() -> dict[str, Any]:
-    body = {
-        "error": {
-            "code": "bad_request",
-            "message": f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels",
-        }
-    }
-    return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
+def _checked_body(event: dict[str, Any]) -> str | None:
+    """The request body as text whose JSON is well-formed and bounded, or raises BadRequest saying why.
+
+    A base64 body (isBase64Encoded) must be strict base64 of UTF-8 text; JSON is UTF-8 (RFC 8259 §8.1: a
+    leading byte order mark may be ignored, and is); a lone surrogate (raw or as a \\uD800 escape) would
+    fail later, when the text is encoded for the tokenizer, S3 or a log, so it is refused here."""
+    body = event.get("body")
+    if body is None or body == "":
+        return body
+    if not isinstance(body, str):
+        raise BadRequest("the body must be a JSON document", document="body")
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except ValueError as exc:
+            raise BadRequest("the body is marked base64 but is not valid base64", document="body") from exc
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(
+                f"the body is not UTF-8 (byte {exc.start}); send JSON encoded as UTF-8", document="body"
+            ) from exc
+    body = body.removeprefix("\ufeff")
+    problem = _structure_problem(body)
+    if problem:
+        raise BadRequest(problem, document="body")
+    try:
+        parsed = json.loads(body)
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")  # lone surrogates, raw or escaped
+    except UnicodeEncodeError as exc:
+        raise BadRequest(
+            "the body holds an unpaired UTF-16 surrogate (e.g. \\ud800 without its pair); send valid Unicode",
+            document="body",
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"the body is not valid JSON ({exc.msg} at character {exc.pos})", document="body"
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # e.g. an integer beyond Python's 4,300-digit limit
+        raise BadRequest(f"the body is not valid JSON ({type(exc).__name__})", document="body") from exc
+    return body
+
+
+def _refused(exc: DocVisionError) -> dict[str, Any]:
+    """A refusal before routing, shaped as every other error answer."""
+    return {"statusCode": exc.http_status, "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(error_body(exc))}  # fmt: skip
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
@@ -410,6 +434,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         except Exception as exc:  # recorded on the job; not raised, so Lambda does not run it again
             logger.warning("job failed", extra={"job_id": event["docvision_job"], "error": error_of(exc)})
             return {"job_id": event["docvision_job"], "status": "failed", "error": error_of(exc)}
-    if not _depth_ok(event.get("body")):
-        return _too_deep()
-    return app.resolve(event, context)
+    try:
+        body = _checked_body(event)
+    except BadRequest as exc:
+        return _refused(exc)
+    return app.resolve({**event, "body": body, "isBase64Encoded": False}, context)

@@ -30,7 +30,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from engine.documents import S3Object
-from engine.errors import ConversionTimeout, DocumentError, NotFound
+from engine.errors import ConversionTimeout, DocumentError, IngestPassesExceeded, NotFound
 from engine.index.membership import SourceVersion, local_sequencer
 from handlers.common import logger, metrics, service, tracer, warm_model
 
@@ -97,13 +97,21 @@ def _idempotent_ingest() -> Any:
     )(_ingest_object)
 
 
-def ingest_object(job: Job, deadline: float) -> dict[str, Any]:
+def ingest_object(job: Job, deadline: float, whole_invocation: bool = True) -> dict[str, Any]:
     _, fn = _idempotent_ingest()
-    return fn(job=job, deadline=deadline)
+    return fn(job=job, deadline=deadline, whole_invocation=whole_invocation)
 
 
-def _ingest_object(job: Job, deadline: float) -> dict[str, Any]:
+def _ingest_object(job: Job, deadline: float, whole_invocation: bool = True) -> dict[str, Any]:
     svc = service()
+    cap = svc.settings.max_ingest_passes
+    if job.get("pass", 0) >= cap:  # a document that never finishes must not circle the queue for ever
+        metrics.add_metric(name="IngestPassesExceeded", unit=MetricUnit.Count, value=1)
+        raise IngestPassesExceeded(
+            f"not finished after {cap} passes; raise DOCVISION_MAX_INGEST_PASSES or the ingest function's "
+            "timeout (IngestTimeoutSeconds), or ingest it with the Batch backfill",
+            document=f"s3://{job['bucket']}/{job['key']}", passes=job.get("pass", 0), setting="DOCVISION_MAX_INGEST_PASSES",
+        )  # fmt: skip
     warm_model()
     uri = f"s3://{job['bucket']}/{job['key']}"
     try:
@@ -115,12 +123,15 @@ def _ingest_object(job: Job, deadline: float) -> dict[str, Any]:
             expected_document_id=job.get("document_id"),
             start_page=job.get("start_page", 1),
             deadline=deadline,
+            whole_invocation=whole_invocation,
         )
     except (
         NotFound
     ):  # the object (version) was deleted before we got to it: its ObjectRemoved event handles it
         logger.info("object no longer exists; nothing to ingest")
         return {"key": job["key"], "skipped": "not_found"}
+    if result.conversion_deferred:
+        metrics.add_metric(name="ConversionsDeferred", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="PagesRendered", unit=MetricUnit.Count, value=result.pages_embedded)
     metrics.add_metric(name="PagesEmbedded", unit=MetricUnit.Count, value=result.pages_embedded)
     if result.pages_embedded:
@@ -147,13 +158,49 @@ def _ingest_object(job: Job, deadline: float) -> dict[str, Any]:
     return result.to_dict()
 
 
-def remove_object(job: Job) -> dict[str, Any]:
-    """ObjectRemoved: idempotent by itself (a tombstone per sequencer), so no idempotency record."""
+def remove_object(job: Job, deadline: float) -> dict[str, Any]:
+    """ObjectRemoved: idempotent by itself (a tombstone per sequencer), so no idempotency record.
+
+    Deleting the current version for good makes S3 serve the previous one again: that version is indexed
+    at the deletion's sequencer (or the key is tombstoned when S3 serves nothing)."""
+    svc = service()
+    version = _version(job)
     deleted_version = job.get("version_id") if job.get("event") == "ObjectRemoved:Delete" else None
-    removed = service().remove_source(_version(job), deleted_version_id=deleted_version)
+    outcome = svc.remove_source(version, deleted_version_id=deleted_version)
+    removed = list(outcome.removed_documents)
+    out: dict[str, Any] = {"key": job["key"], "removed_documents": removed}
+    if outcome.current_removed:
+        serving = _serving_version(job)
+        if serving is None:
+            removed += svc.remove_source(version).removed_documents
+        else:
+            logger.info("the current version was deleted; indexing the version S3 serves now")
+            restore = {**job, "op": "ingest", "version_id": serving, "start_page": 1, "pass": 0}
+            out["restored"] = ingest_object(restore, deadline)
     metrics.add_metric(name="DocumentsRemoved", unit=MetricUnit.Count, value=len(removed))
     logger.info("source removed", extra={"removed_documents": removed})
-    return {"key": job["key"], "removed_documents": removed}
+    return out
+
+
+def _serving_version(job: Job) -> str | None:
+    """The version id S3 serves for the key now ("null" in an unversioned bucket); None: nothing (404, or a
+    delete marker is current)."""
+    from botocore.exceptions import ClientError
+
+    s3 = service().s3_client or _s3()
+    try:
+        head = s3.head_object(Bucket=job["bucket"], Key=job["key"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "405"):
+            return None
+        raise
+    return str(head.get("VersionId") or "null")
+
+
+def _s3() -> Any:
+    import boto3
+
+    return boto3.client("s3")
 
 
 def _sqs() -> Any:
@@ -193,17 +240,25 @@ class Retry(Exception):
     """This record should be retried by SQS (and reach the DLQ through the redrive policy if it keeps failing)."""
 
 
-def run_job(job: Job, deadline: float) -> dict[str, Any]:
-    """One job; raises Retry for what SQS should deliver again. Log keys are this job's only."""
+def run_job(job: Job, deadline: float, whole_invocation: bool = True) -> dict[str, Any]:
+    """One job; raises Retry for what SQS should deliver again. Log keys are this job's only.
+    ``whole_invocation``: no other job of this invocation ran before this one."""
     logger.append_keys(document=f"s3://{job['bucket']}/{job['key']}")
     try:
         if job.get("op") == "remove":
-            return remove_object(job)
-        return ingest_object(job, deadline)
+            return remove_object(job, deadline)
+        return ingest_object(job, deadline, whole_invocation)
     except IdempotencyAlreadyInProgressError as exc:
         logger.info("the same object version is being ingested right now; retrying later")
         raise Retry("in progress elsewhere") from exc
-    except ConversionTimeout as exc:  # may succeed with a fresh invocation's full time: not permanent
+    except ConversionTimeout as exc:
+        metrics.add_metric(name="ConversionTimeouts", unit=MetricUnit.Count, value=1)
+        if exc.details.get("permanent"):  # a whole invocation is too short: retrying cannot help
+            metrics.add_metric(name="DocumentsRejected", unit=MetricUnit.Count, value=1)
+            if not _dead_letter(job, exc):
+                raise Retry("DLQ unavailable") from exc
+            return {"key": job["key"], "error": exc.to_dict()}
+        # the configured limit on a possibly loaded host: may succeed on a retry
         metrics.add_metric(name="IngestErrors", unit=MetricUnit.Count, value=1)
         logger.warning("conversion timed out; will be retried", extra={"error": exc.to_dict()})
         raise Retry("conversion timeout") from exc
@@ -234,11 +289,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     margin = service().settings.deadline_margin_s
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - margin
     results: list[dict[str, Any]] = []
+    ran = [0]  # jobs started in this invocation: only the first has the whole invocation's time
+
+    def run(job: Job) -> dict[str, Any]:
+        ran[0] += 1
+        return run_job(job, deadline, whole_invocation=ran[0] == 1)
+
     records = event.get("Records", [])
     if records and all(r.get("eventSource") == "aws:sqs" for r in records):
 
         def record_handler(record: SQSRecord) -> list[dict[str, Any]]:
-            out = [run_job(job, deadline) for job in jobs_from_body(json.loads(record.body))]
+            out = [run(job) for job in jobs_from_body(json.loads(record.body))]
             results.extend(out)
             return out
 
@@ -248,5 +309,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
         return {**response, "results": results}
     for _, job in jobs_from_event(event):  # a direct S3 notification: failures raise (Lambda retries it)
-        results.append(run_job(job, deadline))
+        results.append(run(job))
     return {"batchItemFailures": [], "results": results}

@@ -137,6 +137,10 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
                     page = page_number + 1
                     del raw
                 _send(out, {"done": True})
+            elif cmd["op"] == "ocr":  # Tesseract on a frame the caller wrote, under this process's limits
+                from engine.documents.ocr import ocr_op
+
+                _send(out, ocr_op(cmd))
         except BaseException as exc:  # noqa: BLE001 - every failure crosses the pipe as a typed error
             _send(out, _error_header(exc, name, page))
 

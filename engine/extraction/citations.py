@@ -1,14 +1,19 @@
 """Citations: where on which page each extracted value is, and whether the page really says it.
 
-Text layer (born-digital PDFs and everything LibreOffice converts): the page's words (pymupdf) are searched
-for the value — numbers by value whatever their printed form (1,200.00 / 1.200,00 / 1200), dates whatever
-their format (2026-11-02 / 02.11.2026 / Nov 2, 2026), strings by letters and digits ignoring case, spaces and
-punctuation, across line breaks. A value found is `grounded: true` with its box; not found on any page its
-call saw is `grounded: false` (a value the page does not say: misread or invented).
+Words: the page's text layer (born-digital PDFs and everything LibreOffice converts; `method: "text"`) and,
+where a page has none or places images (a scan, a logo with the vendor's name), Tesseract's words for it
+(engine.documents.ocr; `method: "ocr"`, with `ocr_confidence`, the lowest confidence of the value's words).
+Both are searched alike for the value — numbers by value whatever their printed form (1,200.00 / 1.200,00 /
+1200; words join into one number only as a thousands group of exactly 3 digits, closer than a column gap, so
+cells "3" "3" never read as 33), dates whatever their format (2026-11-02 / 02.11.2026 / Nov 2, 2026), strings
+by letters and digits ignoring case, spaces and punctuation, across line breaks. A value inside an array row
+must sit in that row and under its field's column (engine.extraction.tables).
 
-No text layer (scans, photos): the value is embedded as a query and the highest-scoring patch region of the
-late-interaction similarity map is cited (`method: "similarity_map"`, `grounded: null`: an estimate of where,
-not a check of what). Booleans cannot be looked up (`method: "none"`).
+Each citation: `grounded` true (found) / false (with `reason`: not_found, wrong_row, wrong_column) / null (not
+checkable), `reason` also `low_ocr_confidence` for a value found only in OCR words read with low confidence.
+Nothing to read (no text layer, no OCR): the value is embedded as a query and the highest-scoring patch
+region of the late-interaction similarity map is cited (`method: "similarity"`, `grounded: null`: an estimate of
+where, not a check of what). Booleans cannot be looked up (`method: "none"`).
 
 Boxes are [x0, y0, x1, y1] as fractions of the displayed page's width and height (origin top-left).
 """
@@ -22,9 +27,12 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from engine.extraction import tables
 from engine.extraction.schema import CompiledSchema, TypeNode
 
 MAX_SPAN_WORDS = 40  # a value is matched over at most this many consecutive words
+LOW_OCR_CONFIDENCE = 0.6  # Tesseract's word confidence below which a found value is still worth a look
+JOIN_GAP = 0.6  # words join into one number only when closer than this share of the line height (a space)
 
 
 # ----------------------------------------------------------------------------------------------- leaves
@@ -35,6 +43,12 @@ class Leaf:
     field: str  # field name
     kind: str
     value: Any
+    description: str | None = None  # the field's schema description (matched against table headers)
+
+    @property
+    def array(self) -> str:
+        """The array the row belongs to ($.lines for $.lines[1]); "" outside arrays."""
+        return re.sub(r"\[\d+\]$", "", self.row) if self.row != "$" else ""
 
 
 def leaves(data: Any, compiled: CompiledSchema) -> list[Leaf]:
@@ -42,18 +56,20 @@ def leaves(data: Any, compiled: CompiledSchema) -> list[Leaf]:
     skip = compiled.schema.get("x-confidence")
     out: list[Leaf] = []
 
-    def walk(value: Any, node: TypeNode, path: str, row: str, field: str, plain: str) -> None:
+    def walk(
+        value: Any, node: TypeNode, path: str, row: str, field: str, plain: str, desc: str | None = None
+    ) -> None:
         if node.kind == "object":
             for f in node.fields:
                 sub = f"{plain}.{f.name}" if plain else f.name
-                walk((value or {}).get(f.name), f.type, f"{path}.{f.name}", row, f.name, sub)
+                walk((value or {}).get(f.name), f.type, f"{path}.{f.name}", row, f.name, sub, f.description)
         elif node.kind == "array":
             assert node.item
             for i, item in enumerate(value or []):
                 p = f"{path}[{i}]"
-                walk(item, node.item, p, p, field, f"{plain}[]")
+                walk(item, node.item, p, p, field, f"{plain}[]", desc)
         elif value is not None and plain != skip:
-            out.append(Leaf(path, row, field, node.kind, value))
+            out.append(Leaf(path, row, field, node.kind, value, desc or node.description))
 
     walk(data, compiled.root, "$", "$", "", "")
     return out
@@ -115,6 +131,12 @@ def date_readings(text: str) -> set[dt.date]:
     from dateutil import parser
 
     t = text.strip(" ,;:()[]")
+    from engine.extraction.locale import parse_date
+
+    if (
+        named := parse_date(t)
+    ).month_name and named.value:  # month names in de/fr/nl/es/it/pt ("7. Mai 2014")
+        return {named.value}
     if not re.search(r"\d", t) or not (
         re.search(r"\d{4}", t) or re.search(r"\d{1,2}[./-]\d{1,2}[./-]\d{2}\b", t)
     ):
@@ -139,42 +161,118 @@ def date_readings(text: str) -> set[dt.date]:
 
 
 # -------------------------------------------------------------------------------------------- text layer
+Box = tuple[float, float, float, float]
+
+
 @dataclass
 class Word:
     text: str
     fold: str
-    box: tuple[float, float, float, float]  # fractions of the displayed page
+    box: Box  # fractions of the displayed page
+    source: str = "text"  # "text" (the PDF's text layer) | "ocr"
+    conf: float | None = None  # OCR confidence 0-1
+    rbox: Box = (0.0, 0.0, 0.0, 0.0)  # the box in the page's reading frame, in points (see _turn)
+
+
+def _turn(box: Box, angle: int, width: float = 1.0, height: float = 1.0) -> Box:
+    """A display box (fractions) in the reading frame of text running at `angle` (turned so that the text
+    runs left to right), in the units of width × height (points: gaps and line heights compare)."""
+    x0, y0, x1, y1 = box[0] * width, box[1] * height, box[2] * width, box[3] * height
+    if angle == 90:  # text runs upwards: reading x grows as display y falls, lines step rightwards
+        return (height - y1, x0, height - y0, x1)
+    if angle == 270:  # downwards
+        return (y0, width - x1, y1, width - x0)
+    if angle == 180:
+        return (width - x1, height - y1, width - x0, height - y0)
+    return (x0, y0, x1, y1)
 
 
 def _same_line(a: Word, b: Word) -> bool:
-    return abs((a.box[1] + a.box[3]) - (b.box[1] + b.box[3])) / 2 < max(a.box[3] - a.box[1], 1e-6) / 2
+    return abs((a.rbox[1] + a.rbox[3]) - (b.rbox[1] + b.rbox[3])) / 2 < max(a.rbox[3] - a.rbox[1], 1e-6) / 2
+
+
+def _word(raw: list[Any], source: str) -> Word:
+    x0, y0, x1, y1, t = raw[:5]
+    conf = float(raw[6]) if source == "ocr" and len(raw) > 6 else None
+    return Word(str(t), _fold(str(t)), (float(x0), float(y0), float(x1), float(y1)), source, conf)
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Share of a's area that b covers."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    area = max((a[2] - a[0]) * (a[3] - a[1]), 1e-9)
+    return max(w, 0) * max(h, 0) / area
 
 
 class TextLayer:
-    """The words of the pages the calls saw, read once (engine.extraction.textlayer: page → [[x0,y0,x1,y1,text]])."""
+    """The words of the pages the calls saw (engine.extraction.textlayer: page → {"words", "images"}, or the
+    older page → [[x0, y0, x1, y1, text], …]), plus OCR words added per page (`add_ocr`)."""
 
-    def __init__(self, pages: dict[int, list[list[Any]]]) -> None:
-        self._stream = {
-            n: [
-                Word(str(t), _fold(str(t)), (float(x0), float(y0), float(x1), float(y1)))
-                for x0, y0, x1, y1, t in ws
-            ]
-            for n, ws in pages.items()
-        }
-        self._pages = {
-            n: sorted(ws, key=lambda w: (round(w.box[3] * 300), w.box[0])) for n, ws in self._stream.items()
-        }
+    def __init__(self, pages: dict[int, Any]) -> None:
+        self._stream: dict[int, list[Word]] = {}
+        self._images: dict[int, list[list[float]]] = {}
+        self._angle: dict[int, int] = {}
+        self._size: dict[int, tuple[float, float]] = {}  # displayed page size in points
+        self._pages: dict[int, list[Word]] = {}
+        for n, page in pages.items():
+            raw = page["words"] if isinstance(page, dict) else page
+            self._images[n] = page.get("images", []) if isinstance(page, dict) else []
+            if isinstance(page, dict) and page.get("size"):
+                self._size[n] = (float(page["size"][0]), float(page["size"][1]))
+            angles = [int(w[5]) for w in raw if len(w) > 5]
+            self._angle[n] = max(set(angles), key=angles.count) if angles else 0
+            self._stream[n] = [_word(w, "text") for w in raw]
+            self._reorder(n)
+
+    def _reorder(self, n: int) -> None:
+        width, height = self._size.get(n, (612.0, 792.0))
+        for w in self._stream[n]:
+            w.rbox = _turn(w.box, self._angle.get(n, 0) if w.source == "text" else 0, width, height)
+        self._pages[n] = sorted(self._stream[n], key=lambda w: (round(w.rbox[3] * 2), w.rbox[0]))
+
+    def add_ocr(self, n: int, words: list[list[Any]], size: tuple[float, float] | None = None) -> int:
+        """OCR words of page n (all of it, or an image region); those the text layer already has are dropped.
+        size: the displayed page in points, where the text layer did not say."""
+        if size and n not in self._size:
+            self._size[n] = size
+        have = [w.box for w in self._stream.get(n, []) if w.source == "text"]
+        new = [_word(w, "ocr") for w in words]
+        new = [w for w in new if w.fold and not any(_overlap(w.box, b) > 0.5 for b in have)]
+        if not have:
+            self._angle[n] = 0  # Tesseract reports upright words
+        self._stream.setdefault(n, []).extend(new)
+        self._reorder(n)
+        return len(new)
 
     def words(self, page_number: int) -> list[Word]:
-        """The page's words in reading order (top to bottom, left to right)."""
+        """The page's words in reading order (top to bottom, left to right, in the page's reading frame)."""
         return self._pages.get(page_number, [])
 
     def orders(self, page_number: int) -> list[list[Word]]:
         """Reading order and the content stream's order (which keeps a cell's wrapped lines together)."""
         return [self.words(page_number), self._stream.get(page_number, [])]
 
+    def lines(self, page_number: int) -> list[list[Word]]:
+        """The page's words grouped into lines (reading frame)."""
+        out: list[list[Word]] = []
+        for w in self.words(page_number):
+            if out and _same_line(out[-1][0], w):
+                out[-1].append(w)
+            else:
+                out.append([w])
+        return out
+
     def has_text(self, page_number: int) -> bool:
+        """Words to check values against: the text layer's or OCR's."""
         return any(w.fold for w in self.words(page_number))
+
+    def has_text_layer(self, page_number: int) -> bool:
+        return any(w.fold and w.source == "text" for w in self._stream.get(page_number, []))
+
+    def images(self, page_number: int) -> list[list[float]]:
+        """Where the page places images (fractions of the displayed page)."""
+        return self._images.get(page_number, [])
 
 
 def _union(words: list[Word]) -> list[float]:
@@ -186,6 +284,18 @@ def _union(words: list[Word]) -> list[float]:
     ]
 
 
+def _joinable(a: Word, b: Word) -> bool:
+    """May b continue the number a starts ("1 200,00", "€ 1,200", "98 452")? Never across a column gap, and a
+    digit group after a digit group is a thousands group: exactly 3 digits ("3" "3" are two cells, not 33)."""
+    h = max(a.rbox[3] - a.rbox[1], b.rbox[3] - b.rbox[1], 1e-6)
+    if not _same_line(a, b) or b.rbox[0] - a.rbox[2] > JOIN_GAP * h:
+        return False
+    if a.text[-1:].isdigit() and b.text[:1].isdigit():
+        tail = re.search(r"\d+$", a.text)
+        return bool(tail and len(tail.group()) <= 3 and re.match(r"\d{3}(?!\d)", b.text))
+    return True
+
+
 def find(leaf: Leaf, words: list[Word]) -> list[list[Word]]:
     """Every span of consecutive words that says the leaf's value."""
     spans: list[list[Word]] = []
@@ -195,6 +305,8 @@ def find(leaf: Leaf, words: list[Word]) -> list[list[Word]]:
             for n in (1, 2, 3):  # "1 200,00" and "€ 1,200" print one number as several words
                 span = words[i : i + n]
                 if len(span) < n:
+                    break
+                if n > 1 and not _joinable(span[-2], span[-1]):
                     break
                 text = " ".join(x.text for x in span).strip("()[]:;,*")
                 if n > 1 and not _NUMBER_WORDS.match(text):
@@ -269,38 +381,72 @@ def _label_near(span: list[Word], words: list[Word], field: str) -> bool:
 def cite_text_layer(
     found: list[Leaf], layer: TextLayer, pages_of: dict[str, list[int]]
 ) -> dict[str, dict[str, Any]]:
-    """path → citation for every leaf, found on the pages the call that produced it saw."""
+    """path → citation for every leaf, found on the pages the call that produced it saw: values outside arrays
+    anywhere on those pages (preferring one labelled with the field's name), array values in their row's cell."""
     out: dict[str, dict[str, Any]] = {}
-    anchors: dict[str, tuple[int, float]] = {}  # row → (page, y) of its first located value
-    order = sorted(found, key=lambda lf: (lf.row, -len(str(lf.value)) if lf.kind == "string" else 0))
-    for leaf in order:
+    spans: dict[str, list[tuple[int, list[Word]]]] = {}
+    for leaf in found:
         if leaf.kind == "boolean":
-            out[leaf.path] = {"method": "none", "page": None, "bbox": None, "grounded": None}
+            out[leaf.path] = {"method": "none", "page": None, "bbox": None, "grounded": None, "reason": None,
+                              "ocr_confidence": None}  # fmt: skip
             continue
-        best: tuple[float, int, list[Word]] | None = None
+        spans[leaf.path] = []
         for page in pages_of.get(leaf.path, []):
             words = layer.words(page)
-            spans = find(leaf, words)
-            if leaf.kind == "string" and not any(len(sp) > 1 for sp in spans):
-                spans += [sp for sp in find(leaf, layer.orders(page)[1]) if len(sp) > 1]
-            for span in spans:
-                score = 0.0
-                if (
-                    leaf.row in anchors and leaf.row != "$"
-                ):  # the other values of its table row: same page, same line
-                    a_page, a_y = anchors[leaf.row]
-                    score += 2 - min(abs(a_y - span[0].box[1]) * 10, 2) if a_page == page else -2
-                if _label_near(span, words, leaf.field):
-                    score += 1.0
-                if best is None or score > best[0]:
-                    best = (score, page, span)
-        if best is None:
-            out[leaf.path] = {"method": "text_layer", "page": None, "bbox": None, "grounded": False}
+            got = find(leaf, words)
+            if leaf.kind == "string" and not any(len(sp) > 1 for sp in got):
+                got += [sp for sp in find(leaf, layer.orders(page)[1]) if len(sp) > 1]
+            spans[leaf.path] += [(page, sp) for sp in got]
+    by_array: dict[str, dict[str, list[Leaf]]] = {}
+    for leaf in found:
+        if leaf.path not in spans:
             continue
-        _, page, span = best
-        anchors.setdefault(leaf.row, (page, span[0].box[1]))
-        out[leaf.path] = {"method": "text_layer", "page": page, "bbox": _union(span), "grounded": True}
+        if not leaf.array:
+            best = max(
+                spans[leaf.path],
+                key=lambda c: 1.0 if _label_near(c[1], layer.words(c[0]), leaf.field) else 0.0,
+                default=None,
+            )
+            out[leaf.path] = _citation(leaf, layer, best, None if best else "not_found")
+        else:
+            by_array.setdefault(leaf.array, {}).setdefault(leaf.row, []).append(leaf)
+    for rows in by_array.values():
+        fields = {lf.field: lf.description for ls in rows.values() for lf in ls}
+        pages = sorted({p for ls in rows.values() for lf in ls for p in pages_of.get(lf.path, [])})
+        lines = {p: layer.lines(p) for p in pages}
+        columns = {p: tables.header_columns(lines[p], fields, _fold) for p in pages}
+        ordered = sorted(rows.items(), key=lambda kv: [int(i) for i in re.findall(r"\[(\d+)\]", kv[0])])
+        for path, (cand, reason) in tables.judge_rows(ordered, spans, columns, lines).items():
+            leaf = next(lf for ls in rows.values() for lf in ls if lf.path == path)
+            out[path] = _citation(leaf, layer, cand, reason)
+    for path, c in out.items():
+        if c["grounded"] is False and c["page"] is None:
+            c["method"] = not_found_method(layer, pages_of.get(path, []))
     return out
+
+
+def _citation(
+    leaf: Leaf, layer: TextLayer, cand: tuple[int, list[Word]] | None, reason: str | None
+) -> dict[str, Any]:
+    """The citation of a leaf: where it was found (or, with a reason, where it was found instead)."""
+    if cand is None:
+        return {"method": "text", "page": None, "bbox": None, "grounded": False, "reason": reason or "not_found",
+                "ocr_confidence": None}  # fmt: skip
+    page, span = cand
+    ocr = [w.conf for w in span if w.source == "ocr" and w.conf is not None]
+    conf = round(min(ocr), 3) if ocr else None
+    if reason is None and conf is not None and conf < LOW_OCR_CONFIDENCE:
+        reason = "low_ocr_confidence"
+    return {
+        "method": "ocr" if any(w.source == "ocr" for w in span) else "text",
+        "page": page, "bbox": _union(span), "grounded": reason in (None, "low_ocr_confidence"),
+        "reason": reason, "ocr_confidence": conf,
+    }  # fmt: skip
+
+
+def not_found_method(layer: TextLayer, pages: list[int]) -> str:
+    """A value not found was looked for in OCR words when none of its pages has a text layer."""
+    return "ocr" if pages and not any(layer.has_text_layer(p) for p in pages) else "text"
 
 
 # -------------------------------------------------------------------------------------- similarity map
@@ -333,7 +479,14 @@ def cite_similarity_map(
     todo = [lf for lf in found if lf.kind != "boolean"]
     for lf in found:
         if lf.kind == "boolean":
-            out[lf.path] = {"method": "none", "page": None, "bbox": None, "grounded": None}
+            out[lf.path] = {
+                "method": "none",
+                "page": None,
+                "bbox": None,
+                "grounded": None,
+                "reason": None,
+                "ocr_confidence": None,
+            }
     if not todo:
         return out
     queries = embedder.embed_queries([f"{lf.field.replace('_', ' ')}: {lf.value}" for lf in todo])
@@ -348,24 +501,44 @@ def cite_similarity_map(
             if best is None or s > best[0]:
                 best = (s, page, got)
         if best is None or not best[2][1]:
-            out[lf.path] = {"method": "none", "page": None, "bbox": None, "grounded": None}
+            out[lf.path] = {
+                "method": "none",
+                "page": None,
+                "bbox": None,
+                "grounded": None,
+                "reason": None,
+                "ocr_confidence": None,
+            }
             continue
         _, page, (vectors, grid, offset) = best
         box = patch_region(np.asarray(q), vectors, tuple(grid), int(offset))
-        out[lf.path] = {"method": "similarity_map", "page": page, "bbox": box, "grounded": None}
+        out[lf.path] = {
+            "method": "similarity",
+            "page": page,
+            "bbox": box,
+            "grounded": None,
+            "reason": "no_text",
+            "ocr_confidence": None,
+        }
     return out
 
 
 def grounding(citations: list[dict[str, Any]]) -> dict[str, Any]:
-    checked = [c for c in citations if c["method"] == "text_layer"]
+    checked = [c for c in citations if c["method"] in ("text", "ocr")]
     grounded = sum(1 for c in checked if c["grounded"])
     return {
         "ratio": round(grounded / len(checked), 4) if checked else None,
         "grounded": grounded,
         "checked": len(checked),
-        "estimated": sum(1 for c in citations if c["method"] == "similarity_map"),
+        "checked_by_ocr": sum(1 for c in checked if c["method"] == "ocr"),
+        "estimated": sum(1 for c in citations if c["method"] == "similarity"),
         "ungrounded_paths": [c["path"] for c in checked if not c["grounded"]],
-    }
+        "reasons": {r: sum(1 for c in checked if c.get("reason") == r) for r in REASONS
+                    if any(c.get("reason") == r for c in checked)},
+    }  # fmt: skip
+
+
+REASONS = ("not_found", "wrong_row", "wrong_column", "low_ocr_confidence")
 
 
 def citations_table(citations: list[dict[str, Any]], document_id: str) -> Any:
@@ -378,11 +551,12 @@ def citations_table(citations: list[dict[str, Any]], document_id: str) -> Any:
         rows.append({
             "_document_id": document_id, "_row_id": f"$.citations[{i}]", "_parent_row_id": c["row"], "_path": "$.citations",
             "_index": i, "field_path": c["path"], "page": c["page"], "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
-            "method": c["method"], "grounded": c["grounded"],
+            "method": c["method"], "grounded": c["grounded"], "reason": c.get("reason"), "ocr_confidence": c.get("ocr_confidence"),
         })  # fmt: skip
     schema = pa.schema([
         ("_document_id", pa.string()), ("_row_id", pa.string()), ("_parent_row_id", pa.string()), ("_path", pa.string()),
         ("_index", pa.int32()), ("field_path", pa.string()), ("page", pa.int32()), ("x0", pa.float64()), ("y0", pa.float64()),
         ("x1", pa.float64()), ("y1", pa.float64()), ("method", pa.string()), ("grounded", pa.bool_()),
+        ("reason", pa.string()), ("ocr_confidence", pa.float64()),
     ])  # fmt: skip
     return pa.Table.from_pylist(rows, schema=schema)

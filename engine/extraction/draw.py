@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 from engine.errors import NotFound
 
 DPI = 110
-COLORS = {"text_layer": (0, 160, 60), "similarity_map": (30, 90, 230)}
+COLORS = {"text": (0, 160, 60), "ocr": (0, 130, 130), "similarity": (30, 90, 230)}
 
 
 def _source(provenance: dict[str, Any], override: str | None) -> Any:

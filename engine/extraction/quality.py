@@ -62,6 +62,9 @@ def quality_report(
     conflicts: list[dict],
     grounding: dict[str, Any] | None = None,
     rejected: int = 0,
+    citations: list[dict[str, Any]] | None = None,
+    flags: list[dict[str, Any]] | None = None,
+    arrays: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     leaves: list[tuple[bool, bool]] = []
     _leaves(data, compiled.root, True, leaves)
@@ -115,7 +118,99 @@ def quality_report(
         "attempts": attempts,
         "llm_calls": calls,
         "merge_conflicts": len(conflicts),
+        "arrays": arrays or {},
+        "verdict": verdict(compiled, valid=valid, citations=citations or [], flags=flags or [], arrays=arrays or {},
+                           grounding=grounding),
         "quality_score": round(score, 4) if score is not None else None,
         "quality_terms": {k: round(v, 4) for k, v in terms.items()},
         "quality_score_definition": DEFINITION,
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ verdict
+LOW_OCR_CONFIDENCE = 0.6  # an OCR word read with less confidence than this cannot ground a value on its own
+REJECT_GROUNDED_BELOW = 0.2  # most checked values are not on the pages: the wrong document, or invented
+VERDICT_DEFINITION = (
+    "reject: not schema-valid, or fewer than 20% of at least 3 checked values are on the pages. review: any "
+    "value of a required field ungrounded (not on the page the call saw) or unverifiable (no text layer or OCR "
+    "word to check it against), any value cited in the wrong row or column, any other ungrounded value, an "
+    "ambiguous value left null, a required field missing after every page, an OCR word below confidence 0.6, "
+    "or an array with fewer rows than the pages print. accept: none of these. The quality score never overrides it."
+)
+
+
+def _required_paths(node: TypeNode, prefix: str = "$", required: bool = True) -> dict[str, bool]:
+    """Schema path with [] for rows ($.lines[].amount) → is the leaf required (all the way up)?"""
+    out: dict[str, bool] = {}
+    for f in node.fields:
+        path, req = f"{prefix}.{f.name}", required and f.required
+        if f.type.kind == "object":
+            out |= _required_paths(f.type, path, req)
+        elif f.type.kind == "array":
+            assert f.type.item
+            item = f.type.item
+            if item.kind == "object":
+                out |= _required_paths(item, f"{path}[]", req or bool(f.listed_required))
+            else:
+                out[f"{path}[]"] = req or bool(f.listed_required)
+        else:
+            out[path] = req
+    return out
+
+
+def _schema_path(path: str) -> str:
+    import re
+
+    return re.sub(r"\[\d+\]", "[]", path)
+
+
+def verdict(
+    compiled: CompiledSchema,
+    *,
+    valid: bool,
+    citations: list[dict[str, Any]],
+    flags: list[dict[str, Any]],
+    arrays: dict[str, dict[str, Any]],
+    grounding: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """accept | review | reject, with every reason (codes and paths only: values stay in result.json)."""
+    required = _required_paths(compiled.root)
+    reasons: list[dict[str, Any]] = []
+    if not valid:
+        return {
+            "decision": "reject",
+            "reasons": [{"reason": "schema_invalid"}],
+            "definition": VERDICT_DEFINITION,
+        }
+    for c in citations:
+        req = required.get(_schema_path(c["path"]), False)
+        why = c.get("reason")
+        if c.get("grounded") is False:
+            code = (
+                why
+                if why in ("wrong_row", "wrong_column")
+                else ("ungrounded_required" if req else "ungrounded")
+            )
+            reasons.append({"reason": code, "path": c["path"], "page": c.get("page")})
+        elif c.get("grounded") is None and c["method"] != "none" and req:
+            # a similarity-map box is an estimate of where, not a check of what
+            reasons.append({"reason": "unverifiable_required", "path": c["path"], "page": c.get("page")})
+        conf = c.get("ocr_confidence")
+        if c.get("method") == "ocr" and isinstance(conf, int | float) and conf < LOW_OCR_CONFIDENCE:
+            reasons.append({"reason": "low_ocr_confidence", "path": c["path"], "page": c.get("page"),
+                            "confidence": round(float(conf), 3)})  # fmt: skip
+    for f in flags:
+        reasons.append({"reason": f["reason"], "path": f["path"]})
+    for path, a in arrays.items():
+        if a.get("complete") is False:
+            reasons.append({"reason": "array_incomplete", "path": path, "rows": a["rows"],
+                            "printed_rows": a["printed_rows"], "coverage": a["coverage"]})  # fmt: skip
+    g = grounding or {}
+    checked = g.get("checked") or 0
+    decision = "accept"
+    if reasons:
+        decision = "review"
+    if checked >= 3 and (g.get("grounded") or 0) < REJECT_GROUNDED_BELOW * checked:
+        decision = "reject"
+        reasons.insert(0, {"reason": "mostly_ungrounded", "grounded": g.get("grounded"), "checked": checked})
+    return {"decision": decision, "reasons": reasons, "definition": VERDICT_DEFINITION}

@@ -26,7 +26,9 @@ from engine.documents import open_document
 from engine.documents.source import DocumentInput
 from engine.errors import ExtractionFailed
 from engine.extraction import citations as cite
+from engine.extraction import locale, values
 from engine.extraction.clients import client_registry, describe_chain
+from engine.extraction.coverage import array_coverage
 from engine.extraction.quality import quality_report
 from engine.extraction.schema import (
     CompiledSchema,
@@ -36,16 +38,22 @@ from engine.extraction.schema import (
     compile_schema,
 )
 from engine.extraction.shape import canonicalize, dumps, merge, shape, tables_json_summary, to_jsonable
-from engine.extraction.textlayer import words_isolated
+from engine.extraction.textlayer import layer_isolated, ocr_frames
 
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = "Extract the fields described below from these {n} page image(s) (pages {pages} of {total})."
 RETRY = (
     "\nYour previous answer for these pages was rejected: {errors}. Answer again with the complete result, "
-    "giving every value in the type the schema asks for (use null for an optional value you cannot give)."
+    "giving every value in the type the schema asks for (use null for a value these pages do not print)."
 )
-CITATIONS_VERSION = "cite-v1"
+PAGED = (
+    " Answer only what these pages print: null for any field they do not show (other pages are asked too)."
+)
+CITATIONS_VERSION = "cite-v2"  # v2: OCR words, cell-level checks, reasons
+VALUES_VERSION = (
+    "locale-v1"  # numbers asked as text and parsed as printed; calls of a multi-call plan all-optional
+)
 
 
 @dataclass
@@ -74,6 +82,8 @@ class Answer:
     data: dict[str, Any]
     attempts: int
     rejected: list[dict[str, Any]]  # paths and reasons only
+    flags: list[dict[str, Any]] = field(default_factory=list)  # soft problems accepted: {path, reason}
+    as_printed: list[str] = field(default_factory=list)  # paths whose value was parsed from its printed form
 
 
 def output_settings(settings: Settings, citations: bool = True) -> dict[str, Any]:
@@ -83,8 +93,15 @@ def output_settings(settings: Settings, citations: bool = True) -> dict[str, Any
         "page_budget": settings.page_budget, "image_max_side": settings.llm_image_max_side, "dpi": settings.dpi,
         "list_mode": settings.list_mode, "list_segment_pages": settings.list_segment_pages,
         "list_segment_overlap": settings.list_segment_overlap, "citations": CITATIONS_VERSION if citations else "off",
-        "attempts": settings.extract_attempts,
+        "attempts": settings.extract_attempts, "ocr": _ocr_languages(settings) if citations else "off",
+        "values": VALUES_VERSION,
     }  # fmt: skip
+
+
+def _ocr_languages(settings: Settings) -> str:
+    from engine.documents.ocr import usable_languages
+
+    return usable_languages(settings.ocr_languages) if settings.ocr_languages else ""
 
 
 def cache_key(document_id: str, compiled: CompiledSchema, settings: Settings, citations: bool = True) -> str:
@@ -202,18 +219,18 @@ def _page_image(frame: Any, max_side: int) -> Any:
 
 
 def _validator(schema: dict[str, Any]) -> Any:
+    """Type, format and enum checks; `required` is left to values.missing_required (soft: flagged, not failed)."""
     from jsonschema import Draft202012Validator, FormatChecker
 
-    return Draft202012Validator(schema, format_checker=FormatChecker())
+    return Draft202012Validator(values.relaxed(schema), format_checker=FormatChecker())
 
 
 def _prune(value: Any, node: Any) -> Any:
-    """Canonical form → what JSON Schema validates: a null optional field is simply absent."""
+    """Canonical form → what JSON Schema validates: a null field is simply absent (a missing required field is
+    values.missing_required's to report: it may be flagged instead of failing)."""
     if node.kind == "object" and isinstance(value, dict):
         return {
-            f.name: _prune(value.get(f.name), f.type)
-            for f in node.fields
-            if value.get(f.name) is not None or f.listed_required
+            f.name: _prune(value.get(f.name), f.type) for f in node.fields if value.get(f.name) is not None
         }
     if node.kind == "array" and isinstance(value, list):
         return [_prune(v, node.item) for v in value]
@@ -318,12 +335,20 @@ def _same_value(raw: Any, kept: Any, node: TypeNode) -> bool:
     if node.kind in ("integer", "number"):
         if isinstance(raw, bool):
             return False
+        if isinstance(
+            kept, str
+        ):  # asked as text: BAML must have kept the answer's text (or number) as it was
+            if isinstance(raw, int | float):
+                try:
+                    return float(kept) == float(raw)
+                except ValueError:
+                    return False
+            return isinstance(raw, str) and raw.strip() == kept.strip()
         if isinstance(raw, int | float):
             return float(raw) == float(kept)
-        text = str(raw).strip()
-        return bool(cite._NUMBER_TOKEN.match(text)) and any(
-            cite._same_number(v, float(kept)) for v in cite.number_readings(text)
-        )
+        return locale.same_value(
+            str(raw), kept, node.kind
+        )  # "€ 4.904,94" is 4904.94; "23 percent of x" is not 23
     if node.kind == "boolean":
         return isinstance(raw, bool) or str(raw).strip().lower() in ("true", "false")
     if node.kind == "enum":
@@ -350,7 +375,7 @@ def _fits(value: Any, node: Any) -> bool:
             return False
         if isinstance(value, int | float):
             return True
-        return isinstance(value, str) and bool(cite.number_readings(value))
+        return isinstance(value, str)  # asked as text: BAML keeps any string (values.typed parses it)
     if k == "boolean":
         return isinstance(value, bool) or str(value).lower() in ("true", "false")
     if k == "enum":
@@ -358,9 +383,15 @@ def _fits(value: Any, node: Any) -> bool:
     return isinstance(value, str | int | float)
 
 
-def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, registry: Any, store: Any, on_frame: Any = None) -> tuple[list[Answer], Any]:  # fmt: skip
+def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, registry: Any, store: Any, on_frame: Any = None,
+        evidence: locale.LocaleEvidence | None = None) -> tuple[list[Answer], Any]:  # fmt: skip
     """One BAML call per planned call; an answer that does not parse, validate, or survive coercion whole is
-    retried with the reasons, then the extraction fails naming the paths (raw replies only in the store)."""
+    retried with the reasons, then the extraction fails naming the paths (raw replies only in the store).
+
+    Numbers are asked as text and parsed as printed (values.typed, with the document's locale `evidence`).
+    When the plan has several calls, each sees only some pages: every field is optional in its schema and
+    required fields are checked after the merge. A soft problem (an ambiguous value; a required field missing
+    from a single call's answer) is retried, then accepted as null and flagged — never guessed or invented."""
     from baml_py import Collector
     from baml_py.errors import BamlValidationError
 
@@ -373,16 +404,20 @@ def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, reg
             frames[f.page_number] = _page_image(f, settings.llm_image_max_side)
             if on_frame is not None:
                 on_frame(f)
-    tb = build_type_builder(compiled)
+    several = len(plan_.calls) > 1
+    tb = build_type_builder(compiled, all_optional=several)
     validator = _validator(compiled.schema)
+    doc_evidence = evidence or locale.LocaleEvidence()
     collector = Collector(name="extract")
     answers: list[Answer] = []
     for ci, chunk in enumerate(plan_.calls):
         base_instructions = INSTRUCTIONS.format(
             n=len(chunk), pages=", ".join(map(str, chunk)), total=doc.page_count
-        )
+        ) + (PAGED if several else "")
         instructions, data = base_instructions, None
         record: list[dict[str, Any]] = []
+        flags: list[dict[str, Any]] = []
+        printed: list[str] = []
         for attempt in range(1, settings.extract_attempts + 1):
             reply: str | None = None
             try:
@@ -396,17 +431,33 @@ def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, reg
                     errors="it was not one JSON object of the requested shape"
                 )
                 continue
-            candidate = canonicalize(to_jsonable(result), compiled.root, from_model=True)
+            as_text = canonicalize(to_jsonable(result), compiled.root, from_model=True)
             answered = raw_json(reply)
-            lost = losses(answered, candidate, compiled.root) if answered is not None else []
-            errors = [(p, r, r) for p, r in lost] + schema_errors(validator, compiled.root, candidate)
-            if not errors:
+            ev = values.combined(
+                doc_evidence, locale.infer_locale(values.number_strings(as_text, compiled.root))
+            )
+            printed = []
+            candidate, problems = values.typed(as_text, answered, compiled.root, ev, printed=printed)
+            lost = losses(answered, as_text, compiled.root) if answered is not None else []
+            if not several:  # a call that saw every page must answer every required field (or be flagged)
+                named = {p.path for p in problems}
+                problems += [
+                    p for p in values.missing_required(candidate, compiled.root) if p.path not in named
+                ]
+            errors = [values.Problem(p, r, r, False, "lost") for p, r in lost]
+            errors += [
+                values.Problem(p, r, m, False, "schema")
+                for p, r, m in schema_errors(validator, compiled.root, candidate)
+            ]
+            errors += problems
+            if not errors or (attempt == settings.extract_attempts and all(e.soft for e in errors)):
                 data = candidate
+                flags = [{"path": values.jsonpath(e.path), "reason": e.code} for e in errors]
                 break
-            record.append({"attempt": attempt, "errors": [[p, r] for p, r, _ in errors[:20]], "raw_output": reply,
-                           "messages": [m for _, _, m in errors[:20]]})  # fmt: skip
+            record.append({"attempt": attempt, "errors": [[e.path, e.reason] for e in errors[:20]], "raw_output": reply,
+                           "messages": [e.message for e in errors[:20]]})  # fmt: skip
             instructions = base_instructions + RETRY.format(
-                errors="; ".join(f"{p}: {m}" for p, _, m in errors[:10])
+                errors="; ".join(f"{values.jsonpath(e.path)}: {e.message}" for e in errors[:10])
             )
         rejected = [{"attempt": r["attempt"], "errors": r["errors"]} for r in record]
         if record:
@@ -426,11 +477,35 @@ def ask(plan_: Plan, doc: Any, compiled: CompiledSchema, settings: Settings, reg
                 f"answers are at {rejected[-1]['raw_answer']}",
                 document=doc.name, raw_answer_location=rejected[-1]["raw_answer"], paths=[p for p, _ in last[:20]],
             )  # fmt: skip
-        answers.append(Answer(chunk, data, len(record) + 1, rejected))
+        answers.append(Answer(chunk, data, len(record) + 1, rejected, flags, printed))
     return answers, collector
 
 
 # --------------------------------------------------------------------------------------------- assemble
+def _flags(answers: list[Answer], data: dict[str, Any], compiled: CompiledSchema) -> list[dict[str, Any]]:
+    """What the merged result leaves open, by path and reason (never a value): a value a call could only
+    report as ambiguous (unless another call answered it), and every required field still missing."""
+    out: dict[str, dict[str, Any]] = {}
+    for a in answers:
+        for f in a.flags:
+            if f["reason"] == "ambiguous_value" and _at(data, f["path"]) is None:
+                out[f["path"]] = {**f, "pages": a.pages}
+    for problem in values.missing_required(data, compiled.root):
+        path = values.jsonpath(problem.path)
+        out.setdefault(path, {"path": path, "reason": "missing_required"})
+    return [out[k] for k in sorted(out)]
+
+
+def _at(data: Any, jsonpath: str) -> Any:
+    cur = data
+    for key, idx in re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", jsonpath):
+        if key:
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        else:
+            cur = cur[int(idx)] if isinstance(cur, list) and int(idx) < len(cur) else None
+    return cur
+
+
 def scan_embedder(plan_: Plan, layer: cite.TextLayer, service: Any) -> Any:
     """A frame hook: pages without a text layer are embedded (in memory) for similarity-map citations."""
     if service is None:
@@ -469,7 +544,8 @@ def locate(data: dict[str, Any], compiled: CompiledSchema, layer: cite.TextLayer
             cite.cite_similarity_map(on_scan, plan_.page_vectors.get, service.embedder, leaf_pages)
         )
     for lf in on_scan:
-        located.setdefault(lf.path, {"method": "none", "page": None, "bbox": None, "grounded": None})
+        located.setdefault(lf.path, {"method": "none", "page": None, "bbox": None, "grounded": None,
+                                     "reason": "no_text", "ocr_confidence": None})  # fmt: skip
     return [{"path": lf.path, "row": lf.row, **located[lf.path]} for lf in found]
 
 
@@ -583,10 +659,20 @@ def extract_document(
             on_progress(0, len(plan_.calls))
         t_layer = time.monotonic()
         text_pdf = getattr(doc, "text_pdf", None) if cite_values else None
-        layer = cite.TextLayer(words_isolated(text_pdf, plan_.pages, settings, doc.name) if text_pdf else {})
+        layer = cite.TextLayer(layer_isolated(text_pdf, plan_.pages, settings, doc.name) if text_pdf else {})
         t_layer = time.monotonic() - t_layer
-        hook = scan_embedder(plan_, layer, service) if cite_values else None
-        answers, collector = ask(plan_, doc, compiled, settings, registry, store, hook)
+        # OCR first (pages without a text layer, image regions of pages with one); what OCR cannot read falls
+        # back to the similarity map
+        ocr_hook, ocr = ocr_frames(settings, layer) if cite_values else (None, None)
+        hooks = [h for h in (ocr_hook, scan_embedder(plan_, layer, service) if cite_values else None) if h]
+        # the document's own conventions (decimal comma? day-first?) settle values like `1.234` or `03/04/2020`
+        evidence = locale.infer_locale(w.text for p in plan_.pages for w in layer.words(p))
+        try:
+            answers, collector = ask(plan_, doc, compiled, settings, registry, store,
+                                     (lambda f: [h(f) for h in hooks]) if hooks else None, evidence)  # fmt: skip
+        finally:
+            if ocr is not None:
+                ocr.close()
         t_assemble = time.monotonic()
         merged = merge([(a.pages, a.data) for a in answers], compiled.root)
         data = canonicalize(merged.data, compiled.root)
@@ -596,9 +682,11 @@ def extract_document(
             store.put(where, dumps({"merged": data, "errors": final}).encode(), "application/json")
             raise ExtractionFailed(f"the merged result violates the schema ({final[0][0]}: {final[0][1]}); see {store.url(where)}",
                                    document=doc.name, raw_answer_location=store.url(where))  # fmt: skip
+        flags = _flags(answers, data, compiled)
         t_cite = time.monotonic()
         citations = locate(data, compiled, layer, merged.leaf_pages, plan_, service) if cite_values else []
         grounding = cite.grounding(citations)
+        arrays = array_coverage(data, citations, layer, plan_.pages) if cite_values else {}
         t_cited = time.monotonic()
         tables = shape(data, compiled, doc.document_id)
         tables["citations"] = cite.citations_table(citations, doc.document_id)
@@ -606,7 +694,8 @@ def extract_document(
         rejected = [r for a in answers for r in a.rejected]
         attempts = sum(a.attempts for a in answers)
         quality = quality_report(data, compiled, valid=True, errors=[], attempts=attempts, calls=len(plan_.calls),
-                                 conflicts=merged.conflicts, grounding=grounding, rejected=len(rejected))  # fmt: skip
+                                 conflicts=merged.conflicts, grounding=grounding, rejected=len(rejected),
+                                 citations=citations, flags=flags, arrays=arrays)  # fmt: skip
         field_sources: dict[str, list[int]] = {}
         for c in citations:
             top = re.match(r"\$\.([^.\[]+)", c["path"])
@@ -623,6 +712,9 @@ def extract_document(
                 "pages_used": plan_.pages, "page_selection": plan_.selection, "calls": [{"pages": c} for c in plan_.calls],
                 "call_mode": plan_.mode, "field_sources": {k: sorted(v) for k, v in field_sources.items()},
                 "citations": [{k: v for k, v in c.items() if k != "row"} for c in citations],
+                "value_sources": {p: {"pages": v} for p, v in merged.leaf_pages.items()},
+                "values_as_printed": sorted({p for a in answers for p in a.as_printed}), "flags": flags,
+                "locale": evidence.as_dict(),
                 "merge_conflicts": merged.conflicts, "duplicates_dropped": merged.duplicates_dropped, "rejected_answers": rejected,
                 "client": client_desc, "prompt_version": settings.prompt_version, "settings": output_settings(settings, cite_values),
                 "schema_fingerprint": compiled.fingerprint, "cache_key": key, "attempts": attempts, "retries": attempts - len(plan_.calls),
@@ -632,7 +724,8 @@ def extract_document(
         }  # fmt: skip
         if timings is not None:
             timings.update(text_layer_s=t_layer, citations_s=t_cited - t_cite, assemble_s=time.monotonic() - t_assemble,
-                           pages=len(plan_.pages))  # fmt: skip
+                           pages=len(plan_.pages), ocr_s=ocr.seconds if ocr else 0.0,
+                           ocr_images=ocr.images if ocr else 0)  # fmt: skip
         # quality and tables first, result.json last: its presence is what marks a complete (cacheable) result
         store.put(f"{plan_.base}/quality.json", dumps(quality).encode(), "application/json")
         store.put(f"{plan_.base}/result.json", dumps(result).encode(), "application/json")

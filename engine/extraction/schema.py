@@ -13,8 +13,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import SchemaError
+from engine.errors import InputTooLarge, SchemaError
 
+# Bounds on the schema as it is used: with every $ref resolved (the compiled types are a DAG, one class per
+# $ref target, but prompts, validation and tables walk it as a tree, so a few KB of $refs can mean 2^25 paths).
+MAX_SCHEMA_DEPTH = 64  # nesting of types, through $refs
+MAX_EXPANDED_TYPES = 5000  # types in the fully expanded tree
 SCALARS = {"string", "integer", "number", "boolean"}
 UNSUPPORTED = (
     "oneOf",
@@ -89,6 +93,7 @@ class _Compiler:
         self.by_ref: dict[
             str, tuple[TypeNode, bool]
         ] = {}  # one class per $ref target, however often it is used
+        self.measured: dict[int, tuple[int, int]] = {}  # id(type) → expansion(type)
 
     def unique(self, base: str) -> str:
         name, i = base, 2
@@ -108,8 +113,39 @@ class _Compiler:
             node = node[part]
         return node
 
-    def node(self, s: Any, pointer: str, name_hint: str) -> tuple[TypeNode, bool]:
-        """Returns (type, nullable)."""
+    def node(self, s: Any, pointer: str, name_hint: str, depth: int = 0) -> tuple[TypeNode, bool]:
+        """Returns (type, nullable), the type measured (see expansion)."""
+        node, nullable = self._node(s, pointer, name_hint, depth)
+        self.expansion(node, pointer)
+        return node, nullable
+
+    def expansion(self, node: TypeNode, pointer: str) -> tuple[int, int]:
+        """(types in the node's fully expanded tree, its height), refused above the limits. Measured on the
+        compiled types, i.e. the resolved schema, so no key name can hide a $ref; children are measured before
+        their parents, so each node costs one step however often it is shared (no recursion either)."""
+        if id(node) not in self.measured:
+            children = [f.type for f in node.fields] + ([node.item] if node.item else [])
+            sizes = [self.measured[id(c)] for c in children]
+            size, height = 1 + sum(n for n, _ in sizes), 1 + max((h for _, h in sizes), default=0)
+            if height > MAX_SCHEMA_DEPTH:
+                raise SchemaError(
+                    f"{pointer}: the schema is nested deeper than {MAX_SCHEMA_DEPTH} levels with its $refs resolved"
+                )
+            if size > MAX_EXPANDED_TYPES:
+                raise InputTooLarge(
+                    f"the schema expands to more than {MAX_EXPANDED_TYPES:,} types with its $refs resolved "
+                    f"(at {pointer}); simplify it or split the extraction",
+                    document="schema",
+                )
+            self.measured[id(node)] = (size, height)
+        return self.measured[id(node)]
+
+    def _node(self, s: Any, pointer: str, name_hint: str, depth: int) -> tuple[TypeNode, bool]:
+        # depth counts the types and $refs on the way here, however they are named: no RecursionError
+        if depth > 2 * MAX_SCHEMA_DEPTH:
+            raise SchemaError(
+                f"{pointer}: the schema nests more than {2 * MAX_SCHEMA_DEPTH} types and $refs deep"
+            )
         if not isinstance(s, dict):
             raise SchemaError(f"{pointer}: a schema must be an object, got {type(s).__name__}")
         for key in UNSUPPORTED:
@@ -128,7 +164,7 @@ class _Compiler:
             self.ref_stack.append(ref)
             try:
                 target = self.resolve(ref, pointer)
-                self.by_ref[ref] = self.node(target, ref[1:] or pointer, ref.rsplit("/", 1)[-1])
+                self.by_ref[ref] = self.node(target, ref[1:] or pointer, ref.rsplit("/", 1)[-1], depth + 1)
                 return self.by_ref[ref]
             finally:
                 self.ref_stack.pop()
@@ -139,7 +175,7 @@ class _Compiler:
                 raise SchemaError(
                     f"{pointer}/anyOf: only anyOf [X, {{'type': 'null'}}] (a nullable X) is supported"
                 )
-            inner, _ = self.node(non_null[0], f"{pointer}/anyOf/0", name_hint)
+            inner, _ = self.node(non_null[0], f"{pointer}/anyOf/0", name_hint, depth + 1)
             return inner, True
         type_ = s.get("type")
         nullable = False
@@ -176,7 +212,7 @@ class _Compiler:
                 raise SchemaError(f"{pointer}/required: {sorted(missing)} are not in properties")
             node = TypeNode("object", name=self.unique(_pascal(name_hint)), description=desc)
             for key, sub in props.items():
-                child, child_nullable = self.node(sub, f"{pointer}/properties/{key}", key)
+                child, child_nullable = self.node(sub, f"{pointer}/properties/{key}", key, depth + 1)
                 node.fields.append(
                     Field(
                         key,
@@ -191,7 +227,7 @@ class _Compiler:
             if "items" not in s or not isinstance(s["items"], dict):
                 raise SchemaError(f"{pointer}/items: an array needs one 'items' schema")
             hint = name_hint[:-1] if name_hint.endswith("s") and len(name_hint) > 3 else f"{name_hint}_item"
-            item, _ = self.node(s["items"], f"{pointer}/items", hint)
+            item, _ = self.node(s["items"], f"{pointer}/items", hint, depth + 1)
             if item.kind == "array":
                 raise SchemaError(
                     f"{pointer}/items: arrays of arrays are not supported (name the inner object)"
@@ -235,12 +271,14 @@ def compile_schema(schema: dict[str, Any] | str) -> CompiledSchema:
 
 
 # ------------------------------------------------------------------------------------------ BAML output
-def _baml_type(node: TypeNode) -> str:
+def _baml_type(node: TypeNode, numbers_as_text: bool = False) -> str:
     if node.kind == "object":
         return node.name
     if node.kind == "array":
         assert node.item
-        return f"{_baml_type(node.item)}[]"
+        return f"{_baml_type(node.item, numbers_as_text)}[]"
+    if numbers_as_text and node.kind in ("integer", "number"):
+        return "string"
     if node.kind == "enum":
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in node.values)
     return {
@@ -253,9 +291,11 @@ def _baml_type(node: TypeNode) -> str:
     }[node.kind]
 
 
-def _describe(f: Field) -> str | None:
+def _describe(f: Field, numbers_as_text: bool = False) -> str | None:
     desc = f.description or ""
-    if f.type.kind == "date":
+    if numbers_as_text and f.type.kind in ("integer", "number"):
+        desc = f"{desc} ({'whole number' if f.type.kind == 'integer' else 'number'})".strip()
+    elif f.type.kind == "date":
         desc = f"{desc} (date, YYYY-MM-DD)".strip()
     elif f.type.kind == "datetime":
         desc = f"{desc} (timestamp, ISO 8601)".strip()
@@ -266,31 +306,38 @@ def _prop_name(name: str) -> str:
     return name if _IDENT.match(name) else re.sub(r"\W", "_", name)
 
 
-def render_baml(compiled: CompiledSchema) -> str:
+def render_baml(
+    compiled: CompiledSchema, *, numbers_as_text: bool = False, all_optional: bool = False
+) -> str:
     """The compiled types as .baml text: what the model is asked for (`docvision schema show`), and what
-    build_type_builder hands to BAML (the one source of the run-time types)."""
+    build_type_builder hands to BAML (the one source of the run-time types).
+
+    numbers_as_text: numbers are asked as strings, so BAML's coercion never rewrites `4.904,94` or `18,870`
+    (engine.extraction.locale parses them, and says when a value is ambiguous). all_optional: every field may
+    be null (a page-by-page call: a page that does not print a field answers null; required is checked after
+    the merge)."""
     lines = []
     for cls in compiled.classes():
         lines.append("dynamic class Extraction {" if cls is compiled.root else f"class {cls.name} {{")
         for f in cls.fields:
-            t = _baml_type(f.type)
-            if not f.required and f.type.kind != "array":
+            t = _baml_type(f.type, numbers_as_text)
+            if (all_optional or not f.required) and f.type.kind != "array":
                 t = f"({t})?" if f.type.kind == "enum" and len(f.type.values) > 1 else f"{t}?"
             attrs = ""
             if _prop_name(f.name) != f.name:
                 attrs += f" @alias({json.dumps(f.name, ensure_ascii=False)})"
-            if d := _describe(f):
+            if d := _describe(f, numbers_as_text):
                 attrs += f" @description({json.dumps(d, ensure_ascii=False)})"
             lines.append(f"  {_prop_name(f.name)} {t}{attrs}")
         lines.append("}\n")
     return "\n".join(lines)
 
 
-def build_type_builder(compiled: CompiledSchema) -> Any:
+def build_type_builder(compiled: CompiledSchema, *, all_optional: bool = False) -> Any:
     """A baml_client TypeBuilder whose dynamic `Extraction` class has the schema's fields — built from the very
     text render_baml returns (what `docvision schema show` prints), so what is shown is what is sent."""
     from baml_client.type_builder import TypeBuilder
 
     tb = TypeBuilder()
-    tb.add_baml(render_baml(compiled))
+    tb.add_baml(render_baml(compiled, numbers_as_text=True, all_optional=all_optional))
     return tb

@@ -6,8 +6,11 @@ environment and a wall-clock limit. Its failure is never the extraction's: the p
 to check against (citations fall back to the similarity map or stay unlocated, and say so).
 
     python -I engine/extraction/textlayer.py MEMORY_MB CPU_S PDF_PATH PAGE,PAGE,…|count   → JSON on stdout
-Each page: {"words": [[x0, y0, x1, y1, text], …]} with boxes as fractions of the displayed (rotated) page,
-in content-stream order.
+Each page: {"words": [[x0, y0, x1, y1, text, dir], …], "images": [[x0, y0, x1, y1], …], "size": [w, h]}
+(the displayed page in points) with boxes as
+fractions of the displayed (rotated) page, words in content-stream order; dir is the direction the word's text
+runs on the displayed page (0 left to right, 90 upwards, 180 upside down, 270 downwards: a /Rotate 90 page or a
+table set sideways); images are where the page places images (a logo, a pasted scan) that OCR may read.
 """
 
 from __future__ import annotations
@@ -28,37 +31,76 @@ _SCRIPT = str(Path(__file__).resolve())
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LD_LIBRARY_PATH")
 
 
-def read_words(pdf: Any, pages: list[int]) -> dict[int, list[list[Any]]]:
-    """page → words of an opened pymupdf document (in this process)."""
+MIN_IMAGE_AREA = 0.002  # image placements smaller than this share of the page are bullets and rules, not text
+MAX_IMAGES = 8  # per page: OCR time is bounded by the page, not by how many images a document places
+
+
+def _direction(vx: float, vy: float) -> int:
+    """A direction vector on the displayed page (y down) → 0 / 90 / 180 / 270 degrees (counter-clockwise)."""
+    if abs(vx) >= abs(vy):
+        return 0 if vx >= 0 else 180
+    return 90 if vy < 0 else 270
+
+
+def read_layer(pdf: Any, pages: list[int]) -> dict[int, dict[str, list[list[Any]]]]:
+    """page → {"words", "images"} of an opened pymupdf document (in this process)."""
     import pymupdf
 
-    out: dict[int, list[list[Any]]] = {}
+    out: dict[int, dict[str, Any]] = {}
     for n in pages:
         if not 1 <= n <= pdf.page_count:
             continue
         page = pdf[n - 1]
-        w, h = page.rect.width or 1.0, page.rect.height or 1.0
+        pw, ph = page.rect.width or 1.0, page.rect.height or 1.0
         m = page.rotation_matrix
-        words = []
-        for x0, y0, x1, y1, text, *_ in page.get_text("words"):
-            r = pymupdf.Rect(x0, y0, x1, y1) * m
-            box = [min(max(v, 0.0), 1.0) for v in (r.x0 / w, r.y0 / h, r.x1 / w, r.y1 / h)]
-            words.append([*box, text])
-        out[n] = words
+
+        def frac(r: Any, m: Any = m, w: float = pw, h: float = ph) -> list[float]:
+            r = pymupdf.Rect(r) * m
+            return [min(max(v, 0.0), 1.0) for v in (r.x0 / w, r.y0 / h, r.x1 / w, r.y1 / h)]
+
+        # one text page for both reads, so the words' (block, line) numbers index the dict's lines
+        tp = page.get_textpage(flags=pymupdf.TEXTFLAGS_WORDS)
+        dirs: dict[tuple[int, int], int] = {}
+        for block in page.get_text("dict", textpage=tp)["blocks"]:
+            for i, line in enumerate(block.get("lines", [])):
+                vx, vy = line["dir"]
+                dirs[(block["number"], i)] = _direction(m.a * vx + m.c * vy, m.b * vx + m.d * vy)
+        words = [
+            [*frac((x0, y0, x1, y1)), text, dirs.get((b, ln), 0)]
+            for x0, y0, x1, y1, text, b, ln, _ in page.get_text("words", textpage=tp)
+        ]
+        images = []
+        for info in page.get_image_info():
+            box = frac(info["bbox"])
+            if (box[2] - box[0]) * (box[3] - box[1]) >= MIN_IMAGE_AREA:
+                images.append(box)
+        out[n] = {"words": words, "images": images[:MAX_IMAGES], "size": [round(float(pw), 2), round(float(ph), 2)]}
     return out
+
+
+def read_words(pdf: Any, pages: list[int]) -> dict[int, list[list[Any]]]:
+    """page → words of an opened pymupdf document (in this process)."""
+    return {n: p["words"] for n, p in read_layer(pdf, pages).items()}
 
 
 def words_isolated(
     pdf_bytes: bytes, pages: list[int], settings: Any, name: str = ""
 ) -> dict[int, list[list[Any]]]:
     """page → words, read in a limited child process; {} (no text layer) when the child fails or times out."""
+    return {n: p["words"] for n, p in layer_isolated(pdf_bytes, pages, settings, name).items()}
+
+
+def layer_isolated(
+    pdf_bytes: bytes, pages: list[int], settings: Any, name: str = ""
+) -> dict[int, dict[str, list[list[Any]]]]:
+    """page → {"words", "images"}, read in a limited child process; {} when the child fails or times out."""
     if not pages:
         return {}
     if getattr(settings, "render_isolation", "process") == "none":
         import pymupdf
 
         with pymupdf.open(stream=pdf_bytes, filetype="pdf") as pdf:
-            return read_words(pdf, pages)
+            return read_layer(pdf, pages)
     with tempfile.TemporaryDirectory(dir=getattr(settings, "work_dir", None)) as tmp:
         path = Path(tmp) / "doc.pdf"
         path.write_bytes(pdf_bytes)
@@ -80,6 +122,31 @@ def words_isolated(
             )
             return {}
         return {int(k): v for k, v in json.loads(done.stdout).items()}
+
+
+def ocr_frames(settings: Any, layer: Any) -> tuple[Any, Any]:
+    """(frame hook, OCR worker) reading pages without a text layer, and image regions of pages with one, into
+    `layer` (engine.extraction.citations.TextLayer) as OCR words; (None, None) when OCR is off or not installed."""
+    from engine.documents.ocr import OcrWorker, usable_languages
+
+    languages = usable_languages(getattr(settings, "ocr_languages", "")) if settings.ocr_languages else ""
+    if not languages:
+        return None, None
+    worker = OcrWorker(settings, languages)
+
+    def on_frame(frame: Any) -> None:
+        p = frame.page_number
+        if not layer.has_text_layer(p):
+            regions: list[Any] = [None]
+        else:
+            regions = layer.images(p)
+        for region in regions:
+            dpi = int(getattr(frame, "dpi", 0) or settings.dpi)
+            words = worker.words(frame.image, dpi, region)
+            if words:
+                layer.add_ocr(p, words, (frame.image.width * 72 / dpi, frame.image.height * 72 / dpi))
+
+    return on_frame, worker
 
 
 def page_count_isolated(pdf_bytes: bytes, settings: Any) -> int | None:
@@ -117,7 +184,7 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs in the child proc
         if argv[3] == "count":
             sys.stdout.write(json.dumps({"page_count": pdf.page_count}))
         else:
-            sys.stdout.write(json.dumps(read_words(pdf, pages)))
+            sys.stdout.write(json.dumps(read_layer(pdf, pages)))
 
 
 if __name__ == "__main__":  # pragma: no cover

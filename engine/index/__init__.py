@@ -6,7 +6,8 @@
 
 Per page: the full multivector (MaxSim, no HNSW) for the last rerank stage, the page's tokens pooled over 2x4
 patch blocks (MaxSim, no HNSW) for the middle one, one FDE vector (engine/index/fde.py; scanned, or HNSW above
-20k pages) that finds the candidates, and one mean vector (the dense baseline). Collections built before the FDE plan hold row/column-
+20k pages) that finds the candidates, one mean vector (the dense baseline) and, in collections built since
+hybrid search, a BM25 sparse vector of the page's text (engine/index/text.py) for the text and hybrid modes. Collections built before the FDE plan hold row/column-
 pooled multivectors (HNSW) instead and keep that plan. bench/search.py measures both; see it also for why
 edge is the default.
 Every backend reranks inside Qdrant by default; the edge backend can instead keep a float16/float32 copy of
@@ -30,6 +31,7 @@ __all__ = ["PageIndex", "PageRecord", "SearchHit", "open_index", "point_id"]
 class PageIndex(Protocol):
     backend: str
     plan: str  # the rerank plan the collection was built for (engine/index/base.py: query_plan)
+    text_channel: bool  # the collection holds BM25 text vectors (engine/index/text.py): text/hybrid modes
 
     def upsert(self, records: list[PageRecord], *, last_safe_page: int = 0) -> None: ...
     def delete_document(self, document_id: str) -> None: ...
@@ -47,6 +49,7 @@ class PageIndex(Protocol):
         mode: str = "rerank",
         prefetch_limit: int | None = None,
         block_limit: int | None = None,
+        text: str | None = None,
     ) -> list[SearchHit]: ...
     def info(self) -> dict[str, Any]: ...
     def close(self) -> None: ...

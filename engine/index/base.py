@@ -66,6 +66,13 @@ class PageRecord:
     width: int = 0
     height: int = 0
     ingested_at: float = field(default_factory=time.time)
+    text: str = ""  # the page's words (text layer / OCR) for the text channel; never stored as payload
+
+    def sparse(self) -> tuple[list[int], list[float]] | None:
+        """The page's BM25 text vector (engine/index/text.py), None when it has no words."""
+        from engine.index.text import encode_page
+
+        return encode_page(self.text) if self.text else None
 
     def pooled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, cols, mean): row- and column-pooled patch vectors for the first stage, and one dense mean.
@@ -193,7 +200,7 @@ class PayloadQueries:
         return {p["document_id"] for p in self._payloads("source_uri", source_uri, ["document_id"])}
 
 
-SEARCH_MODES = ("rerank", "exact", "dense")
+SEARCH_MODES = ("rerank", "exact", "dense", "text", "hybrid")
 
 
 def hnsw_ef(prefetch_limit: int) -> int:
@@ -211,6 +218,8 @@ class Stage:
     limit: int
     inner: list[Stage] = field(default_factory=list)
     exact: bool = False  # without inner stages: scan every page instead of the HNSW graph
+    sparse: tuple[list[int], list[float]] | None = None  # a text (BM25) stage: `vector` is unused
+    fusion: bool = False  # reciprocal rank fusion of the inner stages' rankings (engine/index/text.py: RRF_K)
 
 
 def plan_of(vector_names: Any) -> str:
@@ -228,6 +237,8 @@ def query_plan(
     block_limit: int | None = None,
     prefetch_query: np.ndarray | None = None,
     pages: int | None = None,
+    text: str | None = None,
+    text_channel: bool = False,
 ) -> Stage:
     """What every backend runs for a search mode, as nested stages (the outer one returns top_k hits).
 
@@ -236,8 +247,14 @@ def query_plan(
     `block_limit` (default 60) -> MaxSim on the full multivector. rerank (rows-cols collections):
     HNSW on the row- and column-pooled vectors, `prefetch_limit` each (default 100; `prefetch_query` may replace
     the query there) -> full MaxSim. exact: MaxSim over every page's full multivector; dense: one mean vector
-    against the pages' mean vectors.
+    against the pages' mean vectors. text: BM25 over the pages' text vectors (`text`); hybrid: the visual
+    rerank plan and the text channel, HYBRID_CANDIDATES each, fused by reciprocal rank (a query with no
+    indexable word is the visual plan alone). Both need a collection with the text channel (`text_channel`).
     """
+    if mode in ("text", "hybrid"):
+        return _text_plan(query, mode, top_k=top_k, plan=plan, prefetch_limit=prefetch_limit,
+                          block_limit=block_limit, prefetch_query=prefetch_query, pages=pages, text=text,
+                          text_channel=text_channel)  # fmt: skip
     q = np.asarray(query, dtype=np.float32)
     if mode == "dense":
         mean = q.mean(axis=0)
@@ -258,6 +275,29 @@ def query_plan(
     from engine.errors import ConfigError
 
     raise ConfigError(f"search mode {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+
+
+def _text_plan(query: np.ndarray | None, mode: str, *, top_k: int, text: str | None, text_channel: bool,
+               **visual: Any) -> Stage:  # fmt: skip
+    from engine.errors import BadRequest, TextChannelMissing
+    from engine.index.text import HYBRID_CANDIDATES, TEXT, encode_query
+
+    if not text_channel:
+        raise TextChannelMissing(
+            f"search mode {mode!r} needs the text channel, and this collection was built without it (before "
+            "hybrid search); use mode rerank here, or re-ingest into a new DOCVISION_COLLECTION"
+        )
+    if not text or not text.strip():
+        raise BadRequest(f"search mode {mode!r} needs the query text")
+    terms = encode_query(text)
+    if mode == "text":
+        return Stage(TEXT, [], top_k, sparse=terms or ([], []))
+    assert query is not None
+    keep = max(top_k, HYBRID_CANDIDATES)
+    seen = query_plan(query, "rerank", top_k=keep, **visual)
+    if terms is None:  # only stop words: nothing to fuse with
+        return query_plan(query, "rerank", top_k=top_k, **visual)
+    return Stage("", [], top_k, [seen, Stage(TEXT, [], keep, sparse=terms)], fusion=True)
 
 
 def check_model(

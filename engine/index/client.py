@@ -30,6 +30,7 @@ from engine.index.base import (
     query_plan,
     with_retries,
 )
+from engine.index.text import RRF_K, TEXT
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ def _transient() -> tuple[type[BaseException], ...]:
 class ClientIndex(PayloadQueries):
     def __init__(self, *, model_id: str, dim: int = 128, collection: str = "pages", url: str | None = None,
                  api_key: str | None = None, path: str | None = None, float16: bool = True, timeout: int = 30,
-                 token_pool_factor: int = 1, plan: str = FDE_PLAN) -> None:  # fmt: skip
-        """`plan` applies to a new collection (an existing one keeps the plan its named vectors tell)."""
+                 token_pool_factor: int = 1, plan: str = FDE_PLAN, text_channel: bool = True) -> None:  # fmt: skip
+        """`plan` and `text_channel` apply to a new collection (an existing one keeps the plan its named
+        vectors tell, and has the text channel when it holds the `bm25` sparse vector)."""
         self.model_id, self.dim, self.collection = model_id, dim, collection
         self.pool_factor = token_pool_factor
         self.backend = "qdrant-server" if url else "qdrant-client-local"
@@ -54,7 +56,9 @@ class ClientIndex(PayloadQueries):
         )
         self.where = f"{url or path}/{collection}"
         if self.client.collection_exists(collection):
-            params = self.client.get_collection(collection).config.params.vectors
+            config = self.client.get_collection(collection).config.params
+            params = config.vectors
+            self.text_channel = TEXT in (config.sparse_vectors or {})
             stored_dim = params[FULL].size if isinstance(params, dict) and FULL in params else None
             self.plan = plan_of(params if isinstance(params, dict) else {})
             sample, _ = self.client.scroll(
@@ -69,7 +73,7 @@ class ClientIndex(PayloadQueries):
                 self.client.close()  # local mode holds a file lock: release it for the caller's next attempt
                 raise
         else:
-            self.plan = plan
+            self.plan, self.text_channel = plan, text_channel
             self._create(float16)
 
     def _create(self, float16: bool) -> None:
@@ -91,7 +95,9 @@ class ClientIndex(PayloadQueries):
             for name in (ROWS, COLS):
                 vectors[name] = models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
                                                     multivector_config=maxsim)  # fmt: skip
-        self.client.create_collection(self.collection, vectors_config=vectors)
+        # the text channel: BM25 term weights per page (engine/index/text.py), IDF applied by Qdrant
+        sparse = {TEXT: models.SparseVectorParams(modifier=models.Modifier.IDF)} if self.text_channel else None
+        self.client.create_collection(self.collection, vectors_config=vectors, sparse_vectors_config=sparse)
         kinds = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
         for field, kind in PAYLOAD_INDEXES.items():
             self.client.create_payload_index(self.collection, field, kinds[kind])
@@ -100,6 +106,9 @@ class ClientIndex(PayloadQueries):
         points = []
         for r in records:
             vectors = r.named_vectors(self.pool_factor, plan=self.plan)
+            terms = r.sparse() if self.text_channel else None
+            if terms is not None:  # a page without words has no text vector
+                vectors[TEXT] = models.SparseVector(indices=terms[0], values=terms[1])
             points.append(
                 models.PointStruct(
                     id=point_id(r.document_id, r.page_number, r.model_id),
@@ -158,7 +167,7 @@ class ClientIndex(PayloadQueries):
 
     def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
                mode: str = "rerank", prefetch_limit: int | None = None,
-               block_limit: int | None = None) -> list[SearchHit]:  # fmt: skip
+               block_limit: int | None = None, text: str | None = None) -> list[SearchHit]:  # fmt: skip
         flt = (
             models.Filter(
                 must=[models.FieldCondition(key="document_id", match=models.MatchAny(any=list(document_ids)))]
@@ -167,17 +176,17 @@ class ClientIndex(PayloadQueries):
             else None
         )
         top = query_plan(query, mode, top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
-                         block_limit=block_limit)  # fmt: skip
+                         block_limit=block_limit, text=text, text_channel=self.text_channel)  # fmt: skip
 
         def prefetch(stage: Stage) -> models.Prefetch:
             return models.Prefetch(
-                query=stage.vector,
-                using=stage.using,
+                query=_query(stage),
+                using=stage.using or None,
                 limit=stage.limit,
                 filter=flt,
                 prefetch=[prefetch(s) for s in stage.inner] or None,
                 params=None
-                if stage.inner
+                if stage.inner or stage.sparse is not None
                 else models.SearchParams(
                     hnsw_ef=hnsw_ef(2 * stage.limit if stage.using == FDE1 else stage.limit)
                 ),
@@ -186,8 +195,8 @@ class ClientIndex(PayloadQueries):
         res = self.client.query_points(
             self.collection,
             prefetch=[prefetch(s) for s in top.inner] or None,
-            query=top.vector,
-            using=top.using,
+            query=_query(top),
+            using=top.using or None,
             limit=top.limit,
             query_filter=flt,
             with_payload=True,
@@ -201,10 +210,21 @@ class ClientIndex(PayloadQueries):
             "model_id": self.model_id,
             "dim": self.dim,
             "points": self.count(),
+            "search_plan": self.plan,
+            "text_channel": self.text_channel,
         }
 
     def close(self) -> None:
         self.client.close()
+
+
+def _query(stage: Stage) -> Any:
+    """A stage's scoring query: reciprocal rank fusion of its inner stages, BM25 terms, or a vector."""
+    if stage.fusion:
+        return models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+    if stage.sparse is not None:
+        return models.SparseVector(indices=stage.sparse[0], values=stage.sparse[1])
+    return stage.vector
 
 
 def _match(field: str, value: str) -> models.Filter:

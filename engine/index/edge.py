@@ -36,6 +36,7 @@ from engine.index.base import (
     with_retries,
 )
 from engine.index.sidestore import SIDE, SideStore
+from engine.index.text import RRF_K, TEXT, TEXT_CHANNEL
 
 log = logging.getLogger(__name__)
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
@@ -76,8 +77,9 @@ class EdgeIndex(PayloadQueries):
         side_store: str | None = None,
         token_pool_factor: int = 1,
         plan: str = FDE_PLAN,
+        text_channel: bool = True,
     ) -> None:
-        """`plan` applies to a new collection (an existing one keeps the plan it was built for)."""
+        """`plan` and `text_channel` apply to a new collection (an existing one keeps what it was built with)."""
         self.path = Path(path)
         self.model_id, self.dim, self.pool_factor = model_id, dim, token_pool_factor
         meta_path = self.path / "docvision-collection.json"
@@ -88,12 +90,14 @@ class EdgeIndex(PayloadQueries):
             self.plan = meta.get(
                 "search_plan", ROWS_COLS_PLAN
             )  # collections from before the plan was recorded
+            self.text_channel = meta.get("text_channel") == TEXT_CHANNEL  # absent: built before hybrid search
             self.shard = _open_shard(self.path / "shard")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.plan = plan
+            self.plan, self.text_channel = plan, text_channel
             # with a side store the shard's full multivectors are only read for a fallback: leave them on disk
-            config = self._config(dim, float16, indexing_threshold_kb, full_in_ram=not side_store, plan=plan)
+            config = self._config(dim, float16, indexing_threshold_kb, full_in_ram=not side_store, plan=plan,
+                                  text_channel=text_channel)  # fmt: skip
             self.shard = _open_shard(self.path / "shard", create=config)
             for field, kind in PAYLOAD_INDEXES.items():
                 self.shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMA[kind]))
@@ -103,7 +107,7 @@ class EdgeIndex(PayloadQueries):
                 "float16": float16,
                 "token_pool_factor": token_pool_factor,
                 "search_plan": plan,
-            }
+            } | ({"text_channel": TEXT_CHANNEL} if text_channel else {})
             meta_path.write_text(json.dumps(meta))
         # the in-process rerank's copy of the full multivectors (engine/index/sidestore.py); Qdrant stays the truth
         self.side = SideStore(self.path, dim, side_store) if side_store else None
@@ -126,6 +130,7 @@ class EdgeIndex(PayloadQueries):
         indexing_threshold_kb: int | None = None,
         full_in_ram: bool = False,
         plan: str = FDE_PLAN,
+        text_channel: bool = False,
     ) -> qe.EdgeConfig:
         dtype = qe.VectorStorageDatatype.Float16 if float16 else None
         maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
@@ -155,8 +160,11 @@ class EdgeIndex(PayloadQueries):
             vectors[COLS] = qe.EdgeVectorParams(
                 dim, qe.Distance.Cosine, multivector_config=maxsim, hnsw_config=hnsw
             )
+        # the text channel: BM25 term weights per page, IDF applied by Qdrant over the collection's points
+        sparse = {TEXT: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if text_channel else None
         return qe.EdgeConfig(
             vectors=vectors,
+            sparse_vectors=sparse,
             hnsw_config=hnsw,
             # segments below this size (Qdrant's default: 10 MB of vectors, ~350 pages) stay brute-force
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
@@ -178,6 +186,9 @@ class EdgeIndex(PayloadQueries):
                 if pointers is not None:
                     payload[SIDE] = pointers[i]
                 vectors = r.named_vectors(self.pool_factor, fulls[i], self.plan)
+                terms = r.sparse() if self.text_channel else None
+                if terms is not None:  # a page without words has no text vector
+                    vectors[TEXT] = qe.SparseVector(*terms)
                 points.append(qe.Point(point_id(r.document_id, r.page_number, r.model_id), vectors, payload))
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             self.shard.flush()
@@ -284,7 +295,7 @@ class EdgeIndex(PayloadQueries):
 
     def search(self, query: np.ndarray, *, top_k: int = 10, document_ids: list[str] | None = None,
                mode: str = "rerank", prefetch_limit: int | None = None,
-               block_limit: int | None = None) -> list[SearchHit]:  # fmt: skip
+               block_limit: int | None = None, text: str | None = None) -> list[SearchHit]:  # fmt: skip
         flt = (
             qe.Filter(must=[qe.FieldCondition("document_id", match=qe.MatchAny(list(document_ids)))])
             if document_ids
@@ -295,10 +306,10 @@ class EdgeIndex(PayloadQueries):
             if hits is not None:
                 return hits
         self.last_plan = "qdrant"
-        top = self._plan(query, mode, top_k, prefetch_limit, block_limit)
+        top = self._plan(query, mode, top_k, prefetch_limit, block_limit, text)
         req = qe.QueryRequest(
             limit=top.limit,
-            query=qe.Query.Nearest(top.vector, using=top.using),
+            query=_query(top),
             prefetches=[_prefetch(s, flt) for s in top.inner] or None,
             filter=flt,
             with_payload=True,
@@ -306,17 +317,19 @@ class EdgeIndex(PayloadQueries):
         return [SearchHit(str(p.id), float(p.score), _public(p.payload)) for p in self.shard.query(req)]
 
     def _plan(
-        self, query: np.ndarray, mode: str, top_k: int, prefetch_limit: int | None, block_limit: int | None
-    ) -> Stage:
+        self, query: np.ndarray, mode: str, top_k: int, prefetch_limit: int | None, block_limit: int | None,
+        text: str | None = None,
+    ) -> Stage:  # fmt: skip
         """query_plan for this collection: the rows-cols prefetch may use a reduced query
         (prefetch_query_tokens); the fde1 plan scans or searches the graph by the collection's size."""
-        rerank, reduced, pages = mode == "rerank", None, None
+        rerank, reduced, pages = mode in ("rerank", "hybrid"), None, None
         if rerank and self.plan == ROWS_COLS_PLAN and self.prefetch_query_tokens:
             reduced = reduce_query(_unit(np.asarray(query, dtype=np.float32)), self.prefetch_query_tokens)
         if rerank and self.plan == FDE_PLAN:
             pages = self._pages()
         return query_plan(query, mode, top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
-                          block_limit=block_limit, prefetch_query=reduced, pages=pages)  # fmt: skip
+                          block_limit=block_limit, prefetch_query=reduced, pages=pages, text=text,
+                          text_channel=self.text_channel)  # fmt: skip
 
     def _search_side(
         self,
@@ -383,6 +396,8 @@ class EdgeIndex(PayloadQueries):
             "segments": info.segments_count,
             "indexed_vectors": info.indexed_vectors_count,
             "side_store": None if self.side is None else str(self.side.path),
+            "search_plan": self.plan,
+            "text_channel": self.text_channel,
         }
 
     def close(self) -> None:
@@ -406,10 +421,20 @@ def reduce_query(q: np.ndarray, k: int | None) -> np.ndarray:
     return c
 
 
+def _query(stage: Stage) -> Any:
+    """A stage's scoring query: reciprocal rank fusion of its inner stages, BM25 terms, or a dense/multi
+    vector."""
+    if stage.fusion:
+        return qe.Fusion.Rrf(k=RRF_K)
+    if stage.sparse is not None:
+        return qe.Query.Nearest(qe.SparseVector(*stage.sparse), using=stage.using)
+    return qe.Query.Nearest(stage.vector, using=stage.using)
+
+
 def _params(stage: Stage) -> qe.SearchParams | None:
     """A stage without inner stages scans every page or searches the vector's HNSW graph (the FDE vector with
     a beam twice the candidates kept: 0.96 -> 0.97 of the exact top 10 survive at 10k pages, +2.6 ms)."""
-    if stage.inner:
+    if stage.inner or stage.sparse is not None:
         return None
     if stage.exact:
         return qe.SearchParams(exact=True)
@@ -419,7 +444,7 @@ def _params(stage: Stage) -> qe.SearchParams | None:
 def _prefetch(stage: Stage, flt: qe.Filter | None) -> qe.Prefetch:
     return qe.Prefetch(
         limit=stage.limit,
-        query=qe.Query.Nearest(stage.vector, using=stage.using),
+        query=_query(stage),
         prefetches=[_prefetch(s, flt) for s in stage.inner] or None,
         filter=flt,
         params=_params(stage),

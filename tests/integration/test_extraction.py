@@ -223,7 +223,7 @@ def test_multi_call_documents_are_merged(pdf: Path, store: LocalStore) -> None:
         cites["$.line_items[0].description"]["page"] == 1 and cites["$.line_items[0].description"]["grounded"]
     )
     # "Pipes" is printed on page 1, but the call that answered it saw pages 3-4 only: not grounded there
-    assert cites["$.line_items[2].description"] == {"path": "$.line_items[2].description", "method": "text_layer",
+    assert cites["$.line_items[2].description"] == {"path": "$.line_items[2].description", "method": "text",
                                                     "page": None, "bbox": None, "grounded": False}  # fmt: skip
 
 

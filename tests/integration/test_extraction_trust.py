@@ -111,7 +111,7 @@ def test_faithful_answer_is_cited_grounded_and_scores_above_the_alarm(pdf: Path,
     # one citation per non-null scalar leaf, except the model's self-reported confidence
     assert "$.confidence" not in cites and "$.vendor.vat_id" not in cites
     assert len(cites) == 24
-    assert all(c["method"] == "text_layer" and c["grounded"] for c in cites.values()), [
+    assert all(c["method"] == "text" and c["grounded"] for c in cites.values()), [
         p for p, c in cites.items() if not c["grounded"]
     ]
     # found where printed, whatever the printed form
@@ -182,10 +182,10 @@ def test_a_dropped_row_is_retried_with_the_error_then_reported(pdf: Path, tmp_pa
         out = run(llm, pdf, tmp_path)
         assert len(llm.requests) == 2
         retry_prompt = llm.prompt_text(llm.requests[1])
-    assert "previous answer for these pages was rejected" in retry_prompt and "/lines/1" in retry_prompt
+    assert "previous answer for these pages was rejected" in retry_prompt and "$.lines[1].amount" in retry_prompt
     assert len(out.result["data"]["lines"]) == 3
     (rejected,) = out.result["provenance"]["rejected_answers"]
-    assert rejected["errors"][0][0] == "/lines/1" and out.quality["rejected_answers"] == 1
+    assert rejected["errors"][0][0] == "/lines/1/amount" and out.quality["rejected_answers"] == 1
     raw = Path(rejected["raw_answer"]).read_text()
     assert "three hundred fifty-five" in raw  # what the model said: in the store, referenced by key
 
@@ -348,15 +348,17 @@ def test_libreoffice_converted_documents_are_cited_on_the_converted_pdf(tmp_path
         s = Settings(llm_base_url=llm.base_url, llm_model="test-vlm")
         out = extract_document(docx, SMALL_INVOICE, settings=s, store=LocalStore(tmp_path / "store"))
     cites = {c["path"]: c for c in out.result["provenance"]["citations"]}
-    assert all(c["method"] == "text_layer" and c["grounded"] for c in cites.values()), cites
+    assert all(c["method"] == "text" and c["grounded"] for c in cites.values()), cites
     assert cites["$.invoice_number"]["page"] == 1 and cites["$.payment_terms"]["page"] == 2
     assert cites["$.lines[1].price"]["page"] == 1
     assert out.quality["grounding"] == {
-        "ratio": 1.0, "grounded": 9, "checked": 9, "estimated": 0, "ungrounded_paths": []
+        "ratio": 1.0, "grounded": 9, "checked": 9, "checked_by_ocr": 0, "estimated": 0, "ungrounded_paths": [],
+        "reasons": {},
     }  # fmt: skip
 
 
-def test_scans_are_cited_by_the_similarity_map_and_not_called_grounded(tmp_path: Path, embedder) -> None:
+def test_scans_without_ocr_are_cited_by_the_similarity_map_and_not_called_grounded(tmp_path: Path, embedder) -> None:
+    """OCR off (DOCVISION_OCR_LANGUAGES empty, or no Tesseract): the similarity map is the last resort."""
     from engine.service import DocVision
     from tests.fixtures import documents as d
 
@@ -369,11 +371,12 @@ def test_scans_are_cited_by_the_similarity_map_and_not_called_grounded(tmp_path:
         [{"content": json.dumps({"invoice_number": "2026-117", "total_due": 7.5, "lines": []})}]
     ) as llm:
         s = Settings(
-            llm_base_url=llm.base_url, llm_model="test-vlm", index_path=tmp_path / "q", store=str(store.root)
+            llm_base_url=llm.base_url, llm_model="test-vlm", index_path=tmp_path / "q", store=str(store.root),
+            ocr_languages="",
         )
         out = extract_document(scan, SMALL_INVOICE, settings=s, store=store, service=svc)
     cites = out.result["provenance"]["citations"]
-    assert {c["method"] for c in cites} == {"similarity_map"} and {c["grounded"] for c in cites} == {None}
+    assert {c["method"] for c in cites} == {"similarity"} and {c["grounded"] for c in cites} == {None}
     for c in cites:
         x0, y0, x1, y1 = c["bbox"]
         assert c["page"] == 1 and 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1

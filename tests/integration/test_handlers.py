@@ -42,7 +42,7 @@ def aws(moto_url, baked_tiny, tmp_path, monkeypatch):
     env = {
         "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "1",
-        "POWERTOOLS_METRICS_NAMESPACE": "DocVisionTest", "IDEMPOTENCY_TABLE": "idem", "JOBS_TABLE": "jobs",
+        "POWERTOOLS_METRICS_NAMESPACE": "DocVisionTest", "IDEMPOTENCY_TABLE": "idem", "JOBS_TABLE": "jobs", "MEMBERSHIP_TABLE": "membership",
         "DOCUMENTS_BUCKET": BUCKET, "DOCVISION_MODEL": str(baked_tiny), "DOCVISION_STORE": f"s3://{BUCKET}/derived",
         "DOCVISION_INDEX_PATH": str(tmp_path / "qdrant"), "DOCVISION_MAX_BATCH_SIZE": "2", "AWS_LAMBDA_FUNCTION_NAME": "docvision-api",
     }  # fmt: skip
@@ -59,6 +59,9 @@ def aws(moto_url, baked_tiny, tmp_path, monkeypatch):
     for name, key in (("idem", "id"), ("jobs", "job_id")):
         ddb.create_table(TableName=name, KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
                          AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")  # fmt: skip
+    ddb.create_table(TableName="membership", BillingMode="PAY_PER_REQUEST",  # as template.yaml's MembershipTable
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}])  # fmt: skip
     import handlers.common
 
     handlers.common.reset_service()

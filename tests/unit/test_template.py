@@ -35,10 +35,12 @@ def param_max(value) -> int:
 def test_lambda_limits_the_linters_do_not_check() -> None:
     functions = of_type("AWS::Serverless::Function")
     glob = T["Globals"]["Function"]
-    assert len(functions) == 2
+    assert set(functions) == {"IngestFunction", "IngestManagedFunction", "ApiFunction"}
     for name, f in functions.items():
         props = {**glob, **f["Properties"]}
-        assert param_max(props["MemorySize"]) <= 10240, name
+        # Lambda Managed Instances allow up to 32 GiB per execution environment; standard Lambda 10,240 MB
+        memory_cap = 32768 if "CapacityProviderConfig" in props else 10240
+        assert param_max(props["MemorySize"]) <= memory_cap, name
         assert param_max(props["Timeout"]) <= 900, name
         assert param_max(props["EphemeralStorage"]["Size"]) <= 10240, name
         assert props["PackageType"] == "Image" and f["Metadata"]["Dockerfile"] == "Dockerfile.lambda"
@@ -292,3 +294,94 @@ def test_the_final_stage_takes_the_dependencies_without_the_bake_only_packages()
     assert "prune_dists" not in model_stage  # the bake keeps peft
     sandbox = (ROOT / "tests" / "integration" / "test_lambda_sandbox.py").read_text()
     assert 'prune(tmp, ["peft", "accelerate"])' in sandbox
+
+
+# ------------------------------------------------------------- Lambda Managed Instances profile (issue 25)
+def _with_managed_instances(text: str) -> str:
+    on = re.sub(r"(  IngestCompute:\n    Type: String\n    Default: )standard", r"\1managed-instances", text)
+    on = re.sub(
+        r'(  ManagedSubnetIds:\n    Type: CommaDelimitedList\n    Default: )""',
+        r'\1"subnet-0123456789abcdef0"',
+        on,
+    )
+    on = re.sub(
+        r'(  ManagedSecurityGroupIds:\n    Type: CommaDelimitedList\n    Default: )""',
+        r'\1"sg-0123456789abcdef0"',
+        on,
+    )
+    assert (
+        on.count("managed-instances") > text.count("managed-instances")
+        and "subnet-0123" in on
+        and "sg-0123" in on
+    )
+    return on
+
+
+def _translate(text: str) -> dict:
+    """The SAM transform CloudFormation runs at deploy (the same library, offline), with image URIs filled in
+    as `sam deploy` does after pushing."""
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    template = yaml_parse(text)
+    for res in template["Resources"].values():
+        if res["Type"] == "AWS::Serverless::Function":
+            res["Properties"]["ImageUri"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/docvision:test"
+
+    class NoManagedPolicies:
+        def load(self) -> dict:
+            return {}
+
+    import os
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    return transform(template, {}, NoManagedPolicies())
+
+
+def test_managed_instances_profile_is_off_by_default() -> None:
+    assert PARAMS["IngestCompute"]["Default"] == "standard"
+    managed = {k for k, v in RES.items() if v.get("Condition") == "IngestOnManagedInstances"}
+    assert {"IngestCapacityProvider", "IngestManagedFunction", "IngestCapacityOperatorRole"} <= managed
+    assert RES["IngestFunction"]["Condition"] == "IngestOnStandardLambda"
+    # the same handler, trigger, permissions and image as the standard ingest function
+    std, lmi = RES["IngestFunction"], RES["IngestManagedFunction"]
+    for key in ("ImageConfig", "Events", "Policies"):
+        assert std["Properties"][key] == lmi["Properties"][key], key
+    assert std["Metadata"] == lmi["Metadata"]
+
+
+def test_managed_instances_profile_translates_to_16_vcpu_one_request_per_environment(tmp_path: Path) -> None:
+    cfn = _translate(_with_managed_instances((ROOT / "template.yaml").read_text()))
+    res = cfn["Resources"]
+    fn = res["IngestManagedFunction"]["Properties"]
+    cp = fn["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+    assert cp["CapacityProviderArn"] == {"Fn::GetAtt": ["IngestCapacityProvider", "Arn"]}
+    assert cp["PerExecutionEnvironmentMaxConcurrency"] == 1
+    assert fn["MemorySize"] / 1024 / cp["ExecutionEnvironmentMemoryGiBPerVCpu"] == 16  # vCPU per environment
+    # LMI runs published versions: the SQS trigger must target the alias, not $LATEST
+    (esm,) = [
+        r
+        for r in res.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping" and r.get("Condition") == "IngestOnManagedInstances"
+    ]
+    assert esm["Properties"]["FunctionName"] == {"Ref": "IngestManagedFunctionAliaslive"}
+    provider = res["IngestCapacityProvider"]["Properties"]
+    assert provider["InstanceRequirements"]["AllowedInstanceTypes"] == {"Ref": "ManagedInstanceTypes"}
+    amx_families = ("c7i.", "m7i.", "r7i.", "c8i.", "m8i.")
+    assert all(t.startswith(amx_families) for t in PARAMS["ManagedInstanceTypes"]["Default"].split(","))
+    # the alarms follow whichever ingest function exists
+    dims = res["IngestErrorsAlarm"]["Properties"]["Dimensions"][0]["Value"]
+    assert dims == {
+        "Fn::If": ["IngestOnManagedInstances", {"Ref": "IngestManagedFunction"}, {"Ref": "IngestFunction"}]
+    }
+    path = tmp_path / "template-lmi.yaml"
+    path.write_text(_with_managed_instances((ROOT / "template.yaml").read_text()))
+    proc = subprocess.run([_tool("cfn-lint"), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_managed_instances_without_a_network_is_refused_by_a_rule() -> None:
+    rule = T["Rules"]["ManagedInstancesNeedNetwork"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "IngestCompute"}, "managed-instances"]}
+    asserted = json.dumps(rule["Assertions"])
+    assert "ManagedSubnetIds" in asserted and "ManagedSecurityGroupIds" in asserted
