@@ -242,7 +242,15 @@ def build_colmodernvbert(out: Path, *, seed: int = 0) -> Path:
 
 
 def _qwen3_family(
-    out: Path, family: str, text: dict, vision: dict, processor: dict, *, dim: int, seed: int, dtype: torch.dtype
+    out: Path,
+    family: str,
+    text: dict,
+    vision: dict,
+    processor: dict,
+    *,
+    dim: int,
+    seed: int,
+    dtype: torch.dtype,
 ) -> Path:
     """ColQwen3 (Qwen3-VL) or ColQwen3.5 (Qwen3.5: Gated DeltaNet + attention) with a `dim`-d head.
 

@@ -97,3 +97,25 @@ def tiny_colmodernvbert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def baked_colmodernvbert(tiny_colmodernvbert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _baked(tiny_colmodernvbert, "colmodernvbert", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_colqwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny("colqwen3", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def baked_colqwen3(tiny_colqwen3: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ColQwen3 (Qwen3-VL backbone, 320-d head), tiny and random, baked int8 like ColQwen2."""
+    return _baked(tiny_colqwen3, "colqwen3", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_colqwen3_5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny("colqwen3.5", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def baked_colqwen3_5(tiny_colqwen3_5: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ColQwen3.5 (Qwen3.5: Gated DeltaNet + attention, 320-d head), tiny and random, baked int8."""
+    return _baked(tiny_colqwen3_5, "colqwen3.5", tmp_path_factory)

@@ -62,7 +62,16 @@ def _cost_cell(rows: list[dict[str, Any]]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("family", "reference checkpoint", "license", "vec/page", "dim", "pool", "KiB/page", "measured cost")
+    head = (
+        "family",
+        "reference checkpoint",
+        "license",
+        "vec/page",
+        "dim",
+        "pool",
+        "KiB/page",
+        "measured cost",
+    )
     lines = []
     for r in rows:
         kib = f"{r['bytes_per_page']['total'] / 1024:.0f}" if r["bytes_per_page"] else "?"
@@ -76,6 +85,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head[:-1])]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
     out = [fmt.format(*head), *(fmt.format(*x) for x in lines)]
-    out.append("* default. vec/page: a US-letter page at the reference checkpoint's default visual-token budget;")
-    out.append("pool/KiB: the storage plan (full multivector pooled under the page budget, + blocks, FDE, mean).")
+    out.append(
+        "* default. vec/page: a US-letter page at the reference checkpoint's default visual-token budget;"
+    )
+    out.append(
+        "pool/KiB: the storage plan (full multivector pooled under the page budget, + blocks, FDE, mean)."
+    )
     return "\n".join(out)
