@@ -148,6 +148,10 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
                 from engine.documents.ocr import ocr_op
 
                 _send(out, ocr_op(cmd))
+            elif cmd["op"] == "decrypt":  # an Office file encrypted with Excel's default password
+                from engine.documents.protected import decrypt_op
+
+                _send(out, decrypt_op(cmd))
         except BaseException as exc:  # noqa: BLE001 - every failure crosses the pipe as a typed error
             _send(out, _error_header(exc, name, page))
 
@@ -293,7 +297,13 @@ class RenderWorker:
         _open_dirs.update((self._tmp, self._frames_dir))
         path = Path(self._tmp) / "document"
         path.write_bytes(data)
-        self._open_cmd = {"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits}
+        self._open_cmd: dict[str, Any] = {
+            "op": "open",
+            "path": str(path),
+            "type": type_,
+            "name": name,
+            "limits": limits,
+        }
         if check_content:
             self._open_cmd["check_content"] = True
         self._limits = (memory_mb, int(document_timeout_s) + 1)
