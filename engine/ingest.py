@@ -39,6 +39,7 @@ from engine.storage import BlobStore
 from engine.storage.converted import ConvertedPdfs
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 15.0  # a progress log line at most this often while pages are rendered and embedded
 
 
 def page_image_key(document_id: str, page_number: int) -> str:
@@ -237,6 +238,7 @@ def ingest_document(
             converted.put(
                 doc.document_id, pdf_bytes
             )  # once per document: continuations and extraction reuse it
+            log.info("%s: converted from %s to %d pages", doc.name, doc.type.value, doc.page_count)
         try:
             # the claim: from here until complete (or abandon), no purge of this document can run
             members.begin(version, doc.document_id)
@@ -307,6 +309,7 @@ def _embed_pages(
         result.seconds = time.monotonic() - started
         return result  # the time went into converting: continue in a new invocation
     per_page_s = 0.0
+    next_report = [time.monotonic() + PROGRESS_EVERY_S]
 
     def flush(frames: list[Any]) -> None:
         nonlocal per_page_s
@@ -332,6 +335,13 @@ def _embed_pages(
         result.next_page = frames[-1].page_number + 1
         if on_progress:
             on_progress(result.next_page - 1, doc.page_count)
+        now = time.monotonic()
+        if now >= next_report[0]:  # a long document says how far it is (counts only, no content)
+            log.info(
+                "%s: %d of %d pages rendered and embedded (%d this pass, %.2f s/page)",
+                doc.name, result.next_page - 1, doc.page_count, result.pages_embedded, per_page_s,
+            )  # fmt: skip
+            next_report[0] = now + PROGRESS_EVERY_S
 
     def batches() -> Iterator[list[Any]]:
         batch: list[Any] = []
