@@ -91,6 +91,7 @@ def open_membership(
         table or open_table(s, store),
         purge=lambda doc: delete_document_everywhere(doc, index=index, store=store),
         lease_s=s.membership_lease_s,
+        legacy=store,  # records of the blob-store format, imported on first use
     )
 
 
