@@ -78,6 +78,14 @@ class ConversionEmpty(DocumentError):
     code = "conversion_empty"
 
 
+class ConversionOutOfMemory(DocumentError):
+    """LibreOffice reached its address-space limit (DOCVISION_RENDER_MEMORY_MB) while loading or converting: the
+    document is too big for the limit, not corrupt (LibreOffice itself only says "could not be loaded")."""
+
+    code = "conversion_memory_limit"
+    http_status = 413
+
+
 class ConversionTimeout(DocumentError):
     code = "conversion_timeout"
 

@@ -39,6 +39,7 @@ from engine.storage import BlobStore
 from engine.storage.converted import ConvertedPdfs
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 15.0  # a progress log line at most this often while pages are rendered and embedded
 
 
 def page_image_key(document_id: str, page_number: int) -> str:
@@ -90,6 +91,7 @@ def open_membership(
         table or open_table(s, store),
         purge=lambda doc: delete_document_everywhere(doc, index=index, store=store),
         lease_s=s.membership_lease_s,
+        legacy=store,  # records of the blob-store format, imported on first use
     )
 
 
@@ -197,7 +199,10 @@ def ingest_document(
     converted = ConvertedPdfs(store)
     doc_id = hashlib.sha256(data).hexdigest()
     found = sniff(data)
-    needs_conversion = bool(found.type and found.type.needs_conversion and not found.encrypted)
+    # an encrypted Office file may need only Excel's default password: then it is converted like the others
+    needs_conversion = bool(found.type and found.type.needs_conversion and not found.encrypted) or (
+        found.office_encrypted
+    )
     if needs_conversion:
         cached = converted.get(doc_id)
         if cached is not None:
@@ -234,6 +239,7 @@ def ingest_document(
             converted.put(
                 doc.document_id, pdf_bytes
             )  # once per document: continuations and extraction reuse it
+            log.info("%s: converted from %s to %d pages", doc.name, doc.type.value, doc.page_count)
         try:
             # the claim: from here until complete (or abandon), no purge of this document can run
             members.begin(version, doc.document_id)
@@ -304,6 +310,7 @@ def _embed_pages(
         result.seconds = time.monotonic() - started
         return result  # the time went into converting: continue in a new invocation
     per_page_s = 0.0
+    next_report = [time.monotonic() + PROGRESS_EVERY_S]
 
     def flush(frames: list[Any]) -> None:
         nonlocal per_page_s
@@ -329,6 +336,13 @@ def _embed_pages(
         result.next_page = frames[-1].page_number + 1
         if on_progress:
             on_progress(result.next_page - 1, doc.page_count)
+        now = time.monotonic()
+        if now >= next_report[0]:  # a long document says how far it is (counts only, no content)
+            log.info(
+                "%s: %d of %d pages rendered and embedded (%d this pass, %.2f s/page)",
+                doc.name, result.next_page - 1, doc.page_count, result.pages_embedded, per_page_s,
+            )  # fmt: skip
+            next_report[0] = now + PROGRESS_EVERY_S
 
     def batches() -> Iterator[list[Any]]:
         batch: list[Any] = []

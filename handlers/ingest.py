@@ -279,6 +279,18 @@ def run_job(job: Job, deadline: float, whole_invocation: bool = True) -> dict[st
         logger.remove_keys(["document"])
 
 
+def _sweep_purges() -> None:
+    """Finish the purges of purgers that died (their lease ran out): one query when there are none."""
+    try:
+        swept = service().membership.sweep_purges()
+    except Exception:  # the next invocation sweeps again; this one's jobs must not wait for it
+        logger.exception("sweeping abandoned purges failed; the next invocation tries again")
+        return
+    if swept:
+        metrics.add_metric(name="PurgesTakenOver", unit=MetricUnit.Count, value=len(swept))
+        logger.warning("finished purges whose purger died", extra={"documents": swept})
+
+
 # --------------------------------------------------------------------------------------------- handler
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler
@@ -288,6 +300,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config.register_lambda_context(context)
     margin = service().settings.deadline_margin_s
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - margin
+    _sweep_purges()
     results: list[dict[str, Any]] = []
     ran = [0]  # jobs started in this invocation: only the first has the whole invocation's time
 

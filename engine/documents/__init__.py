@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine.documents.frames import PageFrame
 from engine.documents.native import Renderable, has_visible_content, limits_of, open_renderable
 from engine.documents.office import convert_to_pdf
+from engine.documents.protected import unlock_default_password
 from engine.documents.sniff import DocumentType, sniff
 from engine.documents.source import DocumentInput, S3Object, load_bytes
 from engine.documents.worker import RenderWorker
@@ -63,11 +64,15 @@ class Document:
         loaded = load_bytes(source, name=name, max_bytes=s.max_bytes, s3_client=s3_client)
         self.name, self.uri, self.document_id = loaded.name, loaded.uri, loaded.sha256
         self.size_bytes = len(loaded.data)
-        self.type: DocumentType = detect_type(loaded.data, self.name)
+        data = loaded.data
+        if sniff(data).office_encrypted:
+            # Excel's built-in default password opens it in Office without a question: so here too
+            data = unlock_default_password(data, self.name, s) or data
+        self.type: DocumentType = detect_type(data, self.name)
         self.pdf_bytes: bytes | None = None  # the converted PDF of an Office/HTML document
-        data, kind = loaded.data, self.type.value
+        kind = self.type.value
         if self.type.needs_conversion:
-            self.pdf_bytes = pdf_bytes if pdf_bytes is not None else to_pdf(loaded.data, kind, self.name, s)
+            self.pdf_bytes = pdf_bytes if pdf_bytes is not None else to_pdf(data, kind, self.name, s)
             data, kind = self.pdf_bytes, "pdf"
         self._renderer: Renderable | RenderWorker
         if s.render_isolation == "process":

@@ -46,7 +46,52 @@ def open_image(data: bytes, type_: str, name: str) -> Image.Image:
             warnings.simplefilter("ignore")
             return factory(io.BytesIO(data), None)  # type: ignore[no-any-return,arg-type]
     except _DECODE_ERRORS as exc:
+        variant = jpeg_variant(data) if type_ == "jpeg" else None
+        if variant is not None:
+            raise UnsupportedDocument(
+                f"the JPEG is valid but {variant}, which the image decoder does not read (only 8-bit "
+                "baseline/progressive JPEG); convert it to an 8-bit JPEG, a PNG or a 16-bit TIFF and upload again",
+                document=name,
+            ) from exc
         raise _decode_error(exc, type_, name) from exc
+
+
+# SOF markers (ITU T.81 table B.1) → coding process; C4 (DHT), C8 (JPG), CC (DAC) are not frames
+_SOF_PROCESS = {
+    0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive", 0xC3: "lossless",
+    0xC5: "differential sequential", 0xC6: "differential progressive", 0xC7: "differential lossless",
+    0xC9: "arithmetic-coded sequential", 0xCA: "arithmetic-coded progressive", 0xCB: "arithmetic-coded lossless",
+    0xCD: "arithmetic-coded differential sequential", 0xCE: "arithmetic-coded differential progressive",
+    0xCF: "arithmetic-coded differential lossless",
+}  # fmt: skip
+
+
+def jpeg_variant(data: bytes) -> str | None:
+    """Words like "a 12-bit extended sequential JPEG" for a frame that is not 8-bit baseline/progressive
+    (12- or 16-bit samples, lossless or hierarchical coding), from the first SOF header; None otherwise."""
+    off = 2  # after SOI
+    for _ in range(512):
+        if off + 4 > len(data) or data[off] != 0xFF:
+            return None
+        marker = data[off + 1]
+        if marker == 0xFF:  # fill byte
+            off += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            off += 2
+            continue
+        length = struct.unpack_from(">H", data, off + 2)[0]
+        if marker in _SOF_PROCESS:
+            if off + 5 > len(data):
+                return None
+            bits, process = data[off + 4], _SOF_PROCESS[marker]
+            if bits == 8 and marker in (0xC0, 0xC1, 0xC2):
+                return None
+            return f"a {bits}-bit {process} JPEG"
+        if marker == 0xDA or length < 2:
+            return None
+        off += 2 + length
+    return None
 
 
 def _decode_error(exc: BaseException, type_: str, name: str, page: int | None = None) -> Exception:

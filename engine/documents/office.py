@@ -27,7 +27,13 @@ import time
 from pathlib import Path
 
 from engine.documents.neutralize import neutralize
-from engine.errors import ConversionFailed, ConversionTimeout, CorruptDocument, DocumentError
+from engine.errors import (
+    ConversionFailed,
+    ConversionOutOfMemory,
+    ConversionTimeout,
+    CorruptDocument,
+    DocumentError,
+)
 
 _NOWHERE = "http://127.0.0.1:9"  # the discard port: connections are refused at once
 _PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
@@ -100,6 +106,9 @@ def network_namespace_prefix() -> tuple[str, ...]:
 
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 15.0  # a log line this often while a conversion runs
+_POLL_S = 0.5  # how often the converter's memory is looked at
+_AT_LIMIT_MB = 48  # a peak this close to RLIMIT_AS means an allocation was refused
 
 # HTML is opened in Writer (not Writer/Web, whose PDF export starts with a blank page) with the HTML import filter.
 _EXTRA_ARGS = {"html": ["--infilter=HTML (StarWriter)", "--convert-to", "pdf:writer_pdf_Export"]}
@@ -174,19 +183,48 @@ def convert_to_pdf(
             env=minimal_env(tmp),
             cwd=doc_dir,
         )
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise ConversionTimeout(
-                f"LibreOffice did not finish converting the {type_.upper()} within {timeout_s:.0f} s "
-                "(DOCVISION_CONVERSION_TIMEOUT_S); the document may be very large or malformed",
-                document=name,
-            ) from exc
+        peak_mb = 0  # the largest address space any process of the conversion reached (VmPeak)
+        next_report = started + PROGRESS_EVERY_S
+        while True:
+            left = timeout_s - (time.monotonic() - started)
+            try:
+                stdout, stderr = proc.communicate(timeout=max(0.0, min(_POLL_S, left)))
+                break
+            except subprocess.TimeoutExpired as exc:
+                peak_mb = max(peak_mb, session_peak_mb(proc.pid))
+                now = time.monotonic()
+                if now - started >= timeout_s:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.communicate()
+                    log.warning(
+                        "conversion of %s (%s) stopped at the %.0f s limit, converter peak %d MB",
+                        name, type_, timeout_s, peak_mb,
+                    )  # fmt: skip
+                    raise ConversionTimeout(
+                        f"LibreOffice did not finish converting the {type_.upper()} within {timeout_s:.0f} s "
+                        "(DOCVISION_CONVERSION_TIMEOUT_S); the document may be very large or malformed",
+                        document=name,
+                    ) from exc
+                if now >= next_report:  # a long conversion says it is alive (no document content)
+                    log.info(
+                        "converting %s (%s): %.0f s of at most %.0f s, converter peak %d MB of %d MB",
+                        name, type_, now - started, timeout_s, peak_mb, memory_mb,
+                    )  # fmt: skip
+                    next_report = now + PROGRESS_EVERY_S
         result = out_dir / "document.pdf"
         if proc.returncode != 0 or not result.exists() or result.stat().st_size == 0:
             detail = (stderr or stdout).decode(errors="replace").strip().splitlines()
+            if memory_mb > 0 and peak_mb >= memory_mb - _AT_LIMIT_MB:
+                # LibreOffice answers an allocation its limit refused with "source file could not be loaded"
+                # (exit 0) or an abort: what failed is the memory, not the file
+                raise ConversionOutOfMemory(
+                    f"LibreOffice reached its memory limit ({memory_mb} MB, DOCVISION_RENDER_MEMORY_MB) while "
+                    f"converting the {type_.upper()} and gave up; raise DOCVISION_RENDER_MEMORY_MB (and the "
+                    "function's MemorySize with it), or split the document (fewer sheets/rows) and upload the parts",
+                    document=name,
+                    limit_mb=memory_mb,
+                    setting="DOCVISION_RENDER_MEMORY_MB",
+                )
             raise ConversionFailed(
                 f"LibreOffice could not convert the {type_.upper()} to PDF (exit {proc.returncode}"
                 f"{': ' + detail[-1] if detail else ''}); the file may be corrupt or password-protected",
@@ -195,5 +233,28 @@ def convert_to_pdf(
         pdf = result.read_bytes()
         if not pdf.startswith(b"%PDF-"):
             raise ConversionFailed("LibreOffice produced something that is not a PDF", document=name)
-        log.info("converted %s (%s) to PDF in %.2f s", name, type_, time.monotonic() - started)
+        log.info(
+            "converted %s (%s) to PDF in %.2f s (%d KB, converter peak %d MB)",
+            name, type_, time.monotonic() - started, len(pdf) >> 10, peak_mb,
+        )  # fmt: skip
         return pdf
+
+
+def session_peak_mb(session: int) -> int:
+    """The largest VmPeak (MB) among live processes of this session (soffice runs as oosplash → soffice.bin)."""
+    peak = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                if int(f.read().rsplit(b")", 1)[1].split()[3]) != session:
+                    continue
+            with open(f"/proc/{entry.name}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmPeak:"):
+                        peak = max(peak, int(line.split()[1]) >> 10)
+                        break
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+    return peak

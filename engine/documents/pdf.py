@@ -10,6 +10,7 @@ from pathlib import Path
 import pymupdf
 from PIL import Image
 
+from engine.documents.pdfcrypt import ENCRYPT_REF, open_pdf
 from engine.errors import (
     CorruptDocument,
     DocumentTooComplex,
@@ -58,13 +59,22 @@ class PdfDocument:
         self.data = data
         pymupdf.TOOLS.mupdf_warnings()  # drop anything left from earlier documents
         try:
-            self.doc = pymupdf.open(stream=data, filetype="pdf")
-            needs_pass = self.doc.needs_pass and not self.doc.authenticate("")
+            self.doc = open_pdf(data, name)
+            needs_pass = bool(self.doc.needs_pass)
             page_count = 0 if needs_pass else self.doc.page_count
         except MUPDF_ERRORS as exc:
             if _is_memory(exc):
                 raise DocumentTooComplex(
                     "opening the PDF needs more memory than the render limit (DOCVISION_RENDER_MEMORY_MB)",
+                    document=name,
+                ) from exc
+            if ENCRYPT_REF.search(data[-(1 << 20) :]) or ENCRYPT_REF.search(data[: 1 << 20]):
+                # MuPDF checks the encryption dictionary (/O, /U, /Perms) before anything else: a damaged one
+                # fails the open. The file is encrypted all the same, and what the user can do is the same.
+                raise EncryptedDocument(
+                    "the PDF is encrypted and its encryption dictionary is damaged, so it cannot be opened even "
+                    f"with the empty password ({_short(exc)}); remove the password (save an unprotected copy) "
+                    "and upload that",
                     document=name,
                 ) from exc
             raise CorruptDocument(f"not a readable PDF ({_short(exc)})", document=name) from exc

@@ -91,12 +91,20 @@ class Sniffed:
     """
 
     def __init__(
-        self, type_: DocumentType | None, reason: str = "", encrypted: bool = False, corrupt: bool = False
+        self,
+        type_: DocumentType | None,
+        reason: str = "",
+        encrypted: bool = False,
+        corrupt: bool = False,
+        office_encrypted: bool = False,
     ) -> None:
         self.type = type_
         self.reason = reason
         self.encrypted = encrypted
         self.corrupt = corrupt
+        # an encrypted Office file (OOXML package or DOC/XLS/PPT): perhaps Excel's default password only
+        # (engine.documents.protected), which is converted like any Office document
+        self.office_encrypted = office_encrypted
 
 
 _BOMS = (
@@ -315,7 +323,9 @@ def _sniff_ole(data: bytes) -> Sniffed:
         cfb = _Cfb(data)
         names = set(cfb.entries)
         if "EncryptedPackage" in names:
-            return Sniffed(None, "a password-protected Office document", encrypted=True)
+            return Sniffed(
+                None, "a password-protected Office document", encrypted=True, office_encrypted=True
+            )
         type_ = None
         if "WordDocument" in names:
             type_ = DocumentType.DOC
@@ -324,7 +334,12 @@ def _sniff_ole(data: bytes) -> Sniffed:
         elif "Workbook" in names or "Book" in names:
             type_ = DocumentType.XLS
         if type_ is not None and _ole_encrypted(cfb, type_):
-            return Sniffed(None, f"a password-protected {type_.value.upper()} document", encrypted=True)
+            return Sniffed(
+                None,
+                f"a password-protected {type_.value.upper()} document",
+                encrypted=True,
+                office_encrypted=True,
+            )
     except (struct.error, ValueError, KeyError, IndexError):
         return Sniffed(None, "an OLE2 compound file that cannot be read (truncated or corrupt)", corrupt=True)
     if type_ is None:

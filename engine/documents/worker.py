@@ -148,6 +148,10 @@ def serve(memory_mb: int, cpu_s: int) -> None:  # pragma: no cover - runs in the
                 from engine.documents.ocr import ocr_op
 
                 _send(out, ocr_op(cmd))
+            elif cmd["op"] == "decrypt":  # an Office file encrypted with Excel's default password
+                from engine.documents.protected import decrypt_op
+
+                _send(out, decrypt_op(cmd))
         except BaseException as exc:  # noqa: BLE001 - every failure crosses the pipe as a typed error
             _send(out, _error_header(exc, name, page))
 

@@ -102,9 +102,9 @@ def layer_isolated(
     if not pages:
         return {}
     if getattr(settings, "render_isolation", "process") == "none":
-        import pymupdf
+        from engine.documents.pdfcrypt import open_pdf
 
-        with pymupdf.open(stream=pdf_bytes, filetype="pdf") as pdf:
+        with open_pdf(pdf_bytes, name) as pdf:
             return read_layer(pdf, pages)
     with tempfile.TemporaryDirectory(dir=getattr(settings, "work_dir", None)) as tmp:
         path = Path(tmp) / "doc.pdf"
@@ -171,6 +171,19 @@ def page_count_isolated(pdf_bytes: bytes, settings: Any) -> int | None:
         return int(json.loads(done.stdout)["page_count"])
 
 
+def _open_pdf_module() -> Any:  # pragma: no cover - runs in the child process
+    """engine/documents/pdfcrypt.py loaded by its path (this child imports no engine package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "docvision_pdfcrypt", Path(__file__).resolve().parents[1] / "documents" / "pdfcrypt.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _main(argv: list[str]) -> None:  # pragma: no cover - runs in the child process
     import resource
 
@@ -185,7 +198,7 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - runs in the child proc
 
     pymupdf.TOOLS.mupdf_display_errors(False)
     pymupdf.TOOLS.mupdf_display_warnings(False)
-    with pymupdf.open(path) as pdf:
+    with _open_pdf_module().open_pdf(Path(path).read_bytes()) as pdf:
         if argv[3] == "count":
             sys.stdout.write(json.dumps({"page_count": pdf.page_count}))
         else:

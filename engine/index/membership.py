@@ -10,6 +10,8 @@ are the same ``MembershipTable`` port: items carry a revision and every write na
     src#<h(uri)> ver#<seq>-<doc>    a version record {uri, sequencer, version_id, document_id, state, lease_until}
     src#<h(uri)> gone#<version_id>  that version was deleted for good: it can never complete or begin again
     doc#<document_id> head          {claims, state, lease_until}: how many version records hold the document
+    purges <document_id>            {lease_until}: a purge in flight (``sweep_purges`` finishes a dead one's)
+    src#<h(uri)> legacy             the key's records of the blob-store format were imported (see below)
 
 ``sequencer`` orders the versions of one key (S3's event sequencer, right-padded with zeros so that string
 order is event order); between records of the same sequencer (S3 objects without an event: backfill listings)
@@ -26,6 +28,16 @@ So a document's pages are purged only while no version record of any key holds i
 can take a hold while a purge runs: deleting one key cannot take pages another key is ingesting. A pending
 record of a running job is never dropped by others while its lease runs; the job itself drops it when it
 finds itself superseded or its version gone.
+
+A purger that dies (its invocation killed) leaves the document marked deleting, with part of its pages gone.
+Its ``purges`` entry outlives it: once the purge lease (longer than any invocation) has run out, the next
+``sweep_purges`` (every ingest invocation) or the next claimant takes the purge over with a conditional write
+on the mark, finishes it and drops the mark; a late write of the dead purger fails its condition.
+
+Deployments from before these records kept them in the blob store (``sources/<h(uri)>/<seq>-<doc>.json``,
+``holders/<doc>/<h(uri)>.json``). A key's old records are imported on its first use (one transaction with
+their claims, the head and a ``legacy`` marker, so a crash re-imports nothing twice), and a document is never
+purged while an old holder of it is not imported: sharing keys of the old format keep their pages.
 """
 
 from __future__ import annotations
@@ -206,6 +218,9 @@ class DynamoTable:
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
             "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": prefix}},
         }  # fmt: skip
+        if not prefix:  # DynamoDB refuses an empty key value: the whole partition
+            kwargs["KeyConditionExpression"] = "pk = :pk"
+            kwargs["ExpressionAttributeValues"] = {":pk": {"S": pk}}
         while True:
             page = self.client.query(**kwargs)
             rows += [
@@ -283,15 +298,25 @@ class Membership:
     """The membership rules over one table. ``purge`` deletes a document no version record holds any more."""
 
     def __init__(
-        self, table: MembershipTable, purge: PurgeFn, *, lease_s: float = 3600.0, purge_lease_s: float = 300.0
+        self,
+        table: MembershipTable,
+        purge: PurgeFn,
+        *,
+        lease_s: float = 3600.0,
+        purge_lease_s: float = 960.0,
+        legacy: Any = None,
     ) -> None:
         self.table = table
         self.purge = purge
         self.lease_s = lease_s  # a pending record outlives any one invocation (15 min) with room to spare
+        # a purge outlives an invocation too: a purger whose lease ran out was killed, not slow
         self.purge_lease_s = purge_lease_s
+        self.legacy = legacy  # the blob store the old format lived in (None: nothing to import)
+        self._imported: set[str] = set()  # keys (and documents' holders) looked at in this process
 
     # ------------------------------------------------------------------------------------------ reads
     def records(self, uri: str) -> list[SourceRecord]:
+        self._import_key(uri)
         return [r for r, _ in self._records(uri)]
 
     def _records(self, uri: str) -> list[tuple[SourceRecord, int]]:
@@ -303,6 +328,7 @@ class Membership:
 
     def current(self, uri: str) -> SourceRecord | None:
         """The key's current completed version or deletion (what the index shows for it)."""
+        self._import_key(uri)
         name = self._head(uri)[0].get("current")
         found = self.table.get(f"src#{_h(uri)}", f"ver#{name}") if name else None
         return SourceRecord(**found[0]) if found else None
@@ -326,6 +352,7 @@ class Membership:
     def begin(self, v: SourceVersion, document_id: str, *, wait_s: float = 60.0) -> None:
         """Before any page of ``document_id`` is written for this version: the pending record and its claim.
         Raises VersionGone if the version was deleted for good; waits while the document is being purged."""
+        self._import_key(v.uri)
         until = time.monotonic() + wait_s
         pk = f"src#{_h(v.uri)}"
         rec = SourceRecord(v.uri, v.sequencer, v.version_id, document_id, "pending", time.time())
@@ -365,6 +392,7 @@ class Membership:
         """This version is completely stored. Returns (is it the key's current version now, documents purged
         because no version record holds them any more). A version that is gone or superseded gives its claim
         up (its own pages go if nobody else holds them)."""
+        self._import_key(v.uri)
         pk = f"src#{_h(v.uri)}"
         name = SourceRecord(v.uri, v.sequencer, v.version_id, document_id, "pending", 0.0).name
         for attempt in _attempts():
@@ -398,6 +426,7 @@ class Membership:
 
     def remove(self, v: SourceVersion) -> list[str]:
         """The key was deleted (at this version): a tombstone keeps older events from bringing it back."""
+        self._import_key(v.uri)
         pk = f"src#{_h(v.uri)}"
         rec = SourceRecord(v.uri, v.sequencer, v.version_id, None, "deleted", time.time())
         for attempt in _attempts():
@@ -420,6 +449,7 @@ class Membership:
     def remove_version(self, uri: str, version_id: str) -> tuple[list[str], bool]:
         """One version was deleted for good (versioned bucket). Returns (documents purged, whether it was the
         key's current version). A pending job of that version finds it gone when it completes."""
+        self._import_key(uri)
         pk = f"src#{_h(uri)}"
         for attempt in _attempts():
             try:
@@ -452,6 +482,7 @@ class Membership:
     def abandon(self, v: SourceVersion) -> list[str]:
         """A superseded job (a continuation or a redelivery of an older version) gives up its claims: every
         pending record of this version, whatever document it holds (a redelivered event does not know it)."""
+        self._import_key(v.uri)
         mine = [(r, rev) for r, rev in self._records(v.uri)
                 if r.state == "pending" and r.seq == v.seq and r.version_id == v.version_id]  # fmt: skip
         return self._drop_all(mine)
@@ -502,6 +533,7 @@ class Membership:
 
     def _collect(self, document_id: str) -> list[str]:
         """Purge the document if no version record holds it (and nobody is purging it already)."""
+        self._import_holders(document_id)  # a key of the old format may hold it
         for attempt in _attempts():
             doc = self.table.get(f"doc#{document_id}", "head")
             if doc is not None and (
@@ -518,16 +550,129 @@ class Membership:
 
     def _purge(self, document_id: str, doc: tuple[Item, int] | None) -> None:
         """Mark the (unclaimed) document deleting — the condition fails if a claim came in — purge it, drop
-        its head. A purger that dies leaves the mark; the lease lets the next claimant finish the purge."""
+        its head. A purger that dies leaves the mark and its ``purges`` entry; once the lease has run out the
+        sweeper (or the next claimant) takes over with a write conditional on the mark it read."""
         pk = f"doc#{document_id}"
-        mark = {"claims": 0, "state": "deleting", "lease_until": time.time() + self.purge_lease_s}
-        self.table.transact([Write(pk, "head", mark, doc[1] if doc else 0)])
-        rev = (doc[1] if doc else 0) + 1
+        lease_until = time.time() + self.purge_lease_s
+        mark = {"claims": 0, "state": "deleting", "lease_until": lease_until}
+        entry = self.table.get("purges", document_id)
+        self.table.transact([
+            Write(pk, "head", mark, doc[1] if doc else 0),
+            Write("purges", document_id, {"lease_until": lease_until}, entry[1] if entry else 0),
+        ])  # fmt: skip
+        rev, entry_rev = (doc[1] if doc else 0) + 1, (entry[1] if entry else 0) + 1
         self.purge(document_id)
         with contextlib.suppress(
             Conflict
         ):  # our lease ran out and another purger took over: it drops the head
-            self.table.transact([Write(pk, "head", None, rev)])
+            self.table.transact([Write(pk, "head", None, rev), Write("purges", document_id, None, entry_rev)])
+
+    def sweep_purges(self, limit: int = 10) -> list[str]:
+        """Finish purges whose purger died (lease run out); drop entries of purges that ended. Returns the
+        documents purged here. Cheap when nothing is in flight: one query of one partition."""
+        finished: list[str] = []
+        now = time.time()
+        for document_id, entry, entry_rev in self.table.query("purges", ""):
+            if len(finished) >= limit:
+                break
+            if float(entry.get("lease_until", 0)) > now:
+                continue  # a purger is (or may be) at work
+            doc = self.table.get(f"doc#{document_id}", "head")
+            try:
+                if doc is None or doc[0]["state"] != "deleting":
+                    # the purge ended (its last write lost), or the document was claimed again: no purge due
+                    self.table.transact([Write("purges", document_id, None, entry_rev)])
+                    continue
+                if float(doc[0]["lease_until"]) > now:
+                    continue
+                self._purge(document_id, doc)  # take over: conditional on the dead purger's mark
+            except Conflict:
+                continue  # another sweeper or a claimant got there first
+            finished.append(document_id)
+        return finished
+
+    # ------------------------------------------------------------------------------- the old format
+    def _import_key(self, uri: str) -> None:
+        """Import the key's records of the blob-store format (once; idempotent across crashes)."""
+        if self.legacy is None or uri in self._imported:
+            return
+        self._imported.add(uri)  # before the work: the reads below come back through the public methods
+        try:
+            self._import(uri)
+        except BaseException:
+            self._imported.discard(uri)
+            raise
+
+    def _import(self, uri: str) -> None:
+        from engine.errors import NotFound
+
+        h = _h(uri)
+        keys = self.legacy.list(f"sources/{h}/")
+        if not keys:
+            return
+        old: list[SourceRecord] = []
+        for key in keys:
+            try:
+                item = json.loads(self.legacy.get(key))
+            except NotFound:
+                continue
+            old.append(SourceRecord(
+                uri=item.get("uri", uri), sequencer=str(item["sequencer"]), version_id=item.get("version_id"),
+                document_id=item.get("document_id"), state=item["state"],
+                updated_at=float(item.get("updated_at", 0.0)), lease_until=0.0,  # an old pending job: expired
+            ))  # fmt: skip
+        pk = f"src#{h}"
+        for attempt in _attempts():
+            if self.table.get(pk, "legacy") is not None:
+                break  # imported before (a crash after the import, before the blobs went)
+            writes: list[Write] = []
+            claims: dict[str, int] = {}
+            for rec in old:
+                if self.table.get(pk, f"ver#{rec.name}") is None:
+                    writes.append(Write(pk, f"ver#{rec.name}", asdict(rec), 0))
+                    if rec.document_id:
+                        claims[rec.document_id] = claims.get(rec.document_id, 0) + 1
+            done = [r for r in old if r.state != "pending"]
+            head, head_rev = self._head(uri)
+            if done:
+                best = max(done, key=lambda r: (r.seq, r.updated_at))  # the old format's current
+                now_name = head.get("current")
+                if now_name is None or best.seq > str(now_name).split("-", 1)[0]:
+                    writes.append(Write(pk, "head", {**head, "current": best.name}, head_rev))
+            for document_id, n in claims.items():
+                doc = self.table.get(f"doc#{document_id}", "head")
+                if doc is not None and doc[0]["state"] == "deleting":
+                    raise MembershipBusy("a document of this key is being purged; retry", document=uri)
+                have = int(doc[0]["claims"]) if doc else 0
+                writes.append(Write(f"doc#{document_id}", "head",
+                                    {"claims": have + n, "state": "live", "lease_until": 0.0}, doc[1] if doc else 0))  # fmt: skip
+            writes.append(Write(pk, "legacy", {"imported_at": time.time(), "records": len(old)}, 0))
+            try:
+                self.table.transact(writes)
+                break
+            except Conflict:
+                attempt()
+        for key in keys:
+            self.legacy.delete(key)
+        for rec in old:
+            if rec.document_id:
+                self.legacy.delete(f"holders/{rec.document_id}/{h}.json")
+        self._settle(uri)  # what the old records replace is retired as the new rules would have
+
+    def _import_holders(self, document_id: str) -> None:
+        """Import every old-format key that holds ``document_id`` (before it may be purged)."""
+        from engine.errors import NotFound
+
+        if self.legacy is None or f"doc#{document_id}" in self._imported:
+            return
+        for key in self.legacy.list(f"holders/{document_id}/"):
+            try:
+                uri = json.loads(self.legacy.get(key))["uri"]
+            except NotFound:
+                continue
+            self._import_key(uri)
+            self.legacy.delete(key)  # imported, or a holder its key's records never named
+        self._imported.add(f"doc#{document_id}")
 
 
 def _attempts(n: int = 200) -> Any:

@@ -109,3 +109,43 @@ def excel4_worksheet(text: bytes = b"Excel 4 cell") -> bytes:
 
 def test_excel4_worksheet_converts(tmp_path: Path) -> None:
     assert _outcome(excel4_worksheet(), "old.xls", tmp_path) == 1
+
+
+def _spreadsheet_bomb() -> bytes:
+    """A 700-byte flat ODS whose one row of 64 text cells repeats 1,048,000 times: 67 million cells to load."""
+    ns = (
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"'
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document {ns} office:version="1.2" '
+        'office:mimetype="application/vnd.oasis.opendocument.spreadsheet"><office:body><office:spreadsheet>'
+        '<table:table table:name="S"><table:table-row table:number-rows-repeated="1048000">'
+        '<table:table-cell table:number-columns-repeated="64" office:value-type="string"><text:p>cell text'
+        "</text:p></table:table-cell></table:table-row></table:table></office:spreadsheet></office:body>"
+        "</office:document>"
+    ).encode()
+
+
+def test_a_spreadsheet_that_exhausts_the_converters_memory_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: conversion_failed, "source file could not be loaded ... may be corrupt or password-protected"."""
+    settings = Settings(dpi=36, work_dir=tmp_path, render_memory_mb=800, conversion_timeout_s=240)
+    caplog.set_level("INFO", logger="engine.documents.office")
+    with pytest.raises(DocVisionError) as info:
+        open_document(_spreadsheet_bomb(), name="bomb.fods", settings=settings)
+    err = info.value
+    assert err.code == "conversion_memory_limit", str(err)
+    assert "DOCVISION_RENDER_MEMORY_MB" in str(err) and "800 MB" in str(err)
+    assert "corrupt" not in str(err) and "password" not in str(err)
+    assert err.details["setting"] == "DOCVISION_RENDER_MEMORY_MB"
+    # the conversion said it was alive while it ran (elapsed, memory; never cell text)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("converting bomb.fods")]
+    assert progress and all("cell text" not in line for line in progress)
+    # the same kind of file within the limit, and a corrupt one, keep their codes
+    small = _spreadsheet_bomb().replace(b"1048000", b"20").replace(b'repeated="64"', b'repeated="4"')
+    assert _outcome(small, "small.fods", tmp_path) == 1
+    junk = _zip({"mimetype": "application/vnd.oasis.opendocument.spreadsheet", "content.xml": "<x"})
+    assert _outcome(junk, "junk.ods", tmp_path) in ("conversion_failed", "corrupt_document")
