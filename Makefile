@@ -72,6 +72,10 @@ lint: setup
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/cfn-lint template.yaml
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0 $(UV) tool run --quiet --from aws-sam-cli==1.170.0 sam validate --lint --template template.yaml
+	@# the other auth mode (ApiAuth=api-key: usage plan + key); the linters take no parameter values
+	@mkdir -p $(STAMPS) && $(PY) infra/template_variant.py ApiAuth=api-key > $(STAMPS)/template-api-key.yaml
+	$(VENV)/bin/cfn-lint $(STAMPS)/template-api-key.yaml
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0 $(UV) tool run --quiet --from aws-sam-cli==1.170.0 sam validate --lint --template $(STAMPS)/template-api-key.yaml
 	$(VENV)/bin/hadolint Dockerfile.lambda
 	@# the image's dependency set must install on its platform (Lambda python3.12, Amazon Linux 2023, glibc 2.34)
 	UV="$(UV)" infra/check_image_deps.sh

@@ -82,7 +82,12 @@ def test_custom_metric_alarms_watch_metrics_the_handlers_emit() -> None:
 
 def test_api_is_not_open_and_ingest_is_queued_with_a_dlq() -> None:
     api = RES["Api"]["Properties"]
-    assert api["Auth"]["ApiKeyRequired"] is True and api["Auth"]["UsagePlan"]["CreateUsagePlan"] == "PER_API"
+    # no route without auth: the security of every method is chosen by ApiAuth (tests below); SAM's Auth property
+    # would add its own and takes no conditions
+    assert "Auth" not in api and api["MergeDefinitions"] is True
+    for path, item in api["DefinitionBody"]["paths"].items():
+        for op in item.values():
+            assert op["security"] == {"Fn::If": ["ApiAuthIam", [{"AWS_IAM": []}], [{"api_key": []}]]}, path
     ingest = RES["IngestFunction"]["Properties"]
     (event,) = ingest["Events"].values()
     assert event["Type"] == "SQS" and event["Properties"]["FunctionResponseTypes"] == [
@@ -397,3 +402,157 @@ def test_managed_instances_without_a_network_is_refused_by_a_rule() -> None:
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "IngestCompute"}, "managed-instances"]}
     asserted = json.dumps(rule["Assertions"])
     assert "ManagedSubnetIds" in asserted and "ManagedSecurityGroupIds" in asserted
+
+
+# ------------------------------------------------------------------- API auth: IAM default, API key option (issue 23)
+def _evaluate(node, params: dict, conditions: dict):
+    """CloudFormation's conditions on a translated template, for given parameter values: Fn::If picks its branch
+    (AWS::NoValue drops the key), the rest is left as it is."""
+    if isinstance(node, list):
+        out = [_evaluate(v, params, conditions) for v in node]
+        return [v for v in out if v != {"Ref": "AWS::NoValue"}]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Fn::If"}:
+        name, yes, no = node["Fn::If"]
+        return _evaluate(yes if conditions[name] else no, params, conditions)
+    out = {k: _evaluate(v, params, conditions) for k, v in node.items()}
+    return {k: v for k, v in out.items() if v != {"Ref": "AWS::NoValue"}}
+
+
+def _value(x, params: dict):
+    """A condition operand: a literal, a parameter (a list parameter is a list) or Fn::Join of one."""
+    if isinstance(x, dict) and "Ref" in x:
+        return params[x["Ref"]]
+    if isinstance(x, dict) and "Fn::Join" in x:
+        sep, items = x["Fn::Join"]
+        return sep.join(_value(items, params))
+    return x
+
+
+def _condition(expr, params: dict, conditions: dict, raw: dict) -> bool:
+    if "Condition" in expr:
+        name = expr["Condition"]
+        if name not in conditions:
+            conditions[name] = _condition(raw[name], params, conditions, raw)
+        return conditions[name]
+    ((fn, args),) = expr.items()
+    if fn == "Fn::Equals":
+        return str(_value(args[0], params)) == str(_value(args[1], params))
+    if fn == "Fn::Not":
+        return not _condition(args[0], params, conditions, raw)
+    if fn == "Fn::And":
+        return all(_condition(a, params, conditions, raw) for a in args)
+    if fn == "Fn::Or":
+        return any(_condition(a, params, conditions, raw) for a in args)
+    raise AssertionError(f"condition function {fn} not evaluated here")
+
+
+def _deployed(**overrides: str) -> dict:
+    """The template as CloudFormation would create it with these parameter values: the SAM transform (offline),
+    then conditions applied (resources and outputs whose condition is false are gone)."""
+    sys.path.insert(0, str(ROOT / "infra"))
+    from template_variant import with_defaults
+
+    cfn = _translate(with_defaults((ROOT / "template.yaml").read_text(), overrides))
+    params = {k: v.get("Default", "") for k, v in cfn["Parameters"].items()} | overrides
+    for k, v in cfn["Parameters"].items():
+        if v["Type"] == "CommaDelimitedList":
+            params[k] = [x for x in str(params[k]).split(",") if x]
+    raw = cfn["Conditions"]
+    conditions: dict[str, bool] = {}
+    for name in raw:
+        _condition({"Condition": name}, params, conditions, raw)
+
+    def kept(section: dict) -> dict:
+        return {k: v for k, v in section.items() if conditions.get(v.get("Condition", ""), True)}
+
+    return {
+        "Resources": _evaluate(kept(cfn["Resources"]), params, conditions),
+        "Outputs": _evaluate(kept(cfn.get("Outputs", {})), params, conditions),
+    }
+
+
+API_ROUTES = {
+    (e["Properties"]["Method"].lower(), e["Properties"]["Path"])
+    for e in RES["ApiFunction"]["Properties"]["Events"].values()
+}
+KEY_RESOURCES = {"AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::UsagePlanKey"}
+
+
+def _methods(deployed: dict) -> dict[tuple[str, str], dict]:
+    (api,) = [r for r in deployed["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    body = api["Properties"]["Body"]
+    return {(m, path): op for path, item in body["paths"].items() for m, op in item.items()} | {
+        ("securityDefinitions", ""): body["securityDefinitions"]
+    }
+
+
+def test_api_auth_defaults_to_iam_sigv4_on_every_method() -> None:
+    assert PARAMS["ApiAuth"]["Default"] == "iam" and PARAMS["ApiAuth"]["AllowedValues"] == ["iam", "api-key"]
+    deployed = _deployed()
+    methods = _methods(deployed)
+    sigv4 = methods.pop(("securityDefinitions", ""))["AWS_IAM"]
+    assert sigv4["x-amazon-apigateway-authtype"] == "awsSigv4" and sigv4["name"] == "Authorization"
+    assert set(methods) == API_ROUTES  # every route, none without a Lambda integration
+    for route, op in methods.items():
+        assert op["security"] == [{"AWS_IAM": []}], route
+        assert op["x-amazon-apigateway-integration"]["type"] == "aws_proxy", route
+        # no integration credentials: API Gateway invokes the function under its resource policy, so a caller
+        # needs execute-api:Invoke only (SAM's CALLER_CREDENTIALS would also demand lambda:InvokeFunction)
+        assert "credentials" not in op["x-amazon-apigateway-integration"], route
+    res = deployed["Resources"]
+    assert not {r["Type"] for r in res.values()} & KEY_RESOURCES
+    assert "ApiKeyId" not in deployed["Outputs"]
+    (statement,) = res["ApiCallerPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert (
+        statement["Action"] == "execute-api:Invoke"
+        and "${Api}/${Stage}/*/*" in statement["Resource"]["Fn::Sub"]
+    )
+    assert deployed["Outputs"]["ApiCallerPolicyArn"]["Value"] == {"Ref": "ApiCallerPolicy"}
+    stage = res["ApiStage"]["Properties"]["MethodSettings"][0]
+    assert (
+        stage["ThrottlingRateLimit"] == 20 and stage["ThrottlingBurstLimit"] == 40
+    )  # throttled without a plan
+
+
+def test_api_key_mode_keeps_the_usage_plan_key_on_every_method() -> None:
+    deployed = _deployed(ApiAuth="api-key")
+    methods = _methods(deployed)
+    key = methods.pop(("securityDefinitions", ""))["api_key"]
+    assert key == {"type": "apiKey", "name": "x-api-key", "in": "header"}
+    assert set(methods) == API_ROUTES
+    for route, op in methods.items():
+        assert op["security"] == [{"api_key": []}], route
+    res = deployed["Resources"]
+    assert {r["Type"] for r in res.values()} >= KEY_RESOURCES and "ApiCallerPolicy" not in res
+    plan = res["ApiUsagePlan"]["Properties"]
+    assert plan["ApiStages"] == [{"ApiId": {"Ref": "Api"}, "Stage": {"Ref": "ApiStage"}}]
+    assert plan["Throttle"] == {"RateLimit": 20, "BurstLimit": 40} and plan["Quota"]["Period"] == "MONTH"
+    link = res["ApiUsagePlanKey"]["Properties"]
+    assert link == {
+        "KeyId": {"Ref": "ApiApiKey"},
+        "KeyType": "API_KEY",
+        "UsagePlanId": {"Ref": "ApiUsagePlan"},
+    }
+    assert deployed["Outputs"]["ApiKeyId"]["Value"] == {"Ref": "ApiApiKey"}
+    assert "ApiCallerPolicyArn" not in deployed["Outputs"]
+
+
+def test_api_key_mode_lints_and_make_lint_checks_it(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "infra"))
+    from template_variant import with_defaults
+
+    path = tmp_path / "template-api-key.yaml"
+    path.write_text(with_defaults((ROOT / "template.yaml").read_text(), {"ApiAuth": "api-key"}))
+    proc = subprocess.run([_tool("cfn-lint"), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lint = (ROOT / "Makefile").read_text().split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "template_variant.py ApiAuth=api-key" in lint
+    assert lint.count("sam validate --lint") == 2 and lint.count("cfn-lint") == 2
+
+
+def test_api_document_prefixes_reach_the_handler() -> None:
+    env = RES["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["DOCVISION_API_KEY_PREFIXES"] == {"Ref": "ApiDocumentPrefixes"}
+    assert PARAMS["ApiDocumentPrefixes"]["Default"] == "raw/"
