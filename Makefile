@@ -88,9 +88,16 @@ image: docker
 	infra/make_base.sh
 	IMAGE=$(IMAGE) MODEL_SOURCE=$(MODEL_SOURCE) infra/build_image.sh
 
-## image-test: run the image as Lambda does (read-only, tmpfs /tmp, uid 993, emulator), then sam build + sam local invoke; writes bench/results/image.json
-image-test: setup image
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) infra/image_test.py
+## image-gpu: Dockerfile.gpu (Batch backfill) from the same stand-in base and build args as `make image` (its shared stages are cache hits)
+image-gpu: image
+	set -a && . .build/image.env && set +a && DOCKER_BUILDKIT=0 docker build --network host -f Dockerfile.gpu -t docvision-gpu:local \
+	  --build-arg LAMBDA_BASE="$$LAMBDA_BASE" --build-arg TORCH_INDEX_URL="$$TORCH_INDEX_URL" \
+	  --build-arg ALLOW_CUDA_TORCH="$$ALLOW_CUDA_TORCH" --build-arg MODEL_SOURCE="$$MODEL_SOURCE" \
+	  --build-arg MODEL_REVISION="$$MODEL_REVISION" . > .build/image-gpu.log
+
+## image-test: run the image as Lambda does (read-only, tmpfs /tmp, uid 993, emulator), then sam build + sam local invoke, and backfill --shard 0 in the GPU image on the CPU; writes bench/results/image.json
+image-test: setup image image-gpu
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) infra/image_test.py --gpu-image docvision-gpu:local
 
 typecheck: setup
 	$(PY) -m mypy

@@ -28,6 +28,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -214,22 +215,27 @@ class Function:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name}: the emulator did not listen: {self.logs()[-2000:]}") from None
+                    raise RuntimeError(
+                        f"{self.name}: the emulator did not listen: {self.logs()[-2000:]}"
+                    ) from None
                 time.sleep(0.05)
 
     def _sample(self) -> None:
-        units = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
+        units = {
+            "B": 1,
+            "KiB": 1024,
+            "MiB": 1024**2,
+            "GiB": 1024**3,
+            "kB": 1000,
+            "MB": 1000**2,
+            "GB": 1000**3,
+        }
         while not self._stop.is_set():
             out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", self.name],
                                  capture_output=True, text=True).stdout.strip()  # fmt: skip
-            if out:
-                used = out.split("/")[0].strip()
-                num = used.rstrip("KMGiB kB")
-                unit = used[len(num):].strip()
-                try:
-                    self.peak_bytes = max(self.peak_bytes, int(float(num) * units.get(unit, 1)))
-                except ValueError:
-                    pass
+            m = re.match(r"\s*([0-9.]+)\s*([A-Za-z]+)", out.split("/")[0]) if out else None
+            if m:
+                self.peak_bytes = max(self.peak_bytes, int(float(m.group(1)) * units.get(m.group(2), 1)))
             self._stop.wait(0.3)
 
     def invoke(self, ev: dict[str, Any], timeout: float = 900) -> tuple[float, Any]:
@@ -344,7 +350,9 @@ def run_lambda_like(image: str, world: World, llm: ScriptedLLM, reps: int, tmp: 
 
 def count_points(index: Path) -> int:
     files = [p for p in index.rglob("*") if p.is_file()]
-    check(len(files) > 0, "the embedded index holds the ingested points (files under the mounted index)", files)
+    check(
+        len(files) > 0, "the embedded index holds the ingested points (files under the mounted index)", files
+    )
     return len(files)
 
 
@@ -397,7 +405,9 @@ def run_sam(world: World, llm: ScriptedLLM, tmp: Path, build: dict[str, str]) ->
     os.chmod(index, 0o777)
     names = {"IngestFunction", "ApiFunction"}
     (tmp / "env.json").write_text(json.dumps({n: {k: v for k, v in world.env().items()} for n in names}))
-    (tmp / "extra.json").write_text(json.dumps({k: v for k, v in world.env().items() if k.startswith("AWS_")}))
+    (tmp / "extra.json").write_text(
+        json.dumps({k: v for k, v in world.env().items() if k.startswith("AWS_")})
+    )
 
     def invoke(function: str, ev: dict[str, Any], name: str) -> tuple[float, Any]:
         path = tmp / f"{name}.json"
@@ -410,7 +420,9 @@ def run_sam(world: World, llm: ScriptedLLM, tmp: Path, build: dict[str, str]) ->
             cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
         )  # fmt: skip
         secs = time.perf_counter() - t
-        check(p.returncode == 0, f"sam local invoke {function} -e {name}", p.stdout[-2000:] + p.stderr[-4000:])
+        check(
+            p.returncode == 0, f"sam local invoke {function} -e {name}", p.stdout[-2000:] + p.stderr[-4000:]
+        )
         lines = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("{")]
         return secs, json.loads(lines[-1])
 
@@ -437,6 +449,33 @@ def run_sam(world: World, llm: ScriptedLLM, tmp: Path, build: dict[str, str]) ->
     out["extract_s"] = round(secs, 2)
     count_points(index)
     return out
+
+
+# ------------------------------------------------------------------------------------------- part 3
+def run_backfill(gpu_image: str, world: World, tmp: Path) -> dict[str, Any]:
+    """Dockerfile.gpu's image (built from the CUDA-less stand-in base) runs `backfill --shard 0` on the CPU."""
+    keys = [f"raw/backfill/doc{i}.pdf" for i in range(4)]
+    for i, key in enumerate(keys):
+        world.put(key, unique_pdf(tmp, f"backfill-{i}"))
+    env = {k: v for k, v in world.env().items() if k.startswith(("AWS_", "DOCVISION_STORE"))}
+    args = ["docker", "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp:rw,exec,mode=1777",
+            "--shm-size", "1g", "-e", "DOCVISION_COMPUTE=auto", "-e", "DOCVISION_INDEX_PATH=/tmp/qdrant"]  # fmt: skip
+    for k, v in env.items():
+        args += ["-e", f"{k}={v}"]
+    t = time.perf_counter()
+    proc = sh(*args, gpu_image, "python", "-m", "engine", "backfill", f"s3://{BUCKET}/raw/backfill/",
+              "--shards", "2", "--shard", "0", check=False)  # fmt: skip
+    secs = time.perf_counter() - t
+    check(
+        proc.returncode == 0,
+        "backfill --shard 0 in the GPU image (on the CPU)",
+        proc.stdout[-2000:] + proc.stderr[-3000:],
+    )
+    records = [k for k in world.keys("derived/backfill/") if "shard-0" in k]
+    check(bool(records), "the shard's record in S3", world.keys("derived/backfill/")[:10])
+    user = sh("docker", "run", "--rm", "--network", "none", gpu_image, "id", "-u").stdout.strip()
+    return {"seconds": round(secs, 2), "shard_records": len(records), "user": user,
+            "stderr_tail": proc.stderr.strip().splitlines()[-3:]}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- image facts
@@ -488,6 +527,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip-sam", action="store_true")
+    ap.add_argument("--gpu-image", help="also run `backfill --shard 0` in this Dockerfile.gpu image")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "image.json")
     args = ap.parse_args()
     build = image_env()
@@ -508,6 +548,8 @@ def main() -> int:
             "peak_memory_mib": {k: round(v / 2**20) for k, v in part1["peak_memory_bytes"].items()},
             "checks": part1["checks"],
         }  # fmt: skip
+        if args.gpu_image:
+            report["gpu_image_backfill"] = run_backfill(args.gpu_image, world, tmp)
         if not args.skip_sam:
             report["sam"] = run_sam(world, llm, tmp, build)
     report["image_test_s"] = round(time.perf_counter() - started, 1)

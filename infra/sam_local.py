@@ -52,7 +52,10 @@ def main() -> None:
     extra_env_file = _pop_option(argv, "--extra-env")
     bind = _pop_option(argv, "--bind")
     host_network = "--docker-network" in argv and argv[argv.index("--docker-network") + 1] == "host"
-    extra_env: dict[str, str] = json.load(open(extra_env_file)) if extra_env_file else {}
+    extra_env: dict[str, str] = {}
+    if extra_env_file:
+        with open(extra_env_file) as f:
+            extra_env = json.load(f)
 
     if host_network:
         from docker.models.containers import ContainerCollection

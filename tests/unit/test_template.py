@@ -256,14 +256,18 @@ def test_image_base_is_debian_bookworm_like_the_tests_and_matches_the_platform_c
     from packaging.specifiers import SpecifierSet
 
     assert "3.11" in SpecifierSet(requires.group(1))
-    assert "awslambdaric" in pyproject and '"-m", "awslambdaric"' in DOCKERFILE  # the runtime interface client
+    assert (
+        "awslambdaric" in pyproject and '"-m", "awslambdaric"' in DOCKERFILE
+    )  # the runtime interface client
     # Debian's maintained packages, the same list `make setup` installs for the tests (no downloaded bundle)
     makefile = (ROOT / "Makefile").read_text()
     for pkg in ("libreoffice-writer-nogui", "tesseract-ocr", "fonts-noto-cjk", "poppler-utils"):
         assert pkg in DOCKERFILE and pkg in makefile, pkg
     assert "curl" not in DOCKERFILE and "dnf" not in DOCKERFILE and "LIBREOFFICE_VERSION" not in DOCKERFILE
     assert "compileall" in DOCKERFILE and "PYTHONDONTWRITEBYTECODE=1" in DOCKERFILE
-    assert not DOCKERFILE.startswith("# syntax=")  # the legacy builder builds it offline (BuildKit would pull a frontend)
+    assert not DOCKERFILE.startswith(
+        "# syntax="
+    )  # the legacy builder builds it offline (BuildKit would pull a frontend)
 
 
 def test_llm_keys_come_from_secrets_and_bedrock_is_scoped() -> None:
@@ -302,7 +306,9 @@ def test_the_final_stage_takes_the_dependencies_without_the_bake_only_packages()
     """peft (LoRA merging, model stage) and accelerate (only peft needs it) are pruned from the runtime tree by
     infra/prune_dists.py, the same script the sandbox test runs on its copy of the tree."""
     app = DOCKERFILE.split("FROM build AS app", 1)[1].split("\nFROM ", 1)[0]
-    assert "RUN python3 /src/infra/prune_dists.py /opt/venv/lib/python3.*/site-packages peft accelerate" in app
+    assert (
+        "RUN python3 /src/infra/prune_dists.py /opt/venv/lib/python3.*/site-packages peft accelerate" in app
+    )
     final = DOCKERFILE.rsplit("\nFROM ", 1)[1]
     assert "COPY --from=app /opt/venv/ " in final and "--from=build" not in final
     assert "RUN " not in final  # one layer per tree: no chmod/compile copy of the trees in the final stage
@@ -401,3 +407,19 @@ def test_managed_instances_without_a_network_is_refused_by_a_rule() -> None:
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "IngestCompute"}, "managed-instances"]}
     asserted = json.dumps(rule["Assertions"])
     assert "ManagedSubnetIds" in asserted and "ManagedSecurityGroupIds" in asserted
+
+
+def test_gpu_image_shares_the_lambda_image_stages_verbatim() -> None:
+    """Dockerfile.gpu's os, build, model and app stages are Dockerfile.lambda's (one base, one package set, one
+    dependency tree per torch index; cached layers shared); only the final stage differs (issue 21 item 4)."""
+    gpu = (ROOT / "Dockerfile.gpu").read_text()
+    marker = "# " + "-" * 94
+
+    def stages(text: str) -> str:
+        body = text[text.index(marker + " os") :]
+        return body[: body.index(marker + " final")]
+
+    assert stages(gpu) == stages(DOCKERFILE)
+    final = gpu.rsplit("\nFROM ", 1)[1]
+    assert "awslambdaric" not in final and "USER 10001" in final and "PATH=/opt/venv/bin" in final
+    assert gpu.count("ARG LAMBDA_BASE=") == 1 and dockerfile_args()["LAMBDA_BASE"] in gpu
