@@ -62,6 +62,16 @@ DOCKER_BUILDKIT=0 docker build --network host -f Dockerfile.lambda -t "$IMAGE" \
   .
 echo "image: $IMAGE built in $(( $(date +%s) - start )) s ($(docker image inspect -f '{{.Size}}' "$IMAGE") bytes)"
 echo "BUILD_SECONDS=$(( $(date +%s) - start ))" >> .build/image.env
-# the image this build replaced (now untagged); the build cache (intermediate images) stays
+# Docker layer caching: the build and app stages get tags (instant: every step is a cache hit), so they stay
+# the cache of the next build while the stages of earlier builds, now untagged, are pruned (the disk holds
+# a few GB per build).
+for stage in build app; do
+  DOCKER_BUILDKIT=0 docker build -q --network host -f Dockerfile.lambda --target "$stage" -t "docvision-cache:$stage" \
+    --build-arg LAMBDA_BASE="$LAMBDA_BASE" --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
+    --build-arg ALLOW_CUDA_TORCH="$ALLOW_CUDA_TORCH" --build-arg MODEL_SOURCE="$MODEL_SOURCE" \
+    --build-arg MODEL_REVISION="$MODEL_REVISION" . >/dev/null
+done
 new=$(docker image inspect -f '{{.Id}}' "$IMAGE")
 if [ -n "$old" ] && [ "$old" != "$new" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
+docker image prune -f >/dev/null
+echo "image: docker disk use: $(docker system df --format '{{.Type}} {{.Size}}' | tr '\n' ' ')"

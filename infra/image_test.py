@@ -128,6 +128,9 @@ class World:
         for name, key in (("idem", "id"), ("jobs", "job_id")):
             self.ddb.create_table(TableName=name, KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
                 AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")  # fmt: skip
+        self.ddb.create_table(TableName="membership", BillingMode="PAY_PER_REQUEST",  # the template's MembershipTable
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}])  # fmt: skip
         self.llm_secret = self.sm.create_secret(Name="docvision-llm-key", SecretString="sk-image-test")["ARN"]
         self.llm_url = llm_url
 
@@ -140,7 +143,7 @@ class World:
             "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_LOG_LEVEL": "INFO",
             "DOCVISION_STORE": f"s3://{BUCKET}/derived", "DOCUMENTS_BUCKET": BUCKET,
             "DOCVISION_INDEX_PATH": index_in_container, "DOCVISION_WORK_DIR": "/tmp",
-            "QDRANT_SECRET_ARN": "", "IDEMPOTENCY_TABLE": "idem", "JOBS_TABLE": "jobs",
+            "QDRANT_SECRET_ARN": "", "IDEMPOTENCY_TABLE": "idem", "JOBS_TABLE": "jobs", "MEMBERSHIP_TABLE": "membership",
             "INGEST_QUEUE_URL": self.queue, "INGEST_DLQ_URL": self.dlq,
             "DOCVISION_LLM_PROVIDER": "openai-generic", "DOCVISION_LLM_MODEL": "test-vlm",
             "DOCVISION_LLM_BASE_URL": self.llm_url, "DOCVISION_LLM_API_KEY_REF": f"secret:{self.llm_secret}",
@@ -405,9 +408,10 @@ def run_sam(world: World, llm: ScriptedLLM, tmp: Path, build: dict[str, str]) ->
     os.chmod(index, 0o777)
     names = {"IngestFunction", "ApiFunction"}
     (tmp / "env.json").write_text(json.dumps({n: {k: v for k, v in world.env().items()} for n in names}))
-    (tmp / "extra.json").write_text(
-        json.dumps({k: v for k, v in world.env().items() if k.startswith("AWS_")})
-    )
+    # what the template does not declare (so --env-vars cannot set it): moto's endpoint and test credentials
+    undeclared = {k: v for k, v in world.env().items()
+                  if (k.startswith("AWS_") and not k.startswith("AWS_LAMBDA_")) or k == "POWERTOOLS_TRACE_DISABLED"}  # fmt: skip
+    (tmp / "extra.json").write_text(json.dumps(undeclared))
 
     def invoke(function: str, ev: dict[str, Any], name: str) -> tuple[float, Any]:
         path = tmp / f"{name}.json"
