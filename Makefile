@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-i
 DEBIAN_TEST_PACKAGES := chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench clean docker image image-test image-gpu
 
 ## setup: Debian packages (LibreOffice, poppler, fonts, Tesseract + 7 language packs; Chromium for tests), uv, the Python env, generated BAML client, tiny model
 setup: $(STAMPS)/system $(STAMPS)/python models/tiny-colqwen2-baked/manifest.json
@@ -77,10 +77,31 @@ lint: setup
 	$(VENV)/bin/cfn-lint $(STAMPS)/template-api-key.yaml
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0 $(UV) tool run --quiet --from aws-sam-cli==1.170.0 sam validate --lint --template $(STAMPS)/template-api-key.yaml
 	$(VENV)/bin/hadolint Dockerfile.lambda
-	@# the image's dependency set must install on its platform (Lambda python3.12, Amazon Linux 2023, glibc 2.34)
+	@# the image's dependency set must install on its platform (Debian 12 bookworm: Python 3.11, glibc 2.36)
 	UV="$(UV)" infra/check_image_deps.sh
 	$(VENV)/bin/hadolint Dockerfile.gpu
 	$(PY) -m mypy
+
+## image: the Lambda image (Dockerfile.lambda) from a local Debian bookworm stand-in base (infra/make_base.sh), tiny model unless MODEL_SOURCE=<hub id or models/ dir>
+IMAGE ?= docvision:local
+MODEL_SOURCE ?= tiny
+docker:
+	infra/docker_daemon.sh
+
+image: docker
+	infra/make_base.sh
+	IMAGE=$(IMAGE) MODEL_SOURCE=$(MODEL_SOURCE) infra/build_image.sh
+
+## image-gpu: Dockerfile.gpu (Batch backfill) from the same stand-in base and build args as `make image` (its shared stages are cache hits)
+image-gpu: image
+	set -a && . .build/image.env && set +a && DOCKER_BUILDKIT=0 docker build --network host -f Dockerfile.gpu -t docvision-gpu:local \
+	  --build-arg LAMBDA_BASE="$$LAMBDA_BASE" --build-arg TORCH_INDEX_URL="$$TORCH_INDEX_URL" \
+	  --build-arg ALLOW_CUDA_TORCH="$$ALLOW_CUDA_TORCH" --build-arg MODEL_SOURCE="$$MODEL_SOURCE" \
+	  --build-arg MODEL_REVISION="$$MODEL_REVISION" . > .build/image-gpu.log
+
+## image-test: run the image as Lambda does (read-only, tmpfs /tmp, uid 993, emulator), then sam build + sam local invoke, and backfill --shard 0 in the GPU image on the CPU; writes bench/results/image.json
+image-test: setup image image-gpu
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) infra/image_test.py --gpu-image docvision-gpu:local
 
 typecheck: setup
 	$(PY) -m mypy

@@ -40,6 +40,26 @@ PROCESSOR_FILES = (
 )  # fmt: skip
 
 
+def missing_local_source(source: str) -> str | None:
+    """Why `source` names a local model directory that is not there, else None (it is there, or a hub id).
+
+    "models/colqwen2-v1.0" and "./x" are paths (their first part is a folder here, or they start with . or /);
+    "vidore/colqwen2-v1.0" is a hub id. Without this a missing folder (left out of a docker build context by
+    .dockerignore, say) is taken for a hub id and fails offline with a hub error that never names the folder.
+    """
+    path = Path(source)
+    if path.is_dir():
+        return None
+    looks_local = source.startswith((".", "/", "~")) or (len(path.parts) > 1 and Path(path.parts[0]).is_dir())
+    if not looks_local:
+        return None
+    return (
+        f"model directory {source!r} not found (cwd {Path.cwd()}). In a docker build the folder must be inside "
+        "the build context and not excluded by .dockerignore (models/tiny-* is: use MODEL_SOURCE=tiny to make "
+        "the test model in the build)."
+    )
+
+
 def bake(
     source: str, out: Path, *, revision: str | None = None, base: str | None = None, family: str | None = None
 ) -> dict:
@@ -108,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--family", help="model family (default: detected from config)")
     args = parser.parse_args(argv)
+    missing = missing_local_source(args.source)
+    if missing:
+        print(f"bake: error [model_source_missing]: {missing}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     manifest = bake(args.source, args.out, revision=args.revision, base=args.base, family=args.family)
     print(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=2))
