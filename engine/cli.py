@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +26,9 @@ from rich.progress import (
 )
 
 from engine.errors import DocVisionError
+
+if TYPE_CHECKING:
+    from engine.service import DocVision
 
 out = Console()
 err = Console(stderr=True)
@@ -107,12 +111,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- ingest / search
-def _service(args: argparse.Namespace):
+def _service(args: argparse.Namespace) -> DocVision:
     from engine.config import Settings
-    from engine.service import DocVision
+    from engine.service import bootstrap
 
     overrides = {"collection": args.collection} if getattr(args, "collection", None) else {}
-    return DocVision(Settings(**overrides))
+    return bootstrap(Settings(**overrides))
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -251,9 +255,9 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- backfill
 def _shard_arg(args: argparse.Namespace) -> int | None:
     """--shard, else $AWS_BATCH_JOB_ARRAY_INDEX (an array job's child), else 0 for one shard, else None (plan)."""
-    import os
+    from engine.config import Settings
 
-    raw = args.shard if args.shard is not None else os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
+    raw = args.shard if args.shard is not None else Settings().batch_array_index
     if raw in (None, ""):
         return 0 if args.shards == 1 else None
     if not str(raw).isdigit():
@@ -266,6 +270,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from engine.backfill import list_source, plan_shards, run_shard
+    from engine.bootstrap import build
     from engine.config import Settings
     from engine.service import DocVision
 
@@ -288,7 +293,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         )
         return 0
     overrides = {"collection": args.collection} if args.collection else {}
-    dv = DocVision(Settings(**overrides), s3_client=s3)
+    dv = DocVision(services=build(Settings(**overrides), s3_client=s3))
     err.print(
         f"shard {shard} of {args.shards}: model {dv.embedder.model_id} on {dv.embedder.plan.name}; "
         f"index {dv.index.backend}; store {dv.store.uri}",
@@ -322,6 +327,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from engine.bootstrap import build
     from engine.config import Settings
     from engine.extraction import extract_document
     from engine.service import DocVision
@@ -338,7 +344,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     store = open_store(args.out) if args.out else open_store(settings.store)
     t = time.monotonic()
     with err.status(f"extracting {Path(args.file).name} with {settings.llm_provider}:{settings.llm_model}…"):
-        result = extract_document(args.file, schema, settings=settings, store=store, service=DocVision(settings, store=store),
+        result = extract_document(args.file, schema, settings=settings, store=store, service=DocVision(services=build(settings, store=store)),
                                   csv=args.format == "csv", use_cache=not args.no_cache)  # fmt: skip
     prov = result.result["provenance"]
     how = "cached result" if result.cached else f"{prov['attempts']} LLM attempt(s)"

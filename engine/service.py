@@ -1,8 +1,8 @@
 """The core API, one object per process (a Lambda container, the CLI): ingest, search, score, embed, maps.
 
-``bootstrap(settings)`` is the one place the ports (engine.ports: Embedder, PageIndex, BlobStore, JobStore)
-are wired from Settings; each is created lazily on first use and then reused (warm Lambda invocations).
-Tests hand in real embedded ones or fakes through the constructor.
+The ports (engine.ports: Embedder, PageIndex, BlobStore, JobStore) are wired in one place,
+``engine.bootstrap.build(settings)``; each is created lazily on first use and then reused (warm Lambda
+invocations). Tests hand in real embedded ones or fakes through the constructor or ``build``.
 """
 
 from __future__ import annotations
@@ -10,23 +10,28 @@ from __future__ import annotations
 import io
 import logging
 import time
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from engine.bootstrap import Services, build
 from engine.config import Settings, get_settings
 from engine.errors import NotFound
 from engine.ports import BlobStore, Embedder, JobStore, PageIndex
 
 if TYPE_CHECKING:
+    from engine.documents.source import DocumentInput
     from engine.embedding.storage import StoragePlan
+    from engine.index.membership import Membership, SourceVersion
+    from engine.ingest import IngestResult, RemoveResult
 
 log = logging.getLogger(__name__)
 
 
 class DocVision:
+    """The use cases over one process's ports (``engine.bootstrap.Services``)."""
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -36,87 +41,59 @@ class DocVision:
         store: BlobStore | None = None,
         jobs: JobStore | None = None,
         s3_client: Any = None,
+        services: Services | None = None,
     ) -> None:
-        self.settings = settings or get_settings()
-        self.s3_client = s3_client  # optional: the client stores of s3:// locations use (default: boto3's)
-        self._documents: dict[str, BlobStore] = {}
-        for name, port in (("embedder", embedder), ("index", index), ("store", store), ("jobs", jobs)):
-            if port is not None:
-                self.__dict__[name] = port
+        """Either ``services`` (engine.bootstrap.build) or the Settings and ports to build them from."""
+        if services is None:
+            services = build(settings or get_settings(), embedder=embedder, index=index, store=store, jobs=jobs,
+                             s3_client=s3_client)  # fmt: skip
+        self.services = services
 
-    @cached_property
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def s3_client(self) -> Any:
+        """The boto3 S3 client of s3:// stores (untyped third-party; None: boto3's default)."""
+        return self.services.s3_client
+
+    @property
     def embedder(self) -> Embedder:
-        from engine.embedding import Embedder
-
-        s = self.settings
-        return Embedder(s.model, family=s.model_family, compute_mode=s.compute, speedups=s.speedups, fp8_layers=s.fp8_layers, threads=s.threads, verify=s.verify_weights,
-                        max_visual_tokens=s.max_visual_tokens, memory_budget=s.memory_budget_mb, max_batch_size=s.max_batch_size,
-                        lazy_vision=s.lazy_vision)  # fmt: skip
+        return self.services.embedder.get()
 
     def model_identity(self) -> tuple[str, int]:
         """(model id, embedding dim) without loading the model when it is baked (its manifest says both)."""
-        if "embedder" not in self.__dict__:
-            from engine.embedding.manifest import baked_identity
+        return self.services.model_identity()
 
-            known = baked_identity(self.settings.model)
-            if known:
-                return known
-        return self.embedder.model_id, self.embedder.dim
-
-    @cached_property
+    @property
     def storage_plan(self) -> StoragePlan:
-        """The collection's storage plan: DOCVISION_TOKEN_POOL_FACTOR when set, else the smallest pool factor
-        that keeps the model's page under DOCVISION_PAGE_BYTES_BUDGET (from the baked manifest's page_vectors,
-        without loading the model; a model that is not baked is asked)."""
-        from engine.embedding.manifest import baked_page_vectors
-        from engine.embedding.storage import count_page_vectors, plan_storage
+        """The collection's storage plan (engine.bootstrap: make_storage_plan)."""
+        return self.services.storage_plan.get()
 
-        s = self.settings
-        explicit = s.token_pool_factor if "token_pool_factor" in s.model_fields_set else None
-        _, dim = self.model_identity()
-        vectors = None if "embedder" in self.__dict__ else baked_page_vectors(s.model)
-        if vectors is None:
-            processor = getattr(self.embedder, "processor", None)
-            vectors = count_page_vectors(processor) if processor is not None else 0
-        return plan_storage(vectors, dim, pool_factor=explicit, budget_bytes=s.page_bytes_budget)
-
-    @cached_property
+    @property
     def index(self) -> PageIndex:
-        from engine.index import open_index
+        return self.services.index.get()
 
-        model_id, dim = self.model_identity()
-        plan = self.storage_plan
-        return open_index(model_id, dim, self.settings, token_pool_factor=plan.pool_factor)
-
-    @cached_property
+    @property
     def store(self) -> BlobStore:
-        from engine.storage import open_store
+        return self.services.store.get()
 
-        return open_store(self.settings.store, self.s3_client)
-
-    @cached_property
+    @property
     def jobs(self) -> JobStore:
-        from engine.jobs import DynamoJobStore
+        return self.services.jobs.get()
 
-        return DynamoJobStore(self.settings.jobs_table, outcomes=self.store)
-
-    @cached_property
-    def membership(self) -> Any:
+    @property
+    def membership(self) -> Membership:
         """Which source key holds which document (engine.index.membership), over DynamoDB or local SQLite."""
-        from engine.ingest import open_membership
-
-        return open_membership(self.index, self.store, self.settings)
+        return self.services.membership.get()
 
     def documents(self, bucket: str) -> BlobStore:
         """Where uploaded documents are read from (one store per bucket, reused)."""
-        if bucket not in self._documents:
-            from engine.storage import open_store
-
-            self._documents[bucket] = open_store(f"s3://{bucket}", self.s3_client)
-        return self._documents[bucket]
+        return self.services.documents(bucket)
 
     # ------------------------------------------------------------------------------------------- ingest
-    def ingest(self, source: Any, **kwargs: Any) -> Any:
+    def ingest(self, source: DocumentInput, **kwargs: Any) -> IngestResult:
         """engine.ingest.ingest_document with this process's ports (see there for the arguments)."""
         from engine.ingest import ingest_document
 
@@ -131,7 +108,7 @@ class DocVision:
             **kwargs,
         )
 
-    def remove_source(self, version: Any, deleted_version_id: str | None = None) -> Any:
+    def remove_source(self, version: SourceVersion, deleted_version_id: str | None = None) -> RemoveResult:
         """engine.ingest.remove_source with this process's index and store (an S3 ObjectRemoved event)."""
         from engine.ingest import remove_source
 
@@ -289,7 +266,7 @@ class DocVision:
     def health(self) -> dict[str, Any]:
         from importlib.metadata import version
 
-        if "embedder" in self.__dict__:
+        if self.services.embedder.loaded:
             model = self.embedder.describe()
         else:  # health never loads the model (a cold model load is seconds to minutes)
             model_id, dim = self.model_identity()
@@ -314,5 +291,5 @@ class DocVision:
 
 
 def bootstrap(settings: Settings | None = None) -> DocVision:
-    """The one place ports are built from Settings (handlers and the CLI call this once per process)."""
-    return DocVision(settings or Settings())
+    """The use cases over ``engine.bootstrap.build(settings)`` (handlers, the CLI and backfill call this once)."""
+    return DocVision(services=build(settings or Settings()))

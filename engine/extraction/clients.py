@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from engine.errors import ConfigError
@@ -38,17 +37,11 @@ class ClientSpec:
         return f"{self.provider}:{self.model}" + (f"@{self.base_url}" if self.base_url else "")
 
 
-@lru_cache(maxsize=32)
 def _secret(secret_id: str) -> str:
-    import boto3
+    """The secret string, or its "api_key" field if it is JSON (engine.secrets: cached for DOCVISION_SECRET_TTL_S)."""
+    from engine.secrets import default_reader
 
-    try:
-        value = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
-    except Exception as exc:  # noqa: BLE001 - any failure is a configuration problem the operator must fix
-        raise ConfigError(
-            f"cannot read the LLM credential from Secrets Manager secret {secret_id!r} ({type(exc).__name__}); "
-            "check the secret exists and the function's role may read it"
-        ) from None
+    value = default_reader().get(secret_id, what="LLM credential")
     try:
         parsed = json.loads(value)
     except ValueError:

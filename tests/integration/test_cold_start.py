@@ -46,7 +46,7 @@ def test_health_loads_no_model(baked_tiny: Path, tmp_path: Path) -> None:
         "dv = DocVision(Settings())\n"
         "h = dv.health()\n"
         "print(json.dumps({'health': h['model'], 'reachable': h['index']['reachable'],"
-        " 'torch': 'torch' in sys.modules, 'loaded': 'embedder' in dv.__dict__}))\n"
+        " 'torch': 'torch' in sys.modules, 'loaded': dv.services.embedder.loaded}))\n"
     )
     got = _probe(code, DOCVISION_MODEL=str(baked_tiny), DOCVISION_INDEX_PATH=str(tmp_path / "q"))
     assert got["health"]["model_id"] == "tiny-random-colqwen2" and got["health"]["loaded"] is False

@@ -124,7 +124,7 @@ def test_ingest_search_score_with_a_storage_plan(
     settings = Settings(index_backend=backend, index_path=tmp_path / "q", store=str(tmp_path / "s"),
                         page_bytes_budget=budget, max_batch_size=2)  # fmt: skip
     service = DocVision(settings)
-    service.__dict__["embedder"] = Embedder(str(baked_colqwen3_5))
+    service.services.embedder.set(Embedder(str(baked_colqwen3_5)))
     plan = service.storage_plan
     n = service.embedder.embed_images([text_image(LETTER, "x")])[0].vectors.shape[0]
     assert plan.page_vectors == n and plan.pool_factor == -(-n * 320 * 2 // budget) > 1
@@ -154,7 +154,7 @@ def test_ingest_search_score_with_a_storage_plan(
         ).index
     # the same model from its manifest alone (no model load) reopens the collection at the recorded plan
     again = DocVision(settings.model_copy(update={"model": str(baked_colqwen3_5)}))
-    assert again.storage_plan.pool_factor == plan.pool_factor and "embedder" not in again.__dict__
+    assert again.storage_plan.pool_factor == plan.pool_factor and not again.services.embedder.loaded
     assert again.index.count(r.document_id) == 3
     again.index.close()
 
