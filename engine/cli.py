@@ -197,7 +197,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     dv = _service(args)
-    result = dv.search(args.query, top_k=args.top_k, document_ids=args.document or None, mode=args.mode)
+    result = dv.search(
+        args.query, top_k=args.top_k, document_ids=args.document or None, mode=args.mode
+    ).to_dict()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -234,7 +236,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     images = [Image.open(p).convert("RGB") for p in args.image]
     print(
         json.dumps(
-            dv.score(args.query, pages=[_page_ref(p) for p in args.page], images=images or None), indent=2
+            dv.score(args.query, pages=[_page_ref(p) for p in args.page], images=images or None).to_dict(),
+            indent=2,
         )
     )
     return 0
@@ -244,9 +247,9 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     dv = _service(args)
     smap = dv.similarity_map(args.query, args.document, args.page)
     Path(args.out).write_bytes(dv.render_heatmap(smap))
-    top = smap["patches"][0]
+    top = smap.patches[0]
     out.print(
-        f"wrote {args.out}: page {args.page}, grid {smap['grid'][0]}x{smap['grid'][1]}, score {smap['score']:.4f}, hottest patch box {top['box']}",
+        f"wrote {args.out}: page {args.page}, grid {smap.grid[0]}x{smap.grid[1]}, score {smap.score:.4f}, hottest patch box {list(top.box)}",
         highlight=False,
     )
     return 0

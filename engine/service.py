@@ -1,5 +1,8 @@
 """The core API, one object per process (a Lambda container, the CLI): ingest, search, score, embed, maps.
 
+Read use cases return typed values (engine.results, engine.similarity); handlers and the CLI turn them into
+JSON (``to_dict()``).
+
 The ports (engine.ports: Embedder, PageIndex, BlobStore, JobStore) are wired in one place,
 ``engine.bootstrap.build(settings)``; each is created lazily on first use and then reused (warm Lambda
 invocations). Tests hand in real embedded ones or fakes through the constructor or ``build``.
@@ -7,7 +10,6 @@ invocations). Tests hand in real embedded ones or fakes through the constructor 
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from engine import similarity
 from engine.bootstrap import Services, build
 from engine.config import Settings, get_settings
 from engine.errors import NotFound
 from engine.ports import BlobStore, Embedder, JobStore, PageIndex
+from engine.results import EmbedResult, PageRef, ScoreResult, SearchResult, StoredPage
+from engine.similarity import SimilarityMap
 
 if TYPE_CHECKING:
     from engine.documents.source import DocumentInput
@@ -123,7 +128,7 @@ class DocVision:
     # ------------------------------------------------------------------------------------------- search
     def search(
         self, query: str, *, top_k: int = 10, document_ids: list[str] | None = None, mode: str = "rerank"
-    ) -> dict[str, Any]:
+    ) -> SearchResult:
         """mode: rerank (the visual plan), exact, dense, text (BM25 over the pages' words) or hybrid (the
         visual plan and the text channel fused by reciprocal rank; engine/index/base.py: query_plan)."""
         t = time.perf_counter()
@@ -139,25 +144,19 @@ class DocVision:
             block_limit=self.settings.block_limit,
             text=query,
         )
-        return {
-            "query": query,
-            "mode": mode,
-            "model_id": self.model_identity()[0],
-            "hits": [h.to_dict() for h in hits],
-            "timing_ms": {
-                "query_encode": round(t_embed * 1000, 1),
-                "search": round((time.perf_counter() - t - t_embed) * 1000, 1),
-            },
-        }
+        return SearchResult(
+            query, mode, self.model_identity()[0], hits, t_embed, time.perf_counter() - t - t_embed
+        )
 
     # -------------------------------------------------------------------------------------------- score
-    def page_vectors(self, document_id: str, page_number: int) -> tuple[dict[str, Any], np.ndarray]:
+    def page_vectors(self, document_id: str, page_number: int) -> StoredPage:
         found = self.index.get_page(document_id, page_number)
         if found is None:
             raise NotFound(
                 f"page {page_number} is not in the index (ingest the document first)", document=document_id
             )
-        return found
+        payload, vectors = found
+        return StoredPage(document_id, page_number, payload, vectors)
 
     def score(
         self,
@@ -165,103 +164,52 @@ class DocVision:
         *,
         pages: list[dict[str, Any]] | None = None,
         images: list[Image.Image] | None = None,
-    ) -> dict[str, Any]:
-        """Late-interaction scores (n_queries × n_pages) against indexed pages and/or ad-hoc images."""
-        page_vecs, labels = [], []
+    ) -> ScoreResult:
+        """Late-interaction scores (n_queries × n_pages) against indexed pages and/or ad-hoc images.
+        ``pages``: {"document_id", "page_number"} references (the API's and CLI's JSON)."""
+        page_vecs: list[np.ndarray] = []
+        labels: list[PageRef] = []
         for ref in pages or []:
-            _, vec = self.page_vectors(ref["document_id"], int(ref["page_number"]))
-            page_vecs.append(vec)
-            labels.append({"document_id": ref["document_id"], "page_number": int(ref["page_number"])})
+            stored = self.page_vectors(ref["document_id"], int(ref["page_number"]))
+            page_vecs.append(stored.vectors)
+            labels.append(PageRef(stored.document_id, stored.page_number))
         for i, emb in enumerate(self.embedder.embed_images(images) if images else []):
             page_vecs.append(emb.vectors)
-            labels.append({"image": i})
+            labels.append(PageRef(image=i))
         if not page_vecs:
             raise ValueError("give at least one page reference or image to score against")
         scores = self.embedder.score(self.embedder.embed_queries(queries), page_vecs)
-        return {
-            "queries": queries,
-            "pages": labels,
-            "scores": scores.round(5).tolist(),
-            "model_id": self.embedder.model_id,
-        }
+        return ScoreResult(queries, labels, scores, self.embedder.model_id)
 
     def embed_multivector(
         self, *, texts: list[str] | None = None, images: list[Image.Image] | None = None
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {"model_id": self.embedder.model_id, "dim": self.embedder.dim}
-        if texts:
-            out["queries"] = [
-                {"shape": list(v.shape), "dtype": "float32", "data": v.round(6).tolist()}
-                for v in self.embedder.embed_queries(texts)
-            ]
-        if images:
-            out["images"] = [e.to_json() for e in self.embedder.embed_images(images)]
-        return out
+    ) -> EmbedResult:
+        return EmbedResult(
+            self.embedder.model_id,
+            self.embedder.dim,
+            queries=self.embedder.embed_queries(texts) if texts else None,
+            images=self.embedder.embed_images(images) if images else None,
+        )
 
     # ---------------------------------------------------------------------------------- similarity maps
-    def similarity_map(self, query: str, document_id: str, page_number: int) -> dict[str, Any]:
-        """Per-patch MaxSim contributions mapped to page-pixel boxes.
-
-        MaxSim = Σ over query tokens of the best page token; each query token's best match is credited to
-        that patch, so the patch contributions (plus what prompt tokens won) sum to the page score.
-        """
-        payload, vectors = self.page_vectors(document_id, page_number)
-        rows, cols = payload.get("grid_rows"), payload.get("grid_cols")
-        if not rows or not cols:
+    def similarity_map(self, query: str, document_id: str, page_number: int) -> SimilarityMap:
+        """Per-patch MaxSim contributions mapped to page-pixel boxes (engine/similarity.py)."""
+        page = self.page_vectors(document_id, page_number)
+        if not page.payload.get("grid_rows") or not page.payload.get(
+            "grid_cols"
+        ):  # before embedding the query
             raise NotFound("this model family has no patch grid, so no similarity map", document=document_id)
         (q,) = self.embedder.embed_queries([query])
-        sims = q @ vectors.T  # (query tokens, page tokens)
-        best = sims.argmax(axis=1)
-        offset, n = int(payload["patch_offset"]), rows * cols
-        contrib = np.zeros(n, dtype=np.float32)
-        for t, tok in enumerate(best):
-            if offset <= tok < offset + n:
-                contrib[tok - offset] += sims[t, tok]
-        patch_max = sims[:, offset : offset + n].max(axis=0)
-        w, h = int(payload["width"]), int(payload["height"])
-        patches = []
-        for i in np.argsort(-patch_max):
-            r, c = divmod(int(i), cols)
-            box = [
-                round(c * w / cols),
-                round(r * h / rows),
-                round((c + 1) * w / cols),
-                round((r + 1) * h / rows),
-            ]
-            patches.append(
-                {
-                    "row": r,
-                    "col": c,
-                    "box": box,
-                    "contribution": round(float(contrib[i]), 5),
-                    "max_similarity": round(float(patch_max[i]), 5),
-                }
-            )
-        return {
-            "query": query, "document_id": document_id, "page_number": page_number, "grid": [rows, cols],
-            "page_size": [w, h], "image_key": payload.get("image_key"), "score": round(float(sims.max(axis=1).sum()), 5),
-            "patch_contribution_total": round(float(contrib.sum()), 5), "patches": patches,
-        }  # fmt: skip
+        return similarity.similarity_map(query, q, page)
 
     def heatmap_png(self, query: str, document_id: str, page_number: int, alpha: float = 0.45) -> bytes:
         return self.render_heatmap(self.similarity_map(query, document_id, page_number), alpha)
 
-    def render_heatmap(self, smap: dict[str, Any], alpha: float = 0.45) -> bytes:
-        """The page image with a similarity map laid over it (red = most similar patches)."""
-        page = Image.open(io.BytesIO(self.store.get(smap["image_key"]))).convert("RGB")
-        rows, cols = smap["grid"]
-        grid = np.zeros((rows, cols), dtype=np.float32)
-        for p in smap["patches"]:
-            grid[p["row"], p["col"]] = p["max_similarity"]
-        lo, hi = float(grid.min()), float(grid.max())
-        norm = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
-        heat = np.zeros((rows, cols, 3), dtype=np.uint8)
-        heat[..., 0] = (255 * norm).astype(np.uint8)  # red = most similar
-        heat[..., 2] = (255 * (1 - norm)).astype(np.uint8)
-        overlay = Image.fromarray(heat).resize(page.size, Image.Resampling.NEAREST)
-        buf = io.BytesIO()
-        Image.blend(page, overlay, alpha).save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
+    def render_heatmap(self, smap: SimilarityMap, alpha: float = 0.45) -> bytes:
+        """The page image (from the blob store) with a similarity map laid over it (red = most similar)."""
+        if smap.image_key is None:
+            raise NotFound("the indexed page has no stored image", document=smap.document_id)
+        return similarity.render_heatmap(self.store.get(smap.image_key), smap, alpha)
 
     def health(self) -> dict[str, Any]:
         from importlib.metadata import version

@@ -355,7 +355,8 @@ def _compact(result: dict[str, Any], encoding: str) -> dict[str, Any]:
 def search(body: Annotated[SearchRequest, Body()]) -> dict[str, Any]:
     _check_tokens([body.query], "query")
     warm_model()
-    return service().search(body.query, top_k=body.top_k, document_ids=body.document_ids, mode=body.mode)
+    result = service().search(body.query, top_k=body.top_k, document_ids=body.document_ids, mode=body.mode)
+    return result.to_dict()
 
 
 @app.post("/score")
@@ -366,9 +367,10 @@ def score(body: Annotated[ScoreRequest, Body()]) -> dict[str, Any]:
         )
     _check_tokens(body.queries, "queries")
     warm_model()
-    return service().score(
+    result = service().score(
         body.queries, pages=[p.model_dump() for p in body.pages], images=_images(body.images) or None
     )
+    return result.to_dict()
 
 
 @app.post("/embed/multivector")
@@ -381,7 +383,7 @@ def embed(body: Annotated[EmbedRequest, Body()]) -> dict[str, Any]:
     images = _images(body.images)
     _check_answer_size(body.texts, images, body.encoding)
     result = service().embed_multivector(texts=body.texts or None, images=images or None)
-    return _compact(result, body.encoding)
+    return _compact(result.to_dict(), body.encoding)
 
 
 @app.get("/health")

@@ -142,7 +142,7 @@ def test_ingest_search_score_with_a_storage_plan(
         hits = service.index.search(full.vectors[full.patch_offset :][:24], top_k=3, mode="rerank")
         assert hits[0].page_number == page
     scores = service.score(["Section 1"], pages=[{"document_id": r.document_id, "page_number": 1}])
-    assert np.isfinite(scores["scores"]).all()
+    assert np.isfinite(scores.scores).all()
     service.index.close()
     # the collection holds this model at this plan: another model, or another factor, is refused
     for other in (baked_colqwen3, baked_tiny):
