@@ -23,7 +23,16 @@ from engine.errors import ConfigError
 
 # Keep prompts, page images and answers out of logs unless asked: BAML logs prompts at info and prints the
 # prompt and the model's reply in its warning when a reply does not parse, so default to errors only.
+# BAML reads BAML_LOG itself; it is written only here: the default before BAML is imported, then per extraction.
+_OPERATOR_BAML_LOG = os.environ.get("BAML_LOG")  # an operator's own level, kept when debugging is off
 os.environ.setdefault("BAML_LOG", "error")
+
+
+def configure_baml_log(settings: Any) -> None:
+    """BAML_LOG for this extraction: info with DOCVISION_LLM_DEBUG (prompts and answers logged), else the
+    operator's BAML_LOG or error. Set per extraction, so one debug run does not leave prompt logging on for
+    every later run of the container."""
+    os.environ["BAML_LOG"] = "info" if settings.llm_debug else (_OPERATOR_BAML_LOG or "error")
 
 
 @dataclass(frozen=True)
