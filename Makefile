@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-i
 DEBIAN_TEST_PACKAGES := chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck bench clean docker image image-test image-gpu
+.PHONY: setup demo test test-fast test-compute lint typecheck bench clean docker image image-test image-gpu
 
 ## setup: Debian packages (LibreOffice, poppler, fonts, Tesseract + 7 language packs; Chromium for tests), uv, the Python env, generated BAML client, tiny model
 setup: $(STAMPS)/system $(STAMPS)/python models/tiny-colqwen2-baked/manifest.json
@@ -65,6 +65,19 @@ demo: setup
 ## test: the whole test suite (unit + integration); what CI runs
 test: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The embedding tests: what a compute path (engine/embedding/compute.py) changes. CI runs them a second time with
+# the plan forced, so the suite is proven on the path this CPU does not pick (tests/conftest.py simulates it).
+EMBEDDING_TESTS := tests/integration/test_embedding.py tests/integration/test_speedups.py tests/integration/test_small_family.py tests/integration/test_qwen3_families.py tests/integration/test_cold_start.py tests/integration/test_token_budget.py tests/integration/test_model_identity.py tests/integration/test_gpu_preprocess.py
+COMPUTE ?= int8
+
+## test-fast: the unit tests without the slow ones (pure logic and fakes, tests/fakes.py; no model, no services)
+test-fast: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -m "not slow" tests/unit $(PYTEST_ARGS)
+
+## test-compute: the embedding tests with DOCVISION_COMPUTE=$(COMPUTE) (int8: an AVX2 CPU's plan; bf16: an AMX CPU's)
+test-compute: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH DOCVISION_COMPUTE=$(COMPUTE) $(PY) -m pytest -q $(EMBEDDING_TESTS) $(PYTEST_ARGS)
 
 ## lint: ruff, the template linters (cfn-lint, sam validate --lint) and hadolint; CI runs it after the tests
 lint: setup

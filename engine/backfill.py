@@ -35,6 +35,7 @@ from urllib.parse import unquote, unquote_plus
 
 from engine.documents import S3Object
 from engine.errors import ConfigError, DocumentError, DocVisionError, NotFound
+from engine.ports import IngestService
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ ShardProgress = Callable[[str, int, int, int], None]  # (key, documents handled,
 
 
 def run_shard(
-    service: Any,
+    service: IngestService,
     s3: Any,
     source: str,
     *,
@@ -322,7 +323,7 @@ def run_shard(
 
 
 def _ingest_one(
-    service: Any, bucket: str, obj: SourceObject, on_page: Callable[[int, int], None] | None
+    service: IngestService, bucket: str, obj: SourceObject, on_page: Callable[[int, int], None] | None
 ) -> dict[str, Any]:
     uri = f"s3://{bucket}/{obj.key}"
     entry: dict[str, Any] = {"etag": obj.etag, "version_id": obj.version_id}
@@ -357,7 +358,7 @@ class Gone(Exception):
     """The listed key does not exist any more."""
 
 
-def _current_version(service: Any, bucket: str, obj: SourceObject) -> str | None:
+def _current_version(service: IngestService, bucket: str, obj: SourceObject) -> str | None:
     from botocore.exceptions import ClientError
 
     s3 = service.s3_client

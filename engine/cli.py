@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +26,9 @@ from rich.progress import (
 )
 
 from engine.errors import DocVisionError
+
+if TYPE_CHECKING:
+    from engine.service import DocVision
 
 out = Console()
 err = Console(stderr=True)
@@ -107,12 +111,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- ingest / search
-def _service(args: argparse.Namespace):
+def _service(args: argparse.Namespace) -> DocVision:
     from engine.config import Settings
-    from engine.service import DocVision
+    from engine.service import bootstrap
 
     overrides = {"collection": args.collection} if getattr(args, "collection", None) else {}
-    return DocVision(Settings(**overrides))
+    return bootstrap(Settings(**overrides))
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -193,7 +197,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     dv = _service(args)
-    result = dv.search(args.query, top_k=args.top_k, document_ids=args.document or None, mode=args.mode)
+    result = dv.search(
+        args.query, top_k=args.top_k, document_ids=args.document or None, mode=args.mode
+    ).to_dict()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -230,7 +236,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     images = [Image.open(p).convert("RGB") for p in args.image]
     print(
         json.dumps(
-            dv.score(args.query, pages=[_page_ref(p) for p in args.page], images=images or None), indent=2
+            dv.score(args.query, pages=[_page_ref(p) for p in args.page], images=images or None).to_dict(),
+            indent=2,
         )
     )
     return 0
@@ -240,9 +247,9 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
     dv = _service(args)
     smap = dv.similarity_map(args.query, args.document, args.page)
     Path(args.out).write_bytes(dv.render_heatmap(smap))
-    top = smap["patches"][0]
+    top = smap.patches[0]
     out.print(
-        f"wrote {args.out}: page {args.page}, grid {smap['grid'][0]}x{smap['grid'][1]}, score {smap['score']:.4f}, hottest patch box {top['box']}",
+        f"wrote {args.out}: page {args.page}, grid {smap.grid[0]}x{smap.grid[1]}, score {smap.score:.4f}, hottest patch box {list(top.box)}",
         highlight=False,
     )
     return 0
@@ -251,9 +258,9 @@ def cmd_heatmap(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- backfill
 def _shard_arg(args: argparse.Namespace) -> int | None:
     """--shard, else $AWS_BATCH_JOB_ARRAY_INDEX (an array job's child), else 0 for one shard, else None (plan)."""
-    import os
+    from engine.config import Settings
 
-    raw = args.shard if args.shard is not None else os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
+    raw = args.shard if args.shard is not None else Settings().batch_array_index
     if raw in (None, ""):
         return 0 if args.shards == 1 else None
     if not str(raw).isdigit():
@@ -266,6 +273,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from engine.backfill import list_source, plan_shards, run_shard
+    from engine.bootstrap import build
     from engine.config import Settings
     from engine.service import DocVision
 
@@ -288,7 +296,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         )
         return 0
     overrides = {"collection": args.collection} if args.collection else {}
-    dv = DocVision(Settings(**overrides), s3_client=s3)
+    dv = DocVision(services=build(Settings(**overrides), s3_client=s3))
     err.print(
         f"shard {shard} of {args.shards}: model {dv.embedder.model_id} on {dv.embedder.plan.name}; "
         f"index {dv.index.backend}; store {dv.store.uri}",
@@ -322,6 +330,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from engine.bootstrap import build
     from engine.config import Settings
     from engine.extraction import extract_document
     from engine.service import DocVision
@@ -338,7 +347,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     store = open_store(args.out) if args.out else open_store(settings.store)
     t = time.monotonic()
     with err.status(f"extracting {Path(args.file).name} with {settings.llm_provider}:{settings.llm_model}…"):
-        result = extract_document(args.file, schema, settings=settings, store=store, service=DocVision(settings, store=store),
+        result = extract_document(args.file, schema, settings=settings, store=store, service=DocVision(services=build(settings, store=store)),
                                   csv=args.format == "csv", use_cache=not args.no_cache)  # fmt: skip
     prov = result.result["provenance"]
     how = "cached result" if result.cached else f"{prov['attempts']} LLM attempt(s)"

@@ -5,6 +5,7 @@ The README's configuration table is checked against this class by a test, so the
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -102,6 +103,17 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = Field(
         None, validation_alias=AliasChoices("QDRANT_API_KEY"), description="Qdrant server API key."
     )
+    qdrant_secret_arn: str | None = Field(
+        None,
+        validation_alias=AliasChoices("QDRANT_SECRET_ARN"),
+        description='Secrets Manager secret (JSON {"url", "api_key"}) the Qdrant URL and key are read from when '
+        "QDRANT_URL is unset (kept in memory, never written to the environment).",
+    )
+    secret_ttl_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a value read from Secrets Manager is reused before it is read again.",
+    )
     index_backend: Literal["edge", "local"] = Field(
         "edge", description="Embedded index engine: edge (qdrant-edge, Rust) or local (qdrant-client)."
     )
@@ -149,6 +161,43 @@ class Settings(BaseSettings):
     )
 
     # --- Lambda handlers (the template sets these) ---------------------------------------------------
+    lambda_memory_mb: int | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+        description="The Lambda function's memory size (Lambda sets it): the embedding batch budget when "
+        "DOCVISION_MEMORY_BUDGET_MB is unset.",
+    )
+    lambda_function_name: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_LAMBDA_FUNCTION_NAME"),
+        description="This Lambda function's name (Lambda sets it): the API invokes itself for 202 extraction jobs.",
+    )
+    batch_array_index: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_BATCH_JOB_ARRAY_INDEX"),
+        description="The shard of an AWS Batch array job's child (Batch sets it): backfill's --shard when not given.",
+    )
+    schemas_dir: Path | None = Field(
+        None,
+        description="Folder of stored schemas the API's schema_name picks from (default: the repository's schemas/).",
+    )
+    sync_max_pages: int = Field(
+        4,
+        description="POST /extract mode auto: documents up to this many pages answer 200, larger ones 202 + job id.",
+    )
+    api_max_image_pixels: int = Field(
+        36_000_000, description="Largest image (width*height) the API decodes (A3 at 300 DPI)."
+    )
+    api_max_request_pixels: int = Field(
+        100_000_000, description="Most pixels of all images of one API request together."
+    )
+    api_max_text_tokens: int = Field(
+        1024, description="Most tokens (the model's tokenizer) of one query or text the API embeds."
+    )
+    api_key_prefixes: str = Field(
+        "raw/",
+        description="Comma-separated S3 key prefixes a caller may name as document.key (derived/ never, whatever this says).",
+    )
     documents_bucket: str | None = Field(
         None, validation_alias=AliasChoices("DOCUMENTS_BUCKET"), description="Bucket of uploaded documents."
     )
@@ -268,3 +317,12 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def powertools_names() -> tuple[str, str]:
+    """(service name, metrics namespace) from Powertools' own POWERTOOLS_SERVICE_NAME and
+    POWERTOOLS_METRICS_NAMESPACE (the handlers' Logger/Tracer/Metrics are module objects, made at import)."""
+    return (
+        os.environ.get("POWERTOOLS_SERVICE_NAME", "docvision"),
+        os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "DocVision"),
+    )

@@ -1,14 +1,15 @@
 """The core's ports: small typed interfaces the use cases (ingest, search, extraction, jobs) depend on.
 
 Adapters implement them (engine.embedding.Embedder, engine.index backends, engine.storage stores,
-engine.jobs.DynamoJobStore); ``engine.service.bootstrap`` builds them once from Settings. Tests hand in the
-real embedded ones or fakes.
+engine.jobs.DynamoJobStore); ``engine.bootstrap.build`` builds them once from Settings. Tests hand in the
+real embedded ones or fakes (tests/fakes.py). Nothing here imports torch: the handlers import this module
+and must start without it (tests/integration/test_cold_start.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -17,17 +18,35 @@ from engine.index import PageIndex
 from engine.jobs import JobStore
 from engine.storage import BlobStore
 
-__all__ = ["BlobStore", "Embedder", "JobStore", "PageIndex"]
+if TYPE_CHECKING:
+    from engine.documents.source import DocumentInput
+    from engine.embedding.compute import ComputePlan
+    from engine.embedding.vectors import PageEmbedding
+    from engine.ingest import IngestResult
+
+__all__ = ["BlobStore", "Embedder", "IngestService", "JobStore", "PageIndex"]
 
 
 class Embedder(Protocol):
     model_id: str
     dim: int
-    plan: Any  # the compute plan (device, dtype), for reports
+    plan: ComputePlan  # the compute plan (device, dtype), for reports
+    processor: Any  # the family's colpali-engine processor (untyped third-party): tokenizer, process_queries
 
-    def embed_images(self, images: Sequence[Image.Image]) -> list[Any]: ...  # list[PageEmbedding]
+    def embed_images(self, images: Sequence[Image.Image]) -> list[PageEmbedding]: ...
     def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]: ...
     def score(self, queries: Sequence[np.ndarray], pages: Sequence[np.ndarray]) -> np.ndarray: ...
     def batch_size_for(self, visual_tokens: int, reserve_mb: int = 768) -> int: ...
     def visual_tokens(self, width: int, height: int) -> int: ...
-    def describe(self) -> dict[str, Any]: ...
+    def describe(self) -> dict[str, Any]: ...  # a JSON report
+
+
+class IngestService(Protocol):
+    """What the Batch backfill needs of the core (engine.service.DocVision implements it)."""
+
+    @property
+    def store(self) -> BlobStore: ...
+    @property
+    def s3_client(self) -> Any: ...  # a boto3 S3 client (untyped third-party) or None
+
+    def ingest(self, source: DocumentInput, **kwargs: Any) -> IngestResult: ...

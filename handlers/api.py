@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import uuid
 from pathlib import Path
@@ -26,29 +25,39 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, model_validator
 
-from engine.errors import BadRequest, DocVisionError, InputTooLarge, NotFound
+from engine.config import Settings
+from engine.errors import BadRequest, ConfigError, DocVisionError, InputTooLarge, NotFound
 from handlers.common import error_body, logger, metrics, s3, service, tracer, warm_model
 
 app = APIGatewayRestResolver(enable_validation=True)
-SCHEMAS_DIR = Path(os.environ.get("DOCVISION_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas"))
-SYNC_MAX_PAGES = int(os.environ.get("DOCVISION_SYNC_MAX_PAGES", "4"))
-# Request limits (issue 12): every image the API decodes, every text it embeds, every body it parses is bounded.
-API_MAX_IMAGE_PIXELS = int(os.environ.get("DOCVISION_API_MAX_IMAGE_PIXELS", str(36_000_000)))  # A3 at 300 DPI
-API_MAX_REQUEST_PIXELS = int(os.environ.get("DOCVISION_API_MAX_REQUEST_PIXELS", str(100_000_000)))
+SHIPPED_SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+# Request limits (issue 12): every image the API decodes, every text it embeds, every body it parses is bounded;
+# the configurable ones (DOCVISION_API_MAX_*, DOCVISION_API_KEY_PREFIXES) are read from Settings per request.
 MAX_IMAGE_B64 = 8_000_000  # characters of base64 per image (6 MB decoded; API Gateway caps bodies at 10 MB)
 MAX_TEXT_CHARS = 2000  # per query/text: the model reads a few hundred tokens; longer texts only cost minutes
 # ...and characters are not tokens (2,000 emoji are 8,000): texts are bounded in the model's own tokens too
-API_MAX_TEXT_TOKENS = int(os.environ.get("DOCVISION_API_MAX_TEXT_TOKENS", "1024"))
+# (DOCVISION_API_MAX_TEXT_TOKENS)
 MAX_JSON_DEPTH = 64  # nesting of any request body
 MAX_JSON_CONTAINERS = (
     50_000  # arrays + objects of any request body (the largest valid one has a few thousand)
 )
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
 _BUCKET = r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$"
-# Which S3 keys a caller may name as document.key (comma-separated prefixes; derived/ never, whatever this says).
-API_KEY_PREFIXES = tuple(
-    p.strip() for p in os.environ.get("DOCVISION_API_KEY_PREFIXES", "raw/").split(",") if p.strip()
-)
+
+
+def _settings() -> Settings:
+    return service().settings
+
+
+def key_prefixes() -> tuple[str, ...]:
+    """Which S3 keys a caller may name as document.key (DOCVISION_API_KEY_PREFIXES; derived/ never)."""
+    return tuple(p.strip() for p in _settings().api_key_prefixes.split(",") if p.strip())
+
+
+def schemas_dir() -> Path:
+    return _settings().schemas_dir or SHIPPED_SCHEMAS
+
+
 QueryText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 ImageB64 = Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_B64)]
 
@@ -60,8 +69,8 @@ class DocumentRef(BaseModel):
         ...,
         min_length=1,
         max_length=1024,
-        description=f"S3 key of the document, under one of {list(API_KEY_PREFIXES)} (DOCVISION_API_KEY_PREFIXES); "
-        "never under derived/",
+        description="S3 key of the document, under one of the prefixes of DOCVISION_API_KEY_PREFIXES (default "
+        "raw/); never under derived/",
     )
     version_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._\-]{1,1024}$")
 
@@ -74,8 +83,9 @@ class DocumentRef(BaseModel):
             raise ValueError(
                 "document.key may not name derived/ objects nor hold empty, '.' or '..' segments"
             )
-        if not self.key.startswith(API_KEY_PREFIXES):
-            raise ValueError(f"document.key must start with one of {list(API_KEY_PREFIXES)}")
+        prefixes = key_prefixes()
+        if not self.key.startswith(prefixes):
+            raise ValueError(f"document.key must start with one of {list(prefixes)}")
         return self
 
 
@@ -133,7 +143,7 @@ def _invoke_async(payload: dict[str, Any]) -> None:
     import boto3
 
     boto3.client("lambda").invoke(
-        FunctionName=os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+        FunctionName=_settings().lambda_function_name,
         InvocationType="Event",
         Payload=json.dumps(payload).encode(),
     )
@@ -142,12 +152,21 @@ def _invoke_async(payload: dict[str, Any]) -> None:
 def _schema_for(req: ExtractRequest) -> dict[str, Any]:
     if req.json_schema is not None:
         return req.json_schema
-    path = SCHEMAS_DIR / f"{req.schema_name}.json"
+    folder = schemas_dir()
+    path = folder / f"{req.schema_name}.json"
     if not path.exists():
         raise NotFound(
-            f"no stored schema named {req.schema_name!r}; known: {sorted(p.stem for p in SCHEMAS_DIR.glob('*.json'))}"
+            f"no stored schema named {req.schema_name!r}; known: {sorted(p.stem for p in folder.glob('*.json'))}"
         )
     return json.loads(path.read_text())
+
+
+def _bucket(ref: DocumentRef) -> str:
+    """The request's bucket, else the documents bucket (DOCUMENTS_BUCKET)."""
+    bucket = ref.bucket or _settings().documents_bucket
+    if not bucket:
+        raise ConfigError("no bucket: name document.bucket, or set DOCUMENTS_BUCKET (the template sets it)")
+    return bucket
 
 
 @tracer.capture_method
@@ -164,7 +183,7 @@ def run_extraction(job_id: str, request: dict[str, Any]) -> dict[str, Any]:
         return _job_view(record) if record else {"job_id": job_id, "status": "failed"}
     try:
         req = ExtractRequest.model_validate(request)
-        bucket = req.document.bucket or svc.settings.documents_bucket or os.environ["DOCUMENTS_BUCKET"]
+        bucket = _bucket(req.document)
         out = extract_document(
             S3Object(bucket, req.document.key, req.document.version_id), _schema_for(req), settings=svc.settings, store=svc.store,
             service=svc, name=f"s3://{bucket}/{req.document.key}", csv=req.format == "csv", use_cache=not req.no_cache, s3_client=s3(),
@@ -217,11 +236,11 @@ def extract(body: Annotated[ExtractRequest, Body()]):  # noqa: ANN201 (a Respons
         from engine.extraction.runner import pages_without_converting
 
         svc = service()
-        bucket = body.document.bucket or os.environ["DOCUMENTS_BUCKET"]
+        bucket = _bucket(body.document)
         ref = S3Object(bucket, body.document.key, body.document.version_id)
-        index = svc.__dict__.get("index")  # only if already open: never load the model just to count pages
+        index = svc.services.index.peek()  # only if already open: never load the model just to count pages
         pages = pages_without_converting(ref, svc.settings, svc.store, index, s3_client=s3())
-        mode = "sync" if pages is not None and pages <= SYNC_MAX_PAGES else "async"
+        mode = "sync" if pages is not None and pages <= svc.settings.sync_max_pages else "async"
     jobs = service().jobs
     jobs.create(job_id, request, service().settings.job_timeout_s)
     if mode == "sync":
@@ -251,7 +270,7 @@ def _images(encoded: list[str]) -> list[Any]:
     """Decode with the same header-first pixel guard as ingest (never PIL's process-global limit switched off)."""
     from engine.documents.images import decode_image
 
-    images, total = [], 0
+    images, total, limits = [], 0, _settings()
     for i, e in enumerate(encoded):
         try:
             raw = base64.b64decode(e, validate=True)
@@ -259,11 +278,11 @@ def _images(encoded: list[str]) -> list[Any]:
             raise RequestValidationError(
                 [{"loc": ["body", "images", i], "msg": "not valid base64", "type": "value_error"}]
             ) from exc
-        image = decode_image(raw, f"images[{i}]", max_pixels=API_MAX_IMAGE_PIXELS)
+        image = decode_image(raw, f"images[{i}]", max_pixels=limits.api_max_image_pixels)
         total += image.width * image.height
-        if total > API_MAX_REQUEST_PIXELS:
+        if total > limits.api_max_request_pixels:
             raise InputTooLarge(
-                f"the images of this request add up to more than {API_MAX_REQUEST_PIXELS:,} pixels; "
+                f"the images of this request add up to more than {limits.api_max_request_pixels:,} pixels; "
                 "send fewer or smaller images per request",
                 document=f"images[{i}]",
             )
@@ -272,9 +291,10 @@ def _images(encoded: list[str]) -> list[Any]:
 
 
 def _check_tokens(texts: list[str], where: str) -> None:
-    """Refuse a text above API_MAX_TEXT_TOKENS of the model's tokenizer before anything is embedded. A
+    """Refuse a text above DOCVISION_API_MAX_TEXT_TOKENS of the model's tokenizer before anything is embedded. A
     byte-level BPE gives at most one token per UTF-8 byte, so only texts longer than that are tokenized."""
-    long = [(i, t) for i, t in enumerate(texts) if len(t.encode("utf-8")) > API_MAX_TEXT_TOKENS]
+    cap = _settings().api_max_text_tokens
+    long = [(i, t) for i, t in enumerate(texts) if len(t.encode("utf-8")) > cap]
     if not long:
         return
     tokenizer = getattr(warm_model().processor, "tokenizer", None)
@@ -282,9 +302,9 @@ def _check_tokens(texts: list[str], where: str) -> None:
         return
     counts = tokenizer([t for _, t in long], add_special_tokens=False)["input_ids"]
     for (i, _), ids in zip(long, counts, strict=True):
-        if len(ids) > API_MAX_TEXT_TOKENS:
+        if len(ids) > cap:
             raise InputTooLarge(
-                f"the text is {len(ids):,} tokens, above the {API_MAX_TEXT_TOKENS:,} a text may have "
+                f"the text is {len(ids):,} tokens, above the {cap:,} a text may have "
                 "(DOCVISION_API_MAX_TEXT_TOKENS); shorten it",
                 document=f"{where}[{i}]" if where != "query" else where,
             )
@@ -335,7 +355,8 @@ def _compact(result: dict[str, Any], encoding: str) -> dict[str, Any]:
 def search(body: Annotated[SearchRequest, Body()]) -> dict[str, Any]:
     _check_tokens([body.query], "query")
     warm_model()
-    return service().search(body.query, top_k=body.top_k, document_ids=body.document_ids, mode=body.mode)
+    result = service().search(body.query, top_k=body.top_k, document_ids=body.document_ids, mode=body.mode)
+    return result.to_dict()
 
 
 @app.post("/score")
@@ -346,9 +367,10 @@ def score(body: Annotated[ScoreRequest, Body()]) -> dict[str, Any]:
         )
     _check_tokens(body.queries, "queries")
     warm_model()
-    return service().score(
+    result = service().score(
         body.queries, pages=[p.model_dump() for p in body.pages], images=_images(body.images) or None
     )
+    return result.to_dict()
 
 
 @app.post("/embed/multivector")
@@ -361,7 +383,7 @@ def embed(body: Annotated[EmbedRequest, Body()]) -> dict[str, Any]:
     images = _images(body.images)
     _check_answer_size(body.texts, images, body.encoding)
     result = service().embed_multivector(texts=body.texts or None, images=images or None)
-    return _compact(result, body.encoding)
+    return _compact(result.to_dict(), body.encoding)
 
 
 @app.get("/health")

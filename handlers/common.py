@@ -6,41 +6,34 @@ created on first use (lazily) and reused by every warm invocation.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "docvision")
+from engine.config import powertools_names
+
+if TYPE_CHECKING:
+    from engine.ports import Embedder
+    from engine.service import DocVision
+
+# Powertools' own variables (POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE), read in engine/config.py
+SERVICE_NAME, METRICS_NAMESPACE = powertools_names()
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "DocVision"), service=SERVICE_NAME)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 
-_service: Any = None
-
-
-def _load_qdrant_secret() -> None:
-    """QDRANT_SECRET_ARN → QDRANT_URL / QDRANT_API_KEY (Secrets Manager JSON {"url": …, "api_key": …})."""
-    arn = os.environ.get("QDRANT_SECRET_ARN")
-    if arn and not os.environ.get("QDRANT_URL"):
-        from aws_lambda_powertools.utilities.parameters import get_secret
-
-        secret = json.loads(get_secret(arn, max_age=300))
-        os.environ["QDRANT_URL"] = secret["url"]
-        if secret.get("api_key"):
-            os.environ["QDRANT_API_KEY"] = secret["api_key"]
+_service: DocVision | None = None
 
 
-def service() -> Any:
-    """The DocVision core for this container (settings from the environment)."""
+def service() -> DocVision:
+    """The DocVision core for this container (engine.bootstrap.build: Settings from the environment, the Qdrant
+    secret through engine.secrets, every port built on first use)."""
     global _service
     if _service is None:
         from engine.service import bootstrap
 
-        _load_qdrant_secret()
         _service = bootstrap()
     return _service
 
@@ -51,10 +44,10 @@ def reset_service() -> None:
     _service, _s3 = None, None
 
 
-def warm_model() -> Any:
+def warm_model() -> Embedder:
     """Load the model if this container has not yet; emit its load time as a metric (cold start)."""
     svc = service()
-    if "embedder" not in svc.__dict__:
+    if not svc.services.embedder.loaded:
         started = time.perf_counter()
         embedder = svc.embedder
         seconds = time.perf_counter() - started

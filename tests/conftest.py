@@ -1,11 +1,33 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from engine.config import Settings
 from tests.fixtures import documents as d
+
+# DOCVISION_COMPUTE=bf16|int8 runs the suite as if this CPU made the compute plan's "auto" pick that path
+# (bf16: an AMX / AVX512-BF16 machine; int8: AVX2), so one machine proves the suite on every CPU it may meet.
+# Only the plan's choice is simulated: the kernels run are this CPU's own (oneDNN dispatches on the real CPUID).
+_FORCED_COMPUTE = os.environ.get("DOCVISION_COMPUTE", "auto").strip().lower()
+_FLAGS_FOR = {"bf16": {"amx_bf16", "amx_tile", "avx512f", "avx512_bf16"}, "int8": set()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _FORCED_COMPUTE in ("", "auto"):
+        return
+    if _FORCED_COMPUTE not in _FLAGS_FOR:
+        raise pytest.UsageError(
+            f"DOCVISION_COMPUTE={_FORCED_COMPUTE!r}: the suite simulates bf16 or int8 (auto never picks fp32)"
+        )
+    from engine.embedding import compute
+
+    real = compute.cpu_flags
+    strip = {"amx_bf16", "avx512_bf16"}  # int8: this machine must look like one without native bf16
+    forced = _FLAGS_FOR[_FORCED_COMPUTE]
+    compute.cpu_flags = lambda: (real() - strip) | forced  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="session")

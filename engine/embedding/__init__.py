@@ -16,12 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.embedding.embedder import Embedder, PageEmbedding, score_multi_vector
+    from engine.embedding.embedder import Embedder, score_multi_vector
     from engine.embedding.families import FAMILIES, Family, detect_family
+    from engine.embedding.vectors import PageEmbedding
 
 _WHERE = {
     "Embedder": "engine.embedding.embedder",
-    "PageEmbedding": "engine.embedding.embedder",
+    "PageEmbedding": "engine.embedding.vectors",
     "score_multi_vector": "engine.embedding.embedder",
     "FAMILIES": "engine.embedding.families",
     "Family": "engine.embedding.families",

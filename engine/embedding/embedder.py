@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,45 +18,18 @@ from engine.embedding import compute, fast, gpu_preprocess
 from engine.embedding.baked import load_baked, load_deferred, model_identity, prefetch
 from engine.embedding.families import Family, detect_family
 from engine.embedding.loader import load_source
+from engine.embedding.vectors import PageEmbedding
 
 log = logging.getLogger(__name__)
 # speed patches that leave the vision tower's parameters where load_deferred() copies the weights in
 LAZY_VISION_PATCHES = {"linear_patch_embed", "batched_attention"}
 
 
-@dataclass
-class PageEmbedding:
-    """One page's multivector (padding removed, L2-normalised rows) and where its image patches sit."""
-
-    vectors: np.ndarray  # (n_tokens, dim) float32; prompt tokens included, exactly what colpali-engine scores
-    grid: tuple[int, int] | None  # (rows, cols) of image-patch tokens on the page
-    patch_offset: int  # index in `vectors` of the first image-patch token (row-major over `grid`)
-
-    @property
-    def patches(self) -> np.ndarray:
-        """Only the image-patch rows, shaped (rows, cols, dim) when the family has a grid."""
-        if self.grid is None:
-            raise ValueError("this model family has no single patch grid")
-        r, c = self.grid
-        return self.vectors[self.patch_offset : self.patch_offset + r * c].reshape(r, c, -1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "shape": list(self.vectors.shape),
-            "dtype": "float32",
-            "grid": list(self.grid) if self.grid else None,
-            "patch_offset": self.patch_offset,
-            "data": self.vectors.round(6).tolist(),
-        }
-
-
 def memory_budget_mb(configured: int | None) -> int:
-    """Configured budget, else the Lambda function's memory size, else half the machine's memory."""
+    """Configured budget (engine.bootstrap passes DOCVISION_MEMORY_BUDGET_MB, else the Lambda function's memory
+    size), else half the machine's memory."""
     if configured:
         return configured
-    lambda_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    if lambda_mb:
-        return int(lambda_mb)
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 / 2)
 
 

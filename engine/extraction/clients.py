@@ -17,14 +17,22 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from engine.errors import ConfigError
 
 # Keep prompts, page images and answers out of logs unless asked: BAML logs prompts at info and prints the
 # prompt and the model's reply in its warning when a reply does not parse, so default to errors only.
+# BAML reads BAML_LOG itself; it is written only here: the default before BAML is imported, then per extraction.
+_OPERATOR_BAML_LOG = os.environ.get("BAML_LOG")  # an operator's own level, kept when debugging is off
 os.environ.setdefault("BAML_LOG", "error")
+
+
+def configure_baml_log(settings: Any) -> None:
+    """BAML_LOG for this extraction: info with DOCVISION_LLM_DEBUG (prompts and answers logged), else the
+    operator's BAML_LOG or error. Set per extraction, so one debug run does not leave prompt logging on for
+    every later run of the container."""
+    os.environ["BAML_LOG"] = "info" if settings.llm_debug else (_OPERATOR_BAML_LOG or "error")
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,11 @@ class ClientSpec:
         return f"{self.provider}:{self.model}" + (f"@{self.base_url}" if self.base_url else "")
 
 
-@lru_cache(maxsize=32)
 def _secret(secret_id: str) -> str:
-    import boto3
+    """The secret string, or its "api_key" field if it is JSON (engine.secrets: cached for DOCVISION_SECRET_TTL_S)."""
+    from engine.secrets import default_reader
 
-    try:
-        value = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
-    except Exception as exc:  # noqa: BLE001 - any failure is a configuration problem the operator must fix
-        raise ConfigError(
-            f"cannot read the LLM credential from Secrets Manager secret {secret_id!r} ({type(exc).__name__}); "
-            "check the secret exists and the function's role may read it"
-        ) from None
+    value = default_reader().get(secret_id, what="LLM credential")
     try:
         parsed = json.loads(value)
     except ValueError:

@@ -27,7 +27,7 @@ from engine.documents.source import DocumentInput
 from engine.errors import ExtractionFailed
 from engine.extraction import citations as cite
 from engine.extraction import locale, values
-from engine.extraction.clients import client_registry, describe_chain
+from engine.extraction.clients import client_registry, configure_baml_log, describe_chain
 from engine.extraction.coverage import array_coverage
 from engine.extraction.quality import quality_report
 from engine.extraction.schema import (
@@ -150,7 +150,7 @@ def select_pages(doc: Any, compiled: CompiledSchema, settings: Settings, service
     if service.index.count(doc.document_id) >= doc.page_count:
         source = "indexed points"
         for q in queries:
-            hits = service.search(q, top_k=budget, document_ids=[doc.document_id])["hits"]
+            hits = service.search(q, top_k=budget, document_ids=[doc.document_id]).to_dict()["hits"]
             ranked.append([(h["page_number"], h["score"]) for h in hits])
     else:
         source = "embedded in memory (document not ingested; the index is not written)"
@@ -643,10 +643,7 @@ def extract_document(
     name: str | None = None, csv: bool = False, use_cache: bool = True, s3_client: Any = None, on_progress: Any = None,
     timings: dict[str, float] | None = None, cite_values: bool = True,
 ) -> ExtractionOutput:  # fmt: skip
-    if settings.llm_debug:
-        import os
-
-        os.environ["BAML_LOG"] = "info"
+    configure_baml_log(settings)
     started = time.monotonic()
     compiled = compile_schema(schema)
     registry, client_desc = client_registry(settings)

@@ -148,7 +148,7 @@ def test_lambda_then_backfill_and_backfill_then_lambda_embed_nothing_twice(aws, 
     first = invoke("ingest", put_event("archive/d.pdf"))["results"][0]  # the Lambda got there first
     assert first["pages_embedded"] == 5
     svc = handlers.common.service()  # the same container state the Lambda uses (one embedded index)
-    svc.__dict__["embedder"] = counting = CountingEmbedder(svc.embedder)
+    svc.services.embedder.set(counting := CountingEmbedder(svc.embedder))
     r = run_shard(svc, aws["s3"], SOURCE, shard=0, shards=1)
     assert r.entries["archive/d.pdf"]["pages_embedded"] == 0
     assert r.entries["archive/d.pdf"]["pages_already_stored"] == 5

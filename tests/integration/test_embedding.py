@@ -14,6 +14,7 @@ from PIL import Image
 from engine.embedding import Embedder, compute, detect_family, score_multi_vector
 from engine.errors import ConfigError, ModelIntegrityError
 from tests.fixtures.documents import text_image
+from tests.tolerances import norm_atol
 
 pytestmark = pytest.mark.integration
 
@@ -393,7 +394,7 @@ def test_page_embedding_shape_grid_and_json(embedder: Embedder) -> None:
     assert rows * cols <= 64 and rows > cols  # portrait page → more rows than columns
     assert page.patches.shape == (rows, cols, 128)
     norms = np.linalg.norm(page.vectors, axis=1)
-    np.testing.assert_allclose(norms, 1.0, atol=1e-3)
+    np.testing.assert_allclose(norms, 1.0, atol=norm_atol(embedder))  # bf16 on AMX CPUs, fp32 elsewhere
     as_json = page.to_json()
     assert as_json["shape"] == list(page.vectors.shape) and len(as_json["data"]) == page.vectors.shape[0]
     assert embedder.describe()["model_id"] == "tiny-random-colqwen2"

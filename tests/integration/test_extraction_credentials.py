@@ -80,12 +80,14 @@ def test_secrets_manager_reference(moto_server: str, monkeypatch: pytest.MonkeyP
                  "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
         monkeypatch.setenv(k, v)
 
-    from engine.extraction import clients
+    from engine import secrets
 
     sm = boto3.client("secretsmanager")
     sm.create_secret(Name="llm/backup", SecretString=json.dumps({"api_key": "key-from-secret"}))
     sm.create_secret(Name="llm/plain", SecretString="plain-key")
-    clients._secret.cache_clear()
+    monkeypatch.setattr(
+        secrets, "_default", None
+    )  # a fresh container: nothing read yet (boto3 from this env)
     assert resolve_credential("secret:llm/backup") == "key-from-secret"
     assert resolve_credential("secret:llm/plain") == "plain-key"
     with pytest.raises(ConfigError, match="Secrets Manager secret 'llm/missing'"):

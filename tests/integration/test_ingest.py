@@ -98,18 +98,24 @@ def test_failed_document_leaves_nothing(service: DocVision, tmp_path: Path) -> N
 
 def test_search_score_embed_and_similarity_map(service: DocVision, tmp_path: Path) -> None:
     r = service.ingest(d.multipage_pdf(tmp_path / "m.pdf"))
-    res = service.search("shipping manifest", top_k=3)
-    assert len(res["hits"]) == 3 and res["hits"][0]["document_id"] == r.document_id
+    found = service.search("shipping manifest", top_k=3)
+    res = found.to_dict()  # the JSON the API and CLI answer
+    assert (
+        len(res["hits"]) == 3 and res["hits"][0]["document_id"] == r.document_id == found.hits[0].document_id
+    )
     hit = res["hits"][0]
     scored = service.score(
         ["shipping manifest"], pages=[{"document_id": r.document_id, "page_number": hit["page_number"]}]
     )
-    assert scored["scores"][0][0] == pytest.approx(hit["score"], rel=1e-3)
-    emb = service.embed_multivector(texts=["a query"])
+    assert scored.scores.shape == (1, 1) and scored.to_dict()["scores"][0][0] == pytest.approx(
+        hit["score"], rel=1e-3
+    )
+    emb = service.embed_multivector(texts=["a query"]).to_dict()
     assert emb["queries"][0]["shape"][1] == 128 and emb["queries"][0]["dtype"] == "float32"
-    smap = service.similarity_map("shipping manifest", r.document_id, 1)
+    typed = service.similarity_map("shipping manifest", r.document_id, 1)
+    smap = typed.to_dict()
     rows, cols = smap["grid"]
-    assert len(smap["patches"]) == rows * cols
+    assert len(smap["patches"]) == rows * cols == len(typed.patches)
     assert smap["patch_contribution_total"] <= smap["score"] + 1e-4
     boxes = np.array([p["box"] for p in smap["patches"]])
     assert boxes[:, 2].max() == 2550 and boxes[:, 3].max() == 3300 and boxes.min() == 0

@@ -132,6 +132,7 @@ def _tool(name: str) -> str:
     return found
 
 
+@pytest.mark.slow  # cfn-lint / sam translate: 30-60 s on 2 vCPUs
 def test_cfn_lint_passes() -> None:
     proc = subprocess.run([_tool("cfn-lint"), str(ROOT / "template.yaml")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -180,6 +181,7 @@ def test_batch_backfill_is_off_by_default_and_runs_one_shard_per_array_child() -
     assert put["Resource"]["Fn::Sub"].endswith("/derived/*")
 
 
+@pytest.mark.slow  # cfn-lint / sam translate: 30-60 s on 2 vCPUs
 def test_template_lints_with_batch_enabled(tmp_path: Path) -> None:
     text = (ROOT / "template.yaml").read_text()
     enabled = re.sub(r'(  EnableBatch:\n    Type: String\n    Default: )"false"', r'\1"true"', text)
@@ -385,6 +387,7 @@ def test_managed_instances_profile_is_off_by_default() -> None:
     assert std["Metadata"] == lmi["Metadata"]
 
 
+@pytest.mark.slow  # cfn-lint / sam translate: 30-60 s on 2 vCPUs
 def test_managed_instances_profile_translates_to_16_vcpu_one_request_per_environment(tmp_path: Path) -> None:
     cfn = _translate(_with_managed_instances((ROOT / "template.yaml").read_text()))
     res = cfn["Resources"]
