@@ -3,8 +3,6 @@ template's ApiDocumentPrefixes) decides, except that derived/ and empty/./.. seg
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 from pydantic import ValidationError
 
@@ -13,18 +11,24 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def api(monkeypatch):  # noqa: ANN001, ANN201
+    """handlers.api with DOCVISION_API_KEY_PREFIXES set (read from Settings per request: a fresh container)."""
     import handlers.api
+    import handlers.common
+    from engine.config import get_settings
 
     def load(prefixes: str | None):  # noqa: ANN202
         if prefixes is None:
             monkeypatch.delenv("DOCVISION_API_KEY_PREFIXES", raising=False)
         else:
             monkeypatch.setenv("DOCVISION_API_KEY_PREFIXES", prefixes)
-        return importlib.reload(handlers.api)
+        get_settings.cache_clear()
+        handlers.common.reset_service()
+        return handlers.api
 
     yield load
     monkeypatch.delenv("DOCVISION_API_KEY_PREFIXES", raising=False)
-    importlib.reload(handlers.api)
+    get_settings.cache_clear()
+    handlers.common.reset_service()
 
 
 def _allowed(module, key: str) -> bool:  # noqa: ANN001
@@ -37,7 +41,7 @@ def _allowed(module, key: str) -> bool:  # noqa: ANN001
 
 def test_the_default_is_raw_only(api) -> None:  # noqa: ANN001
     m = api(None)
-    assert m.API_KEY_PREFIXES == ("raw/",)
+    assert m.key_prefixes() == ("raw/",)
     assert _allowed(m, "raw/a.pdf") and _allowed(m, "raw/2026/b c.docx")
     for key in ("inbox/a.pdf", "derived/failures/d/call-0.json", "rawx/a.pdf", "raw//a.pdf", "raw/../a.pdf",
                 "raw/./a.pdf", "/raw/a.pdf"):  # fmt: skip
@@ -46,7 +50,7 @@ def test_the_default_is_raw_only(api) -> None:  # noqa: ANN001
 
 def test_configured_prefixes_and_derived_never(api) -> None:  # noqa: ANN001
     m = api(" tenant-a/in/ , shared/,derived/")
-    assert m.API_KEY_PREFIXES == ("tenant-a/in/", "shared/", "derived/")
+    assert m.key_prefixes() == ("tenant-a/in/", "shared/", "derived/")
     assert _allowed(m, "tenant-a/in/x.pdf") and _allowed(m, "shared/y.pdf")
     for key in ("raw/a.pdf", "tenant-a/x.pdf", "derived/pages/d/00001.png", "derived/x.pdf",
                 "shared/../derived/x.json"):  # fmt: skip
