@@ -8,7 +8,7 @@ and must start without it (tests/integration/test_cold_start.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -49,4 +49,11 @@ class IngestService(Protocol):
     @property
     def s3_client(self) -> Any: ...  # a boto3 S3 client (untyped third-party) or None
 
-    def ingest(self, source: DocumentInput, **kwargs: Any) -> IngestResult: ...
+    def ingest(
+        self,
+        source: DocumentInput,
+        *,
+        name: str | None = ...,
+        source_uri: str | None = ...,
+        on_progress: Callable[[int, int], None] | None = ...,
+    ) -> IngestResult: ...

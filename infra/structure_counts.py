@@ -34,6 +34,17 @@ def _names_any(node: ast.AST | None) -> bool:
     return False
 
 
+def _bare(node: ast.AST | None) -> bool:
+    """Any itself (or Any | None), not Any inside a container such as dict[str, Any] (a JSON value)."""
+    if isinstance(node, ast.Name | ast.Attribute):
+        return getattr(node, "id", getattr(node, "attr", "")) == "Any"
+    if isinstance(node, ast.BinOp):
+        return _bare(node.left) or _bare(node.right)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return bool(re.fullmatch(r"\s*Any\s*(\|\s*None\s*)?", node.value))
+    return False
+
+
 def _public_any(path: Path) -> list[str]:
     """Public functions/methods (no leading underscore, in a public class or at module level) whose parameter or
     return annotations name Any."""
@@ -49,10 +60,10 @@ def _public_any(path: Path) -> list[str]:
                     continue
                 a = node.args
                 params = a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x]
-                hits = [p.arg for p in params if _names_any(p.annotation)]
+                hits = [(p.arg, p.annotation) for p in params if _names_any(p.annotation)]
                 if _names_any(node.returns):
-                    hits.append("->")
-                found.extend(f"{prefix}{node.name}({h})" for h in hits)
+                    hits.append(("->", node.returns))
+                found.extend(f"{prefix}{node.name}({h}){'' if _bare(a) else ' [json]'}" for h, a in hits)
 
     visit(tree.body, "")
     return found
@@ -118,7 +129,9 @@ def counts() -> dict[str, object]:
         "lines": lines,
         "lines_engine": dict(sorted(sub.items())),
         "any_in_public_signatures": sum(len(v) for v in anys.values()),
+        "bare_any_in_public_signatures": sum(1 for v in anys.values() for h in v if not h.endswith("[json]")),
         "any_by_file": {k: len(v) for k, v in sorted(anys.items())},
+        "bare_any": {k: [h for h in v if not h.endswith("[json]")] for k, v in sorted(anys.items())},
         "env_reads_outside_config": sum(env.values()),
         "env_reads_by_file": dict(sorted(env.items())),
         "files_over_400_lines": dict(sorted(big.items(), key=lambda kv: -kv[1])),

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.config import Settings
 
 # Keep prompts, page images and answers out of logs unless asked: BAML logs prompts at info and prints the
 # prompt and the model's reply in its warning when a reply does not parse, so default to errors only.
@@ -28,7 +31,7 @@ _OPERATOR_BAML_LOG = os.environ.get("BAML_LOG")  # an operator's own level, kept
 os.environ.setdefault("BAML_LOG", "error")
 
 
-def configure_baml_log(settings: Any) -> None:
+def configure_baml_log(settings: Settings) -> None:
     """BAML_LOG for this extraction: info with DOCVISION_LLM_DEBUG (prompts and answers logged), else the
     operator's BAML_LOG or error. Set per extraction, so one debug run does not leave prompt logging on for
     every later run of the container."""

@@ -109,6 +109,7 @@ def _service(embedder, aws, kill_after: int | None = None) -> DocVision:
     return DocVision(Settings(), embedder=CountingEmbedder(embedder, kill_after), s3_client=aws["s3"])
 
 
+@pytest.mark.slow
 def test_shards_ingest_their_documents_and_a_rerun_adds_nothing(aws, archive, embedder, tmp_path) -> None:
     svc = _service(embedder, aws)
     results = [run_shard(svc, aws["s3"], SOURCE, shard=i, shards=2) for i in range(2)]
@@ -142,6 +143,7 @@ def test_shards_ingest_their_documents_and_a_rerun_adds_nothing(aws, archive, em
     assert svc.index.count() == sum(archive.values()) - 2 + 6
 
 
+@pytest.mark.slow
 def test_lambda_then_backfill_and_backfill_then_lambda_embed_nothing_twice(aws, archive) -> None:
     import handlers.common
 
@@ -159,6 +161,7 @@ def test_lambda_then_backfill_and_backfill_then_lambda_embed_nothing_twice(aws, 
     assert counting.pages == sum(archive.values()) - 5 and svc.index.count() == sum(archive.values())
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped(aws, archive, embedder) -> None:
     total = sum(archive.values())
     killed = _service(embedder, aws, kill_after=7)  # dies inside the third document (key order: a, b/c, d...)
@@ -216,6 +219,7 @@ def test_inventory_manifest_plans_the_same_shards_as_a_listing(aws, archive) -> 
         list(list_source(aws["s3"], "s3://other/archive/", manifest))
 
 
+@pytest.mark.slow
 def test_cli_plans_then_runs_a_shard_from_the_batch_array_index(aws, archive, monkeypatch, capsys) -> None:
     from engine.cli import main
 
@@ -236,6 +240,7 @@ def test_cli_plans_then_runs_a_shard_from_the_batch_array_index(aws, archive, mo
 
 
 # ------------------------------------------------------------------------------- issue 23 items 10 and 13
+@pytest.mark.slow
 def test_a_key_deleted_since_the_listing_is_gone_not_an_error(aws, archive, embedder) -> None:
     listed = list(list_source(aws["s3"], SOURCE))
     aws["s3"].delete_object(Bucket=BUCKET, Key="archive/a.pdf")  # deleted between the listing and its turn

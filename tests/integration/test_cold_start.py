@@ -30,6 +30,7 @@ def _probe(code: str, **env: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_handler_modules_import_no_torch() -> None:
     got = _probe(
         "import json, sys, handlers.api, handlers.ingest, engine.embedding, engine.embedding.manifest;"
@@ -53,6 +54,7 @@ def test_health_loads_no_model(baked_tiny: Path, tmp_path: Path) -> None:
     assert got["reachable"] and not got["torch"] and not got["loaded"]
 
 
+@pytest.mark.slow
 def test_only_the_family_in_use_is_imported(baked_tiny: Path) -> None:
     code = (
         "import json, sys\n"

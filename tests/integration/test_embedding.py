@@ -346,6 +346,7 @@ def test_an_adapter_without_peft_says_to_bake_it(tmp_path: Path, monkeypatch: py
 
 
 # ------------------------------------------------------------------------------------------ fidelity
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["int8", "bf16", "fp32"])
 def test_baked_paths_match_the_fp32_reference(tiny_colqwen2: Path, baked_tiny: Path, mode: str) -> None:
     """Per-token cosine and MaxSim ranking of each compute path against stock fp32 colpali-engine."""

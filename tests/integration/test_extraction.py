@@ -173,6 +173,7 @@ def test_schema_violation_fails_and_writes_no_result(pdf: Path, store: LocalStor
     assert not [k for k in store.list() if k.startswith("results/")]
 
 
+@pytest.mark.slow
 def test_server_errors_are_retried_then_fallback_client_answers(pdf: Path, store: LocalStore) -> None:
     with ScriptedLLM([{"status": 500}, {"status": 503}, {"content": json.dumps(manifest())}]) as llm:
         out = run(llm, pdf, store)
@@ -190,6 +191,7 @@ def test_server_errors_are_retried_then_fallback_client_answers(pdf: Path, store
     assert out.result["provenance"]["client"] == "openai-generic:dead > openai-generic:backup-vlm"
 
 
+@pytest.mark.slow
 def test_cache_hit_makes_no_request_and_changes_miss(pdf: Path, store: LocalStore) -> None:
     with ScriptedLLM([{"content": json.dumps(manifest())}]) as llm:
         first = run(llm, pdf, store)
@@ -228,6 +230,7 @@ def test_multi_call_documents_are_merged(pdf: Path, store: LocalStore) -> None:
                                                     "reason": "not_found", "ocr_confidence": None}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_consistency_failures_are_reported(pdf: Path, store: LocalStore) -> None:
     with ScriptedLLM([{"content": json.dumps(manifest(total_value=9999.0))}]) as llm:
         out = run(llm, pdf, store)
@@ -243,6 +246,7 @@ def test_missing_llm_configuration_says_what_to_set(pdf: Path, store: LocalStore
         extract_document(pdf, SCHEMA, settings=Settings(), store=store)
 
 
+@pytest.mark.slow
 def test_long_documents_are_narrowed_by_retrieval(
     pdf: Path, store: LocalStore, embedder, tmp_path: Path
 ) -> None:

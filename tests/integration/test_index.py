@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import Settings
 from engine.errors import ModelMismatch, UpsertFailed
-from engine.index import PageRecord, open_index, point_id
+from engine.index import PageRecord, open_index
 
 pytestmark = pytest.mark.integration
 BACKENDS = ["edge", "local"]
@@ -32,16 +32,6 @@ def record(
 @pytest.fixture(params=BACKENDS)
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     return Settings(index_backend=request.param, index_path=tmp_path / "qdrant")
-
-
-def test_point_ids_are_deterministic_uuids() -> None:
-    a = point_id("d" * 64, 3, "m1")
-    assert (
-        a == point_id("d" * 64, 3, "m1")
-        and a != point_id("d" * 64, 4, "m1")
-        and a != point_id("d" * 64, 3, "m2")
-    )
-    assert len(a) == 36
 
 
 def test_planted_page_wins_and_filters_apply(settings: Settings) -> None:

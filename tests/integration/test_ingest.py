@@ -38,6 +38,7 @@ def service(embedder, tmp_path: Path) -> DocVision:
     return DocVision(s, embedder=CountingEmbedder(embedder))
 
 
+@pytest.mark.slow
 def test_ingest_stores_pages_points_and_is_idempotent(service: DocVision, tmp_path: Path) -> None:
     pdf = d.long_pdf(tmp_path / "doc.pdf", 5)
     r = service.ingest(pdf)
@@ -59,6 +60,7 @@ def test_changed_document_under_the_same_source_replaces_the_old(service: DocVis
     assert service.index.count(first.document_id) == 0 and service.index.count() == 2
 
 
+@pytest.mark.slow
 def test_crash_then_resume_embeds_only_the_missing_pages(embedder, tmp_path: Path) -> None:
     s = Settings(index_path=tmp_path / "qdrant", store=str(tmp_path / "store"), max_batch_size=2)
     pdf = d.long_pdf(tmp_path / "doc.pdf", 7)
@@ -79,6 +81,7 @@ def _doc_id(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_deadline_checkpoints_instead_of_running_out_of_time(service: DocVision, tmp_path: Path) -> None:
     pdf = d.long_pdf(tmp_path / "doc.pdf", 6)
     r = service.ingest(pdf, deadline=time.monotonic() + 0.01)

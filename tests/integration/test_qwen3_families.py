@@ -96,9 +96,9 @@ def test_any_vector_width(tmp_path: Path) -> None:
     )
     assert service.embedder.dim == 96 and service.model_identity()[1] == 96
     r = service.ingest(_pages(tmp_path / "p.pdf", 2))
-    hits = service.search("Section 1", top_k=2)["hits"]
+    hits = service.search("Section 1", top_k=2).hits
     assert r.pages_embedded == 2 and len(hits) == 2
-    _, stored = service.page_vectors(r.document_id, 1)
+    stored = service.page_vectors(r.document_id, 1).vectors
     assert stored.shape[1] == 96
 
 
@@ -131,9 +131,10 @@ def test_ingest_search_score_with_a_storage_plan(
     assert plan.bytes_per_page["full"] <= budget and plan.chosen == "budget"
     r = service.ingest(_pages(tmp_path / "colours.pdf"))
     assert (r.page_count, r.pages_embedded, r.complete) == (3, 3, True)
-    payload, stored = service.page_vectors(r.document_id, 2)
+    page = service.page_vectors(r.document_id, 2)
+    payload, stored = page.payload, page.vectors
     assert payload["token_pool_factor"] == plan.pool_factor and stored.shape == (plan.stored_vectors, 320)
-    found = service.search("Section 2", top_k=3)
+    found = service.search("Section 2", top_k=3).to_dict()
     assert len(found["hits"]) == 3 and {h["model_id"] for h in found["hits"]} == {service.embedder.model_id}
     assert service.health()["model"]["storage_plan"]["pool_factor"] == plan.pool_factor
     # each page's own image tokens find that page first through the whole fde1 plan

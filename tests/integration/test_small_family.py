@@ -112,6 +112,7 @@ def _colour_pages(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_ingest_search_and_collection_refuses_other_models(
     baked_colsmol: Path, baked_tiny: Path, tmp_path: Path
 ) -> None:
@@ -119,13 +120,14 @@ def test_ingest_search_and_collection_refuses_other_models(
     service = DocVision(settings, embedder=Embedder(str(baked_colsmol)))
     r = service.ingest(_colour_pages(tmp_path / "colours.pdf"))
     assert (r.page_count, r.pages_embedded, r.complete) == (3, 3, True)
-    found = service.search("total weight", top_k=3)
+    found = service.search("total weight", top_k=3).to_dict()
     assert found["model_id"] == service.embedder.model_id and len(found["hits"]) == 3
     assert {h["model_id"] for h in found["hits"]} == {service.embedder.model_id}
     assert all(h["grid_rows"] is None for h in found["hits"])
     # each page's own image tokens find that page first, through the prefetch (chunk-pooled) and the rerank
     for page in (1, 2, 3):
-        payload, vectors = service.page_vectors(r.document_id, page)
+        stored = service.page_vectors(r.document_id, page)
+        payload, vectors = stored.payload, stored.vectors
         hits = service.index.search(vectors[payload["patch_offset"] :][:40], top_k=3, mode="rerank")
         assert hits[0].page_number == page
     service.index.close()

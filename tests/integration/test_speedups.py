@@ -61,6 +61,7 @@ def test_patch_embed_is_a_linear_with_the_conv_weights(tiny_colqwen2: Path) -> N
     assert torch.equal(lin.weight, conv.weight.reshape(conv.out_channels, -1))
 
 
+@pytest.mark.slow
 def test_compiled_model_matches_eager(tiny_colqwen2: Path) -> None:
     ref_model, processor = stock(tiny_colqwen2)
     model, _ = stock(tiny_colqwen2)
