@@ -49,7 +49,7 @@ class DocVision:
         from engine.embedding import Embedder
 
         s = self.settings
-        return Embedder(s.model, family=s.model_family, compute_mode=s.compute, speedups=s.speedups, fp8_layers=s.fp8_layers, threads=s.threads, verify=s.verify_weights,
+        return Embedder(s.model, family=s.model_family, compute_mode=s.compute, backend=s.embed_backend, speedups=s.speedups, fp8_layers=s.fp8_layers, threads=s.threads, verify=s.verify_weights,
                         max_visual_tokens=s.max_visual_tokens, memory_budget=s.memory_budget_mb, max_batch_size=s.max_batch_size,
                         lazy_vision=s.lazy_vision)  # fmt: skip
 
@@ -294,6 +294,20 @@ class DocVision:
         else:  # health never loads the model (a cold model load is seconds to minutes)
             model_id, dim = self.model_identity()
             model = {"model_id": model_id, "dim": dim, "loaded": False}
+            try:  # the backend this CPU class would load, from the manifest's A/B (no model load)
+                from pathlib import Path
+
+                from engine.embedding.backends import choose_backend
+                from engine.embedding.compute import cpu_class
+                from engine.embedding.manifest import read_manifest
+
+                src = Path(self.settings.model)
+                manifest = read_manifest(src) if (src / "manifest.json").exists() else None
+                model["backend"], model["backend_reason"] = choose_backend(
+                    self.settings.embed_backend, manifest, src, cpu_class()
+                )
+            except Exception as exc:  # health reports, it does not raise
+                model["backend"] = {"error": str(exc)}
         try:
             model["storage_plan"] = self.storage_plan.to_dict()
         except Exception as exc:  # health reports, it does not raise
