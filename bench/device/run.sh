@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call: install the carried wheels, then run the named steps (bench/device/README.md has the plan).
+# One device call: install the carried wheels, then run the named steps (the plan: bench/README or the issue notes).
 #   bash bench/device/run.sh STEP [STEP...]      steps: info prepare2 ladder16 ladder_small prepare_more gpu backfill cost16
 set -u
 cd "$(dirname "$0")/../.."
@@ -12,10 +12,10 @@ for step in "$@"; do
   case $step in
     info) lscpu > "$OUT/lscpu.txt"; nvidia-smi -L; python3 -c "import openvino, nncf, colpali_engine, transformers, torch; print(openvino.__version__, nncf.__version__, transformers.__version__, torch.__version__)" 2>&1 | tail -1; free -g | head -2; df -h . | tail -1 ;;
     prepare2) timeout ${TP2:-330} python3 bench/models_cost.py --prepare --models "colqwen2@768,512,384" --backends torch,openvino 2>&1 | quiet | tail -15 ;;
-    ladder16) timeout ${T16:-400} python3 bench/models_cost.py --label device-16 --cells "16,16:noamx" --backends torch,openvino \
-        --models "colqwen2@768,512,384" --profile-cells "16,16:noamx" --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -40 ;;
-    ladder_small) timeout ${TS:-560} python3 bench/models_cost.py --label device-small --cells "6+6:noamx+2+2:noamx" --backends torch,openvino \
-        --models "colqwen2@768,512,384" --profile-cells "6:noamx" --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -60 ;;
+    ladder16) timeout ${T16:-400} python3 bench/models_cost.py --label device-16 --cells "16,6:noamx" --backends torch,openvino \
+        --models "colqwen2@768,512,384" --profile-cells "16,6:noamx" --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -40 ;;
+    ladder_small) timeout ${TS:-560} python3 bench/models_cost.py --label device-small --cells "${SMALL_CELLS:-6+2+2:noamx,16:noamx}" --backends torch,openvino \
+        --models "colqwen2@768,512,384" --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -60 ;;
     prepare_more) timeout ${TP:-400} python3 bench/models_cost.py --prepare --models "colqwen3.5 colqwen3" 2>&1 | quiet | tail -8 ;;
     gpu) timeout ${TG:-200} python3 bench/models_cost.py --label device-gpu --cells gpu --models "${GPU_MODELS:-colqwen2 colqwen3.5 colqwen3}" --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback" | tail -20 ;;
     backfill) timeout ${TB:-300} python3 bench/backfill_gpu.py --corpus bench/backfill_corpus --rounds 3 --workers 12 2>&1 | quiet | tail -25 ;;
