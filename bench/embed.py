@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import peak_rss_mb, write_result  # noqa: E402
 
-WORK = ROOT / "bench" / "work"
+# BENCH_WORK: where full-size builds live (the device keeps /tmp between calls, not a carried folder)
+WORK = Path(os.environ["BENCH_WORK"]) if os.environ.get("BENCH_WORK") else ROOT / "bench" / "work"
 QUERIES = [
     "total weight of the shipment", "consignee address", "container number", "invoice total due",
     "port of loading", "line items with quantities", "date of departure", "carrier name",

@@ -131,7 +131,7 @@ def build(
     def make_embedder() -> Embedder:
         from engine.embedding import Embedder as ModelEmbedder
 
-        return ModelEmbedder(s.model, family=s.model_family, compute_mode=s.compute, speedups=s.speedups, fp8_layers=s.fp8_layers,
+        return ModelEmbedder(s.model, family=s.model_family, compute_mode=s.compute, backend=s.embed_backend, speedups=s.speedups, fp8_layers=s.fp8_layers,
                              threads=s.threads, verify=s.verify_weights, max_visual_tokens=s.max_visual_tokens,
                              memory_budget=s.memory_budget_mb or s.lambda_memory_mb, max_batch_size=s.max_batch_size,
                              lazy_vision=s.lazy_vision)  # fmt: skip

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         description="Force the model family (colqwen2, colqwen2.5, colpali, colidefics3, colmodernvbert).",
     )
     compute: str = Field("auto", description="Compute path: auto, bf16, fp32, int8 (CPU) or cuda.")
+    embed_backend: str = Field(
+        "auto",
+        description="CPU inference runtime: auto (the backend A/B recorded in the baked manifest for this CPU "
+        "class; torch where none is), torch, or openvino (needs a `models.bake --backend openvino` export).",
+    )
     speedups: str = Field(
         "auto",
         description="Model speed patches (engine/embedding/fast.py): auto, none, or a comma list of "

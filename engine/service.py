@@ -219,6 +219,20 @@ class DocVision:
         else:  # health never loads the model (a cold model load is seconds to minutes)
             model_id, dim = self.model_identity()
             model = {"model_id": model_id, "dim": dim, "loaded": False}
+            try:  # the backend this CPU class would load, from the manifest's A/B (no model load)
+                from pathlib import Path
+
+                from engine.embedding.backends import choose_backend
+                from engine.embedding.compute import cpu_class
+                from engine.embedding.manifest import read_manifest
+
+                src = Path(self.settings.model)
+                manifest = read_manifest(src) if (src / "manifest.json").exists() else None
+                model["backend"], model["backend_reason"] = choose_backend(
+                    self.settings.embed_backend, manifest, src, cpu_class()
+                )
+            except Exception as exc:  # health reports, it does not raise
+                model["backend"] = {"error": str(exc)}
         try:
             model["storage_plan"] = self.storage_plan.to_dict()
         except Exception as exc:  # health reports, it does not raise

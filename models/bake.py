@@ -3,6 +3,12 @@
     python -m models.bake vidore/colqwen2-v1.0 models/baked            # hub id (network at build time)
     python -m models.bake /models/colqwen2-v1.0 models/baked           # local dir: full model or LoRA adapter
     python -m models.bake models/tiny-colqwen2 /tmp/baked-tiny         # what the tests do
+    python -m models.bake SRC OUT --backend openvino                  # + the OpenVINO export and its A/B
+
+``--backend openvino`` (ColQwen2) also exports the fp32 model to OpenVINO graphs with int8 weights (NNCF) under
+``OUT/openvino/`` (engine/embedding/openvino_backend.py), then runs an in-process A/B of the two backends on
+this machine's CPU class (``--ab-reps``, 0 skips it) and records it in the manifest (``backend_ab``): the
+Embedder's ``auto`` backend follows it on that CPU class, torch on classes never measured.
 
 A LoRA adapter directory (adapter_config.json) is merged into its base model (`base_model_name_or_path`,
 a hub id or a local dir; override with --base). The output is written to a temp dir and renamed, so a
@@ -61,7 +67,14 @@ def missing_local_source(source: str) -> str | None:
 
 
 def bake(
-    source: str, out: Path, *, revision: str | None = None, base: str | None = None, family: str | None = None
+    source: str,
+    out: Path,
+    *,
+    revision: str | None = None,
+    base: str | None = None,
+    family: str | None = None,
+    backend: str = "torch",
+    ab_reps: int = 3,
 ) -> dict:
     from safetensors.torch import save_file
 
@@ -97,14 +110,36 @@ def bake(
             embedding_weights=embedding_weights(model),  # lets a cold start prepack before the model exists
         )
         manifest["model_id"] = model_identity(manifest)
+        if backend == "openvino":
+            from engine.embedding import openvino_backend as ovb
+            from engine.errors import ConfigError
+
+            if fam.name not in ovb.SUPPORTED_FAMILIES:
+                raise ConfigError(
+                    f"--backend openvino exports {', '.join(ovb.SUPPORTED_FAMILIES)}, not {fam.name}"
+                )
+            manifest["openvino"] = ovb.export(model, processor, work) | {"files": ovb.export_files(work)}
+        elif backend != "torch":
+            raise SystemExit(f"--backend must be torch or openvino, not {backend!r}")
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        for f in work.iterdir():
-            f.chmod(0o644)
+        for f in work.rglob("*"):
+            f.chmod(0o755 if f.is_dir() else 0o644)
         work.chmod(0o755)  # the Lambda runtime user is not the build user
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)
         Path(tmp).mkdir()  # TemporaryDirectory cleanup expects its folder
+    if backend == "openvino" and ab_reps > 0:
+        from engine.embedding import openvino_backend as ovb
+
+        del model  # the A/B loads both backends from the baked directory
+        ab = ovb.run_ab(out, reps=ab_reps)
+        manifest = ovb.record_ab(out, ab["cpu_class"], ab)
+        log.info(
+            "backend A/B on %s: %s",
+            ab["cpu_class"],
+            {k: ab[k] for k in ("torch_s_per_page", "openvino_s_per_page", "winner")},
+        )
     log.info(
         "baked %s → %s (%s, %.1f%% int8) in %.1f s",
         source,
@@ -127,13 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         "--base", help="base model for a LoRA adapter (default: the adapter's base_model_name_or_path)"
     )
     parser.add_argument("--family", help="model family (default: detected from config)")
+    parser.add_argument(
+        "--backend", choices=("torch", "openvino"), default="torch", help="also export for OpenVINO"
+    )
+    parser.add_argument(
+        "--ab-reps", type=int, default=3, help="alternating reps of the backend A/B (0: none)"
+    )
     args = parser.parse_args(argv)
     missing = missing_local_source(args.source)
     if missing:
         print(f"bake: error [model_source_missing]: {missing}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    manifest = bake(args.source, args.out, revision=args.revision, base=args.base, family=args.family)
+    manifest = bake(
+        args.source, args.out, revision=args.revision, base=args.base, family=args.family,
+        backend=args.backend, ab_reps=args.ab_reps,
+    )  # fmt: skip
     print(json.dumps({k: v for k, v in manifest.items() if k != "files"}, indent=2))
     return 0
 

@@ -52,6 +52,23 @@ def _onednn_isa_capped() -> bool:
     return bool(cap) and not any(k in cap for k in ("AMX", "BF16", "ALL", "DEFAULT"))
 
 
+def cpu_class(flags: set[str] | None = None) -> str:
+    """The CPU class a backend A/B is recorded under: what the matrix units can do with oneDNN's cap applied.
+
+    amx (AMX-BF16/INT8 tiles), avx512-bf16, avx512-vnni, avx512, avx2, other."""
+    flags = cpu_flags() if flags is None else flags
+    capped = _onednn_isa_capped()
+    if "amx_bf16" in flags and not capped:
+        return "amx"
+    if "avx512_bf16" in flags and not capped:
+        return "avx512-bf16"
+    if "avx512_vnni" in flags:
+        return "avx512-vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
 def choose(mode: str = "auto", threads: int | None = None) -> ComputePlan:
     import torch
 

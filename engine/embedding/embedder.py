@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from engine.embedding.baked import load_baked, load_deferred, model_identity, pr
 from engine.embedding.families import Family, detect_family
 from engine.embedding.loader import load_source
 from engine.embedding.vectors import PageEmbedding
+from engine.errors import ModelIntegrityError
 
 log = logging.getLogger(__name__)
 # speed patches that leave the vision tower's parameters where load_deferred() copies the weights in
@@ -50,6 +51,7 @@ class Embedder:
         memory_budget: int | None = None,
         max_batch_size: int | None = None,
         lazy_vision: bool = False,
+        backend: str = "auto",
     ) -> None:
         started = time.perf_counter()
         self.source = source
@@ -57,6 +59,12 @@ class Embedder:
         dtype = getattr(torch, self.plan.dtype)
         path = Path(source)
         self.manifest: dict | None = None
+        self.backend, self.backend_reason = self._choose_backend(backend, path)
+        if self.backend == "openvino":
+            self._init_openvino(
+                path, family, verify, max_visual_tokens, memory_budget, max_batch_size, started
+            )
+            return
         patches = fast.parse(speedups, self.plan.device)
         untuned = speedups is None or speedups.strip() in ("", "auto")  # the measured defaults, not a choice
         fast.fp8_layer_spec(fp8_layers)  # a bad DOCVISION_FP8_LAYERS fails here, before the model loads
@@ -134,6 +142,81 @@ class Embedder:
             self.load_seconds,
         )
 
+    def _choose_backend(self, requested: str, path: Path) -> tuple[str, str]:
+        """torch or openvino: what the in-process A/B recorded in the manifest says for this CPU class."""
+        from engine.embedding import openvino_backend as ovb
+        from engine.errors import ConfigError
+
+        if self.plan.device != "cpu":
+            if requested == "openvino":
+                raise ConfigError("DOCVISION_EMBED_BACKEND=openvino runs on CPUs only; unset it on a GPU")
+            ovb.choose_backend(requested, None, path, "gpu")  # validates the name
+            return "torch", f"{self.plan.device} device"
+        manifest = load_manifest_info(str(path)) if path.is_dir() else None
+        return ovb.choose_backend(requested, manifest, path, compute.cpu_class())
+
+    def _init_openvino(
+        self,
+        path: Path,
+        family: str | None,
+        verify: str | bool,
+        max_visual_tokens: int | None,
+        memory_budget: int | None,
+        max_batch_size: int | None,
+        started: float,
+    ) -> None:
+        from transformers import AutoConfig
+
+        from engine.embedding import openvino_backend as ovb
+        from engine.embedding.baked import verify_files, verify_level
+        from engine.errors import ConfigError
+
+        self.family = detect_family(str(path), family)
+        if self.family.name not in ovb.SUPPORTED_FAMILIES:
+            raise ConfigError(
+                f"the OpenVINO backend exports {', '.join(ovb.SUPPORTED_FAMILIES)}, not {self.family.name}; "
+                "set DOCVISION_EMBED_BACKEND=torch"
+            )
+        self.manifest = load_manifest_info(str(path))
+        if self.manifest is not None:
+            files = (self.manifest.get("openvino") or {}).get("files")
+            if not files:
+                raise ModelIntegrityError(
+                    f"{path}/manifest.json lists no OpenVINO files; bake again with --backend openvino"
+                )
+            if verify:
+                verify_files(path, {"files": files}, verify_level(verify))
+            self.model_id = model_identity(self.manifest)
+        else:
+            self.model_id = (
+                "tiny-random-" + self.family.name if (path / "TINY_MODEL.json").exists() else path.name
+            )
+        _, processor_cls = self.family.classes()
+        self.processor = processor_cls.from_pretrained(path)
+        precision = ovb.cpu_precision(compute.cpu_flags(), compute._onednn_isa_capped())
+        self.model = ovb.OpenVinoColQwen2(
+            path, AutoConfig.from_pretrained(path), threads=self.plan.threads, precision=precision
+        )
+        self.timings = {"openvino_compile": self.model.compile_seconds}
+        self.speedups = []
+        self._deferred = None
+        self.vision_load_seconds = None
+        self.gpu_preprocess = False
+        self.visual_token_budget = None
+        if max_visual_tokens:
+            self._set_token_budget(max_visual_tokens)
+        self.dim = self.model.dim
+        self.max_batch_size = max_batch_size or 2
+        self.memory_budget_mb = memory_budget_mb(memory_budget)
+        self.load_seconds = time.perf_counter() - started
+        self._image_token_id = getattr(self.model.config, self.family.image_token_attr, None)
+        log.info(
+            "model %s ready on openvino (%s) in %.2f s",
+            self.model_id,
+            self.model.precision,
+            self.load_seconds,
+        )
+
     def _tiling(self) -> tuple[int, int] | None:
         """(tile side in pixels, image tokens per tile) for processors that cut a page into square tiles plus a
         global view (Idefics3 / ColSmol); None for the others."""
@@ -189,6 +272,8 @@ class Embedder:
 
     # ------------------------------------------------------------------------------------------ batching
     def model_bytes(self) -> int:
+        if self.backend == "openvino":
+            return int(cast(Any, self.model).weight_bytes)
         return sum(
             t.numel() * t.element_size()
             for t in self.model.state_dict().values()
@@ -246,7 +331,7 @@ class Embedder:
         batch = {
             k: v.to(device) if isinstance(v, torch.Tensor) and k not in keep else v for k, v in batch.items()
         }
-        dtype = getattr(torch, self.plan.dtype)
+        dtype = torch.float32 if self.backend == "openvino" else getattr(torch, self.plan.dtype)
         if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
             batch["pixel_values"] = batch["pixel_values"].to(dtype)
         if "cuda_graphs" in self.speedups:
@@ -327,7 +412,11 @@ class Embedder:
             "model_id": self.model_id,
             "visual_token_budget": self.visual_token_budget,
             "family": self.family.name,
-            "compute": self.plan.name,
+            "compute": self.plan.name
+            if self.backend == "torch"
+            else f"cpu-openvino-{self.model.precision}-int8w",
+            "backend": self.backend,
+            "backend_reason": self.backend_reason,
             "threads": self.plan.threads,
             "speedups": self.speedups,
             "reason": self.plan.reason,
