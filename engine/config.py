@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         "eng+deu+fra+nld+spa+ita+por",
         description="Tesseract languages for pages and images without a text layer (installed ones are used; empty: no OCR).",
     )
+    index_ocr: bool = Field(
+        True,
+        description="OCR pages without a text layer at ingest, so scans get a text channel (text/hybrid search; needs DOCVISION_OCR_LANGUAGES).",
+    )
     soffice: str = Field("soffice", description="LibreOffice binary used for Office/ODF/HTML documents.")
     work_dir: Path | None = Field(
         None, description="Scratch folder for conversions (default: system temp, /tmp on Lambda)."

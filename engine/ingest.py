@@ -33,7 +33,7 @@ from engine.index.membership import (
     local_sequencer,
     open_table,
 )
-from engine.index.text import PageTexts, ocr_text, pdf_page_texts
+from engine.index.text import PageOcr, PageTexts, pdf_page_texts
 from engine.ports import Embedder
 from engine.storage import BlobStore
 from engine.storage.converted import ConvertedPdfs
@@ -181,7 +181,9 @@ def ingest_document(
         if documents is None:
             raise TypeError("S3Object sources need documents= (bucket → blob store)")
         try:
-            data = documents(source.bucket).get(source.key, version_id=source.version_id, max_bytes=s.max_bytes)
+            data = documents(source.bucket).get(
+                source.key, version_id=source.version_id, max_bytes=s.max_bytes
+            )
         except NotFound:
             members.abandon(version)  # a pass of this version that ran before the object went: its claim goes
             raise
@@ -243,9 +245,11 @@ def ingest_document(
         texts = pdf_page_texts(pdf_bytes or (data if doc.type.value == "pdf" else None), s, doc.name)
         # Conversion counts against the deadline: past it, checkpoint now (the converted PDF is stored, so the
         # continuation starts rendering at once). Otherwise at least one batch runs, so every call progresses.
-        result = _embed_pages(doc, uri, embedder=embedder, index=index, store=store, deadline=deadline,
-                              on_progress=on_progress, started=started, stop_if_late=converted_now,
-                              texts=texts)  # fmt: skip
+        # Pages without a text layer get OCR words (one render worker per document, started when first needed)
+        with PageOcr(s) as ocr:
+            result = _embed_pages(doc, uri, embedder=embedder, index=index, store=store, deadline=deadline,
+                                  on_progress=on_progress, started=started, stop_if_late=converted_now,
+                                  texts=texts, ocr=ocr)  # fmt: skip
         result.converted = converted_now
         if not result.complete:
             return result
@@ -270,7 +274,16 @@ def _source_uri(source: DocumentInput, name: str | None) -> str:
     return name or f"sha256:{hashlib.sha256(source).hexdigest()}"
 
 
-def _not_started(document_id: str, name: str, uri: str, started: float, *, deferred: bool = False) -> IngestResult:
+def _page_text(layer_text: str, frame: Any, ocr: PageOcr | None) -> str:
+    """The text channel's words of a page: its text layer, or OCR words where it has none."""
+    if layer_text.strip() or ocr is None:
+        return layer_text
+    return ocr.text(frame)
+
+
+def _not_started(
+    document_id: str, name: str, uri: str, started: float, *, deferred: bool = False
+) -> IngestResult:
     return IngestResult(document_id, name, uri, "", 0, 0, 0, False, 1, time.monotonic() - started,
                         conversion_deferred=deferred)  # fmt: skip
 
@@ -287,6 +300,7 @@ def _embed_pages(
     started: float,
     stop_if_late: bool = False,
     texts: PageTexts | None = None,
+    ocr: PageOcr | None = None,
 ) -> IngestResult:
     stored = index.stored_pages(doc.document_id)
     begin = next((n for n in range(1, doc.page_count + 1) if n not in stored), doc.page_count + 1)
@@ -316,7 +330,7 @@ def _embed_pages(
                     document_id=doc.document_id, page_number=frame.page_number, page_count=doc.page_count,
                     vectors=emb.vectors, grid=emb.grid, patch_offset=emb.patch_offset, model_id=embedder.model_id,
                     source_uri=uri, image_key=key, width=frame.width, height=frame.height,
-                    text=(words.get(frame.page_number) or ocr_text(frame)) if text_on else "",
+                    text=_page_text(words.get(frame.page_number, ""), frame, ocr) if text_on else "",
                 )
             )  # fmt: skip
         index.upsert(records, last_safe_page=frames[0].page_number - 1)
