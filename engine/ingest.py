@@ -63,6 +63,9 @@ class IngestResult:
     skipped: str | None = None
     converted: bool = False  # LibreOffice ran in this call (False when the stored converted PDF was reused)
     conversion_deferred: bool = False  # the conversion did not fit in the time left: a new invocation does it
+    # the search plan's recall checked after optimize() (the collection grew by DOCVISION_RECALL_CHECK_GROWTH):
+    # {"recall_at_10", "pages", "meets_target", ...}; None when no check ran
+    recall_check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,8 +264,39 @@ def ingest_document(
         result.replaced_documents = [o for o in orphans if o != doc.document_id]
         if result.pages_embedded or orphans:
             index.optimize()  # embedded edge shard: index what changed (a server does it itself)
+            result.recall_check = check_recall_if_grown(index, s, deadline)
         result.seconds = time.monotonic() - started
         return result
+
+
+RECALL_CHECK_TIME_S = 300.0  # time an ingest must have left to check recall (exhaustive MaxSim per query)
+
+
+def check_recall_if_grown(index: PageIndex, s: Settings, deadline: float | None) -> dict[str, Any] | None:
+    """engine index check (no limit search, nothing applied) when the collection has grown by
+    recall_check_growth since the last check and holds recall_check_min_pages; never fails the ingest."""
+    if not s.recall_check_growth or (
+        deadline is not None and deadline - time.monotonic() < RECALL_CHECK_TIME_S
+    ):
+        return None
+    try:
+        pages = index.count()
+        last = index.last_check()
+        if pages < s.recall_check_min_pages or (
+            last and pages < s.recall_check_growth * int(last.get("pages", 0))
+        ):
+            return None
+        from engine.index.check import check_index
+
+        found = check_index(index, queries=s.recall_check_queries, target=s.recall_target, search=False,
+                            collection=s.collection)  # fmt: skip
+    except Exception as exc:  # a measurement, never the ingest's failure
+        log.warning("recall check after optimize failed (%s)", type(exc).__name__)
+        return None
+    log.info("recall check: recall@10 %.3f at %d pages (target %.2f)", found.current.recall_at_10, pages,
+             s.recall_target)  # fmt: skip
+    return {"recall_at_10": found.current.recall_at_10, "pages": found.pages, "target": found.target,
+            "meets_target": found.meets_target, "p95_ms": found.current.p95_ms}  # fmt: skip
 
 
 def _source_uri(source: DocumentInput, name: str | None) -> str:
