@@ -222,6 +222,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_check(args: argparse.Namespace) -> int:
+    """Recall@10 of the search plan vs exhaustive MaxSim on pseudo-queries from the collection (--apply: record
+    the smallest limits that reach the target). Exit 0 when the plan in use meets the target (or was fixed)."""
+    dv = _service(args)
+    result = dv.check_index(queries=args.queries, target=args.target, apply=args.apply)
+    row = result.to_dict()
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        cur, rec = result.current, result.recommended
+        out.print(f"{result.backend} collection {dv.settings.collection!r}: {result.pages} pages, plan {result.plan}, "
+                  f"{result.queries} pseudo-queries, target recall@10 {result.target}")  # fmt: skip
+        out.print(f"  in use   prefetch {cur.prefetch_limit} / blocks {cur.block_limit}: recall@10 {cur.recall_at_10:.3f}, "
+                  f"p50 {cur.p50_ms} ms, p95 {cur.p95_ms} ms (exhaustive p50 {result.exhaustive_p50_ms} ms)")  # fmt: skip
+        if rec is not None:
+            out.print(f"  smallest prefetch {rec.prefetch_limit} / blocks {rec.block_limit}: recall@10 {rec.recall_at_10:.3f}, "
+                      f"p50 {rec.p50_ms} ms, p95 {rec.p95_ms} ms{' (applied)' if result.applied else ''}")  # fmt: skip
+        if not result.meets_target and not result.applied:
+            err.print(
+                "[yellow]the plan in use misses the target:[/yellow] run with --apply to record the limits above"
+            )
+    return 0 if result.meets_target or result.applied else 1
+
+
 def _page_ref(text: str) -> dict:
     doc, _, page = text.rpartition(":")
     if not doc or not page.isdigit():
@@ -472,6 +496,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("index", help="index tools")
+    isub = p.add_subparsers(dest="index_command", required=True)
+    p = isub.add_parser(
+        "check",
+        help="recall@10 of the search plan vs exhaustive MaxSim on pseudo-queries sampled from the collection, "
+        "p50/p95, and the smallest prefetch/block limits reaching the target (--apply records them)",
+    )
+    p.add_argument("--collection", help="collection name (default DOCVISION_COLLECTION)")
+    p.add_argument("--queries", type=int, help="pseudo-queries (default DOCVISION_RECALL_CHECK_QUERIES)")
+    p.add_argument("--target", type=float, help="recall@10 target (default DOCVISION_RECALL_TARGET)")
+    p.add_argument("--apply", action="store_true", help="record the smallest limits reaching the target")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_index_check)
 
     p = sub.add_parser(
         "score", help="late-interaction scores of queries against indexed pages or image files"

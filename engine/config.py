@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         "eng+deu+fra+nld+spa+ita+por",
         description="Tesseract languages for pages and images without a text layer (installed ones are used; empty: no OCR).",
     )
+    index_ocr: bool = Field(
+        True,
+        description="OCR pages without a text layer at ingest, so scans get a text channel (text/hybrid search; needs DOCVISION_OCR_LANGUAGES).",
+    )
     soffice: str = Field("soffice", description="LibreOffice binary used for Office/ODF/HTML documents.")
     work_dir: Path | None = Field(
         None, description="Scratch folder for conversions (default: system temp, /tmp on Lambda)."
@@ -138,6 +142,27 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="Candidates the 2x4-block MaxSim passes to the full MaxSim (FDE plan; default 60).",
+    )
+    recall_target: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Recall@10 (vs exhaustive MaxSim) that `engine index check` holds the search plan to.",
+    )
+    recall_check_queries: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        description="Pseudo-queries `engine index check` (and ingest's check) samples from the collection.",
+    )
+    recall_check_growth: float = Field(
+        2.0,
+        ge=0,
+        description="Ingest checks the plan's recall after optimize() when the collection has grown by this factor "
+        "since the last check (0: never); the result goes to /health?deep=1 and the SearchRecallEstimate metric.",
+    )
+    recall_check_min_pages: int = Field(
+        1000, ge=1, description="Ingest's recall check waits until the collection holds this many pages."
     )
     side_store: Literal["float16", "float32", "off"] = Field(
         "off",

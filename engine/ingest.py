@@ -33,7 +33,7 @@ from engine.index.membership import (
     local_sequencer,
     open_table,
 )
-from engine.index.text import PageTexts, ocr_text, pdf_page_texts
+from engine.index.text import PageOcr, PageTexts, pdf_page_texts
 from engine.ports import Embedder
 from engine.storage import BlobStore
 from engine.storage.converted import ConvertedPdfs
@@ -64,6 +64,9 @@ class IngestResult:
     skipped: str | None = None
     converted: bool = False  # LibreOffice ran in this call (False when the stored converted PDF was reused)
     conversion_deferred: bool = False  # the conversion did not fit in the time left: a new invocation does it
+    # the search plan's recall checked after optimize() (the collection grew by DOCVISION_RECALL_CHECK_GROWTH):
+    # {"recall_at_10", "pages", "meets_target", ...}; None when no check ran
+    recall_check: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,9 +254,11 @@ def ingest_document(
         texts = pdf_page_texts(pdf_bytes or (data if doc.type.value == "pdf" else None), s, doc.name)
         # Conversion counts against the deadline: past it, checkpoint now (the converted PDF is stored, so the
         # continuation starts rendering at once). Otherwise at least one batch runs, so every call progresses.
-        result = _embed_pages(doc, uri, embedder=embedder, index=index, store=store, deadline=deadline,
-                              on_progress=on_progress, started=started, stop_if_late=converted_now,
-                              texts=texts)  # fmt: skip
+        # Pages without a text layer get OCR words (one render worker per document, started when first needed)
+        with PageOcr(s) as ocr:
+            result = _embed_pages(doc, uri, embedder=embedder, index=index, store=store, deadline=deadline,
+                                  on_progress=on_progress, started=started, stop_if_late=converted_now,
+                                  texts=texts, ocr=ocr)  # fmt: skip
         result.converted = converted_now
         if not result.complete:
             return result
@@ -265,8 +270,39 @@ def ingest_document(
         result.replaced_documents = [o for o in orphans if o != doc.document_id]
         if result.pages_embedded or orphans:
             index.optimize()  # embedded edge shard: index what changed (a server does it itself)
+            result.recall_check = check_recall_if_grown(index, s, deadline)
         result.seconds = time.monotonic() - started
         return result
+
+
+RECALL_CHECK_TIME_S = 300.0  # time an ingest must have left to check recall (exhaustive MaxSim per query)
+
+
+def check_recall_if_grown(index: PageIndex, s: Settings, deadline: float | None) -> dict[str, Any] | None:
+    """engine index check (no limit search, nothing applied) when the collection has grown by
+    recall_check_growth since the last check and holds recall_check_min_pages; never fails the ingest."""
+    if not s.recall_check_growth or (
+        deadline is not None and deadline - time.monotonic() < RECALL_CHECK_TIME_S
+    ):
+        return None
+    try:
+        pages = index.count()
+        last = index.last_check()
+        if pages < s.recall_check_min_pages or (
+            last and pages < s.recall_check_growth * int(last.get("pages", 0))
+        ):
+            return None
+        from engine.index.check import check_index
+
+        found = check_index(index, queries=s.recall_check_queries, target=s.recall_target, search=False,
+                            collection=s.collection)  # fmt: skip
+    except Exception as exc:  # a measurement, never the ingest's failure
+        log.warning("recall check after optimize failed (%s)", type(exc).__name__)
+        return None
+    log.info("recall check: recall@10 %.3f at %d pages (target %.2f)", found.current.recall_at_10, pages,
+             s.recall_target)  # fmt: skip
+    return {"recall_at_10": found.current.recall_at_10, "pages": found.pages, "target": found.target,
+            "meets_target": found.meets_target, "p95_ms": found.current.p95_ms}  # fmt: skip
 
 
 def _source_uri(source: DocumentInput, name: str | None) -> str:
@@ -276,6 +312,13 @@ def _source_uri(source: DocumentInput, name: str | None) -> str:
     if isinstance(source, str | Path):
         return Path(source).resolve().as_uri()
     return name or f"sha256:{hashlib.sha256(source).hexdigest()}"
+
+
+def _page_text(layer_text: str, frame: Any, ocr: PageOcr | None) -> str:
+    """The text channel's words of a page: its text layer, or OCR words where it has none."""
+    if layer_text.strip() or ocr is None:
+        return layer_text
+    return ocr.text(frame)
 
 
 def _not_started(
@@ -297,6 +340,7 @@ def _embed_pages(
     started: float,
     stop_if_late: bool = False,
     texts: PageTexts | None = None,
+    ocr: PageOcr | None = None,
 ) -> IngestResult:
     stored = index.stored_pages(doc.document_id)
     begin = next((n for n in range(1, doc.page_count + 1) if n not in stored), doc.page_count + 1)
@@ -327,7 +371,7 @@ def _embed_pages(
                     document_id=doc.document_id, page_number=frame.page_number, page_count=doc.page_count,
                     vectors=emb.vectors, grid=emb.grid, patch_offset=emb.patch_offset, model_id=embedder.model_id,
                     source_uri=uri, image_key=key, width=frame.width, height=frame.height,
-                    text=(words.get(frame.page_number) or ocr_text(frame)) if text_on else "",
+                    text=_page_text(words.get(frame.page_number, ""), frame, ocr) if text_on else "",
                 )
             )  # fmt: skip
         index.upsert(records, last_safe_page=frames[0].page_number - 1)

@@ -211,7 +211,17 @@ class DocVision:
             raise NotFound("the indexed page has no stored image", document=smap.document_id)
         return similarity.render_heatmap(self.store.get(smap.image_key), smap, alpha)
 
-    def health(self) -> dict[str, Any]:
+    def check_index(self, *, queries: int | None = None, target: float | None = None, search: bool = True,
+                    apply: bool = False) -> Any:  # fmt: skip
+        """engine.index.check.check_index on this process's index (recall of the plan vs exhaustive MaxSim)."""
+        from engine.index.check import check_index
+
+        s = self.settings
+        return check_index(self.index, queries=queries or s.recall_check_queries, target=target or s.recall_target,
+                           search=search, apply=apply, collection=s.collection)  # fmt: skip
+
+    def health(self, deep: bool = False) -> dict[str, Any]:
+        """deep: also the last recall check of the collection (engine index check; None when never run)."""
         from importlib.metadata import version
 
         if self.services.embedder.loaded:
@@ -249,6 +259,11 @@ class DocVision:
                 info["index"]["server_version"] = self.index.client.info().version  # type: ignore[attr-defined]
         except Exception as exc:  # health reports, it does not raise
             info["index"] = {"reachable": False, "error": str(exc)}
+        if deep:
+            try:
+                info["recall_check"] = self.index.last_check()
+            except Exception as exc:  # health reports, it does not raise
+                info["recall_check"] = {"error": str(exc)}
         return info
 
 

@@ -5,7 +5,7 @@ GET  /jobs/{job_id}      job status and the S3 keys of canonical JSON, tables an
 POST /search             text query → top pages (prefetch + MaxSim rerank)
 POST /score              queries × pages (indexed page refs or base64 images) → late-interaction scores
 POST /embed/multivector  texts and/or base64 images → raw multivectors
-GET  /health             model id, compute path, Qdrant reachability
+GET  /health             model id, compute path, Qdrant reachability (?deep=1: + the last recall check)
 GET  /openapi.json       this API's OpenAPI document
 """
 
@@ -388,7 +388,14 @@ def embed(body: Annotated[EmbedRequest, Body()]) -> dict[str, Any]:
 
 @app.get("/health")
 def health() -> dict[str, Any]:
-    return service().health()  # never loads the model (nor imports torch when it is not loaded)
+    """?deep=1: also the collection's last recall check (engine index check), emitted as SearchRecallEstimate."""
+    deep = (app.current_event.query_string_parameters or {}).get("deep") in ("1", "true")
+    info = service().health(deep=deep)  # never loads the model (nor imports torch when it is not loaded)
+    check = info.get("recall_check") if deep else None
+    if isinstance(check, dict) and isinstance(check.get("current"), dict):
+        metrics.add_metric(name="SearchRecallEstimate", unit=MetricUnit.NoUnit,
+                           value=float(check["current"]["recall_at_10"]))  # fmt: skip
+    return info
 
 
 @app.get("/openapi.json")

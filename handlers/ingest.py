@@ -132,6 +132,11 @@ def _ingest_object(job: Job, deadline: float, whole_invocation: bool = True) -> 
         return {"key": job["key"], "skipped": "not_found"}
     if result.conversion_deferred:
         metrics.add_metric(name="ConversionsDeferred", unit=MetricUnit.Count, value=1)
+    if (
+        result.recall_check
+    ):  # the plan's recall on this collection, measured after it grew (engine index check)
+        metrics.add_metric(name="SearchRecallEstimate", unit=MetricUnit.NoUnit,
+                           value=result.recall_check["recall_at_10"])  # fmt: skip
     metrics.add_metric(name="PagesRendered", unit=MetricUnit.Count, value=result.pages_embedded)
     metrics.add_metric(name="PagesEmbedded", unit=MetricUnit.Count, value=result.pages_embedded)
     if result.pages_embedded:

@@ -177,6 +177,11 @@ class ClientIndex(PayloadQueries):
             if document_ids
             else None
         )
+        rec = self.search_limits()
+        prefetch_limit, block_limit = (
+            prefetch_limit or rec.get("prefetch_limit"),
+            block_limit or rec.get("block_limit"),
+        )
         top = query_plan(query, mode, top_k=top_k, plan=self.plan, prefetch_limit=prefetch_limit,
                          block_limit=block_limit, text=text, text_channel=self.text_channel)  # fmt: skip
 
@@ -205,6 +210,49 @@ class ClientIndex(PayloadQueries):
         )
         return [SearchHit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
 
+    # ------------------------------------------------------------------ recorded limits (engine index check)
+    # kept in the collection's own metadata (Qdrant >= 1.16; local mode too), so every process sharing the
+    # server sees the same limits; read once per process and refreshed when this process writes them
+    _META_LIMITS, _META_CHECK = "docvision_search_limits", "docvision_last_check"
+
+    def _metadata(self, fresh: bool = False) -> dict[str, Any]:
+        if fresh or not hasattr(self, "_meta_cache"):
+            self._meta_cache = dict(self.client.get_collection(self.collection).config.metadata or {})
+        return self._meta_cache
+
+    def search_limits(self) -> dict[str, int | None]:
+        return dict(self._metadata().get(self._META_LIMITS) or {})
+
+    def set_search_limits(self, prefetch_limit: int | None, block_limit: int | None) -> None:
+        limits = {"prefetch_limit": prefetch_limit, "block_limit": block_limit}
+        self.client.update_collection(self.collection, metadata={self._META_LIMITS: limits})
+        self._metadata(fresh=True)
+
+    def record_check(self, result: dict[str, Any]) -> None:
+        self.client.update_collection(self.collection, metadata={self._META_CHECK: result})
+        self._metadata(fresh=True)
+
+    def last_check(self) -> dict[str, Any] | None:
+        return self._metadata(fresh=True).get(self._META_CHECK)
+
+    def sample_pages(self, n: int, seed: int = 0) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """n stored pages drawn at random (payload, full multivector), for pseudo-queries."""
+        ids: list[Any] = []
+        offset = None
+        while True:
+            recs, offset = self.client.scroll(self.collection, limit=10_000, offset=offset, with_payload=False,
+                                              with_vectors=False)  # fmt: skip
+            ids += [r.id for r in recs]
+            if offset is None:
+                break
+        rng = np.random.default_rng(seed)
+        chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+        out = []
+        for r in self.client.retrieve(self.collection, chosen, with_payload=True, with_vectors=[FULL]):
+            assert isinstance(r.vector, dict)
+            out.append((dict(r.payload or {}), np.asarray(r.vector[FULL], dtype=np.float32)))
+        return out
+
     def info(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
@@ -214,6 +262,7 @@ class ClientIndex(PayloadQueries):
             "points": self.count(),
             "search_plan": self.plan,
             "text_channel": self.text_channel,
+            "search_limits": self.search_limits() or None,
         }
 
     def close(self) -> None:

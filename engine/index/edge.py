@@ -83,6 +83,7 @@ class EdgeIndex(PayloadQueries):
         self.path = Path(path)
         self.model_id, self.dim, self.pool_factor = model_id, dim, token_pool_factor
         meta_path = self.path / "docvision-collection.json"
+        self.meta_path = meta_path
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             check_model(meta["model_id"], meta["dim"], model_id, dim, str(self.path))
@@ -109,6 +110,7 @@ class EdgeIndex(PayloadQueries):
                 "search_plan": plan,
             } | ({"text_channel": TEXT_CHANNEL} if text_channel else {})
             meta_path.write_text(json.dumps(meta))
+        self.meta = meta
         # the in-process rerank's copy of the full multivectors (engine/index/sidestore.py); Qdrant stays the truth
         self.side = SideStore(self.path, dim, side_store) if side_store else None
         self.rerank_in_process = self.side is not None
@@ -302,10 +304,11 @@ class EdgeIndex(PayloadQueries):
             else None
         )
         if mode == "rerank" and self.side is not None and self.rerank_in_process:
-            hits = self._search_side(query, top_k, flt, prefetch_limit, block_limit)
+            hits = self._search_side(query, top_k, flt, *self._limits(prefetch_limit, block_limit))
             if hits is not None:
                 return hits
         self.last_plan = "qdrant"
+        prefetch_limit, block_limit = self._limits(prefetch_limit, block_limit)
         top = self._plan(query, mode, top_k, prefetch_limit, block_limit, text)
         req = qe.QueryRequest(
             limit=top.limit,
@@ -381,6 +384,48 @@ class EdgeIndex(PayloadQueries):
             if ids[i] in payloads
         ]
 
+    # ------------------------------------------------------------------ recorded limits (engine index check)
+    def _limits(self, prefetch: int | None, block: int | None) -> tuple[int | None, int | None]:
+        """A caller's limits, else the ones `index check --apply` recorded, else the plan's defaults (None)."""
+        rec = self.meta.get("search_limits") or {}
+        return prefetch or rec.get("prefetch_limit"), block or rec.get("block_limit")
+
+    def search_limits(self) -> dict[str, int | None]:
+        return dict(self.meta.get("search_limits") or {})
+
+    def set_search_limits(self, prefetch_limit: int | None, block_limit: int | None) -> None:
+        self._write_meta(search_limits={"prefetch_limit": prefetch_limit, "block_limit": block_limit})
+
+    def record_check(self, result: dict[str, Any]) -> None:
+        self._write_meta(last_check=result)
+
+    def last_check(self) -> dict[str, Any] | None:
+        return self.meta.get("last_check")
+
+    def _write_meta(self, **changes: Any) -> None:
+        self.meta = {**self.meta, **changes}
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.meta))
+        tmp.replace(self.meta_path)  # atomic: a crash leaves the old record or the new one
+
+    def sample_pages(self, n: int, seed: int = 0) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """n stored pages drawn at random (payload, full multivector), for pseudo-queries."""
+        ids, offset = [], None
+        while True:
+            recs, offset = self.shard.scroll(
+                qe.ScrollRequest(limit=10_000, offset=offset, with_payload=False, with_vector=False)
+            )
+            ids += [r.id for r in recs]
+            if offset is None:
+                break
+        rng = np.random.default_rng(seed)
+        chosen = [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+        out = []
+        for r in self.shard.retrieve(chosen, with_payload=True, with_vector=[FULL]):
+            assert isinstance(r.vector, dict)
+            out.append((_public(r.payload), np.asarray(r.vector[FULL], dtype=np.float32)))
+        return out
+
     def _pages(self) -> int:
         """Points in the shard, approximately (Qdrant's estimate: cheap), for the plan's scan-or-graph choice."""
         return self.shard.count(qe.CountRequest(exact=False))
@@ -398,6 +443,7 @@ class EdgeIndex(PayloadQueries):
             "side_store": None if self.side is None else str(self.side.path),
             "search_plan": self.plan,
             "text_channel": self.text_channel,
+            "search_limits": self.search_limits() or None,
         }
 
     def close(self) -> None:

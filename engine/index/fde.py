@@ -56,8 +56,10 @@ class FDE:
             counts = onehot.sum(axis=2)  # (reps, buckets)
             filled = counts > 0
             out[filled] /= counts[filled][:, None]
-            for r, b in zip(*np.nonzero(~filled), strict=True):  # an empty bucket takes the nearest token
-                out[r, b] = projected[r, _hamming(self.ksim)[b][codes[r]].argmin()]
+            er, eb = np.nonzero(~filled)  # an empty bucket takes the nearest token (first of the nearest)
+            if len(er):
+                nearest = _hamming(self.ksim)[eb[:, None], codes[er]].argmin(axis=1)
+                out[er, eb] = projected[er, nearest]
         return out.reshape(-1)
 
 

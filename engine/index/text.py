@@ -8,9 +8,11 @@ in the collection and follow every upsert and delete. Tokens are hashed to indic
 read from disk or the network), the same code for the embedded shard, qdrant-client's local mode and a server.
 
 Where the words come from: a PDF's own text layer (engine/extraction/textlayer.py, read in the limited child
-process); a page without one has no text vector (``ocr_text`` is the hook for OCR words once an OCR reader is
-available; today it returns nothing). Pages without text simply never match the text channel; hybrid search
-still ranks them by the visual plan.
+process); a page without one (a scan, an image, a PDF page that is one picture) is read by OCR (``PageOcr``:
+Tesseract in the render worker, engine/documents/ocr.py, the same reader citations use), unless
+DOCVISION_INDEX_OCR is off or no Tesseract language is installed. OCR words with a confidence below
+OCR_MIN_CONFIDENCE are left out (noise from pictures). Pages without any text simply never match the text
+channel; hybrid search still ranks them by the visual plan.
 """
 
 from __future__ import annotations
@@ -67,11 +69,58 @@ def words_text(words: list[list[Any]]) -> str:
     return " ".join(str(w[4]) for w in words if len(w) > 4 and isinstance(w[4], str))
 
 
-def ocr_text(frame: Any) -> str:
-    """Hook: OCR words of a page without a text layer. No OCR reader is wired into ingest yet, so pages
-    without a text layer have no text vector; plug an OCR word reader here (same word shape as the text
-    layer's) and ingest uses it for exactly those pages."""
-    return ""
+OCR_MIN_CONFIDENCE = 0.5  # OCR words read with less confidence are not indexed (specks, pictures)
+
+
+def ocr_words_text(words: list[list[Any]] | None) -> str:
+    """The text of OCR words ([x0, y0, x1, y1, text, direction, confidence] each), confident ones only."""
+    return " ".join(str(w[4]) for w in words or [] if len(w) > 6 and float(w[6]) >= OCR_MIN_CONFIDENCE)
+
+
+class PageOcr:
+    """The OCR words of pages without a text layer, for the text channel: one render worker (started at the
+    first page that needs it) for a document's pages; `text(frame)` is "" when OCR is off, not installed or
+    fails (the text channel never fails an ingest). Close it when the document is done."""
+
+    def __init__(self, settings: Any) -> None:
+        from engine.documents.ocr import usable_languages
+
+        self.settings = settings
+        wanted = settings.ocr_languages if getattr(settings, "index_ocr", True) else ""
+        self.languages = usable_languages(wanted) if wanted else ""
+        self._worker: Any = None
+        self.pages = 0  # pages read by OCR (tests, logs)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.languages)
+
+    def text(self, frame: Any) -> str:
+        if not self.languages:
+            return ""
+        from engine.documents.ocr import OcrWorker
+
+        try:
+            if self._worker is None:
+                self._worker = OcrWorker(self.settings, self.languages)
+            dpi = int(getattr(frame, "dpi", 0) or self.settings.dpi)
+            words = self._worker.words(frame.image, dpi)
+        except Exception as exc:  # the text channel never fails an ingest
+            log.warning("OCR for the text channel failed (%s): page indexed without text", type(exc).__name__)
+            return ""
+        self.pages += 1
+        return ocr_words_text(words)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def __enter__(self) -> PageOcr:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 PageTexts = Callable[[list[int]], dict[int, str]]  # page numbers -> their text ("" when none)
