@@ -20,10 +20,12 @@ Boxes are [x0, y0, x1, y1] as fractions of the displayed page's width and height
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +217,13 @@ class TextLayer:
         self._angle: dict[int, int] = {}
         self._size: dict[int, tuple[float, float]] = {}  # displayed page size in points
         self._pages: dict[int, list[Word]] = {}
+        self._index: dict[tuple[int, int], WordIndex] = {}  # (page, order) → its index, built on first use
+        self._position: dict[int, dict[int, int]] = {}  # page → id(word) → its place in reading order
+        self._lines: dict[int, list[list[Word]]] = {}
+        self._second: dict[int, list[Word]] = {}
+        # page → OCR words of a second reading (engine.extraction.textlayer.PageOcr.second_reading), asked only
+        # for a value the first reading does not show
+        self.second_reader: Callable[[int], list[list[Any]]] | None = None
         for n, page in pages.items():
             raw = page["words"] if isinstance(page, dict) else page
             self._images[n] = page.get("images", []) if isinstance(page, dict) else []
@@ -234,6 +243,41 @@ class TextLayer:
             angle = self._angle.get(n, 0) if w.source == "text" or not text else 0
             w.rbox = _turn(w.box, angle, width, height)
         self._pages[n] = sorted(self._stream[n], key=lambda w: (round(w.rbox[3] * 2), w.rbox[0]))
+        for k in [k for k in self._index if k[0] == n]:
+            del self._index[k]
+        self._position.pop(n, None)
+        self._lines.pop(n, None)
+
+    def index(self, page_number: int, order: int = 0) -> WordIndex:
+        """The page's words indexed for finding values (order 0: reading order, 1: content stream)."""
+        key = (page_number, order)
+        if key not in self._index:
+            self._index[key] = WordIndex(self.orders(page_number)[order])
+        return self._index[key]
+
+    def position(self, page_number: int, word: Word) -> int | None:
+        """Where a word stands in the page's reading order (None: not one of its words)."""
+        if page_number not in self._position:
+            self._position[page_number] = {id(w): i for i, w in enumerate(self.words(page_number))}
+        return self._position[page_number].get(id(word))
+
+    def has_ocr(self, page_number: int) -> bool:
+        return any(w.source == "ocr" for w in self._stream.get(page_number, []))
+
+    def second_words(self, page_number: int) -> list[Word]:
+        """A second OCR reading of the page's OCR'd images, in reading order; [] without one."""
+        n = page_number
+        if self.second_reader is None or not self.has_ocr(n):
+            return []
+        if n not in self._second:
+            width, height = self._size.get(n, (612.0, 792.0))
+            have = [w.box for w in self._stream.get(n, []) if w.source == "text"]
+            new = [_word(w, "ocr") for w in self.second_reader(n)]
+            new = [w for w in new if w.fold and not any(_overlap(w.box, b) > 0.5 for b in have)]
+            for w in new:
+                w.rbox = _turn(w.box, 0 if have else self._angle.get(n, 0), width, height)
+            self._second[n] = sorted(new, key=lambda w: (round(w.rbox[3] * 2), w.rbox[0]))
+        return self._second[n]
 
     def add_ocr(self, n: int, words: list[list[Any]], size: tuple[float, float] | None = None) -> int:
         """OCR words of page n (all of it, or an image region); those the text layer already has are dropped.
@@ -260,13 +304,15 @@ class TextLayer:
 
     def lines(self, page_number: int) -> list[list[Word]]:
         """The page's words grouped into lines (reading frame)."""
-        out: list[list[Word]] = []
-        for w in self.words(page_number):
-            if out and _same_line(out[-1][0], w):
-                out[-1].append(w)
-            else:
-                out.append([w])
-        return out
+        if page_number not in self._lines:
+            out: list[list[Word]] = []
+            for w in self.words(page_number):
+                if out and _same_line(out[-1][0], w):
+                    out[-1].append(w)
+                else:
+                    out.append([w])
+            self._lines[page_number] = out
+        return self._lines[page_number]
 
     def has_text(self, page_number: int) -> bool:
         """Words to check values against: the text layer's or OCR's."""
@@ -315,63 +361,123 @@ def _joinable(a: Word, b: Word) -> bool:
 
 def find(leaf: Leaf, words: list[Word]) -> list[list[Word]]:
     """Every span of consecutive words that says the leaf's value."""
-    spans: list[list[Word]] = []
-    if leaf.kind in ("integer", "number"):
-        target = float(leaf.value)
-        for i in range(len(words)):
-            for n in (1, 2, 3):  # "1 200,00" and "€ 1,200" print one number as several words
-                span = words[i : i + n]
-                if len(span) < n:
-                    break
-                if n > 1 and not _joinable(span[-2], span[-1]):
-                    break
-                text = " ".join(x.text for x in span).strip("()[]:;,*")
-                if n > 1 and not _NUMBER_WORDS.match(text):
+    return WordIndex(words).find(leaf)
+
+
+class WordIndex:
+    """One word list (a page in reading or content-stream order) indexed once, so that finding a value costs
+    about the number of places it is printed, not the page's length: printed numbers by value (sorted), dates
+    by date, words by their folded text, by each prefix a value may start with, and by trigram (a value inside
+    a longer word). The spans found are exactly those a scan of every start word would find, in page order."""
+
+    def __init__(self, words: list[Word]) -> None:
+        self.words = words
+        self._numbers: tuple[list[float], list[tuple[int, int]]] | None = None
+        self._dates: dict[dt.date, list[tuple[int, int]]] | None = None
+        self._folds: dict[str, list[int]] | None = None
+        self._grams: dict[str, list[int]] | None = None
+
+    # numbers: every (start, length) of 1-3 words that reads as a number, by each number it can mean
+    def _number_index(self) -> tuple[list[float], list[tuple[int, int]]]:
+        if self._numbers is None:
+            entries: list[tuple[float, int, int]] = []
+            words = self.words
+            for i in range(len(words)):
+                for n in (1, 2, 3):  # "1 200,00" and "€ 1,200" print one number as several words
+                    span = words[i : i + n]
+                    if len(span) < n or (n > 1 and not _joinable(span[-2], span[-1])):
+                        break
+                    text = " ".join(x.text for x in span).strip("()[]:;,*")
+                    if n > 1 and not _NUMBER_WORDS.match(text):
+                        continue
+                    if _NUMBER_TOKEN.match(text):
+                        entries += [(v, i, n) for v in number_readings(text)]
+            entries.sort()
+            self._numbers = ([e[0] for e in entries], [(e[1], e[2]) for e in entries])
+        return self._numbers
+
+    def _date_index(self) -> dict[dt.date, list[tuple[int, int]]]:
+        if self._dates is None:
+            self._dates = {}
+            words = self.words
+            for i in range(len(words)):
+                for n in (1, 2, 3, 4):
+                    span = words[i : i + n]
+                    if len(span) < n:
+                        break
+                    for d in date_readings(" ".join(x.text for x in span)):
+                        self._dates.setdefault(d, []).append((i, n))
+        return self._dates
+
+    def _fold_index(self) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        if self._folds is None or self._grams is None:
+            self._folds, self._grams = {}, {}
+            for i, w in enumerate(self.words):
+                if not w.fold:
                     continue
-                if _NUMBER_TOKEN.match(text) and any(_same_number(v, target) for v in number_readings(text)):
-                    spans.append(span)
+                self._folds.setdefault(w.fold, []).append(i)
+                for g in {w.fold[k : k + 3] for k in range(len(w.fold) - 2)}:
+                    self._grams.setdefault(g, []).append(i)
+        return self._folds, self._grams
+
+    @staticmethod
+    def _first_per_start(hits: list[tuple[int, int]]) -> dict[int, int]:
+        """start → the shortest span starting there (a scan stops at the first length that matches)."""
+        out: dict[int, int] = {}
+        for i, n in hits:
+            if i not in out or n < out[i]:
+                out[i] = n
+        return out
+
+    def find(self, leaf: Leaf) -> list[list[Word]]:
+        words = self.words
+        if leaf.kind in ("integer", "number"):
+            target = float(leaf.value)
+            values, where = self._number_index()
+            tol = max(1e-6, 1e-9 * abs(target)) * 1.01
+            lo, hi = bisect.bisect_left(values, target - tol), bisect.bisect_right(values, target + tol)
+            hits = [where[k] for k in range(lo, hi) if _same_number(values[k], target)]
+            starts = self._first_per_start(hits)
+            return [words[i : i + starts[i]] for i in sorted(starts)]
+        if leaf.kind in ("date", "datetime"):
+            try:
+                target_d = dt.date.fromisoformat(str(leaf.value)[:10])
+            except ValueError:
+                return []
+            starts = self._first_per_start(self._date_index().get(target_d, []))
+            if starts:
+                return [words[i : i + starts[i]] for i in sorted(starts)]
+            # a date printed in a form we cannot parse still matches as text (e.g. 20261102)
+        text_target = _fold(leaf.value)
+        if not text_target:
+            return []
+        folds, grams = self._fold_index()
+        candidates: set[int] = set()
+        for k in range(1, len(text_target) + 1):  # words the value starts with (or is)
+            candidates.update(folds.get(text_target[:k], ()))
+        if len(text_target) >= 3:  # words holding the value inside them
+            candidates.update(grams.get(text_target[:3], ()))
+        spans: list[list[Word]] = []
+        for i in sorted(candidates):
+            w = words[i]
+            if w.fold == text_target or (
+                len(text_target) >= 3
+                and text_target in w.fold
+                and _boundary(w.fold, w.fold.index(text_target), len(text_target))
+            ):
+                spans.append([w])
+                continue
+            if not text_target.startswith(w.fold):
+                continue
+            acc, j = w.fold, i + 1
+            while len(acc) < len(text_target) and j < len(words) and j - i < MAX_SPAN_WORDS:
+                acc += words[j].fold
+                j += 1
+                if not text_target.startswith(acc):
                     break
+            if acc == text_target:
+                spans.append(words[i:j])
         return spans
-    if leaf.kind in ("date", "datetime"):
-        try:
-            target_d = dt.date.fromisoformat(str(leaf.value)[:10])
-        except ValueError:
-            return spans
-        for i in range(len(words)):
-            for n in (1, 2, 3, 4):
-                span = words[i : i + n]
-                if len(span) < n:
-                    break
-                if target_d in date_readings(" ".join(x.text for x in span)):
-                    spans.append(span)
-                    break
-        if spans:
-            return spans
-        # a date printed in a form we cannot parse still matches as text (e.g. 20261102)
-    text_target = _fold(leaf.value)
-    if not text_target:
-        return spans
-    for i, w in enumerate(words):
-        if not w.fold:
-            continue
-        if w.fold == text_target or (
-            len(text_target) >= 3
-            and text_target in w.fold
-            and _boundary(w.fold, w.fold.index(text_target), len(text_target))
-        ):
-            spans.append([w])
-            continue
-        if not text_target.startswith(w.fold):
-            continue
-        acc, j = w.fold, i + 1
-        while len(acc) < len(text_target) and j < len(words) and j - i < MAX_SPAN_WORDS:
-            acc += words[j].fold
-            j += 1
-            if not text_target.startswith(acc):
-                break
-        if acc == text_target:
-            spans.append(words[i:j])
-    return spans
 
 
 def _boundary(text: str, start: int, length: int) -> bool:
@@ -385,12 +491,13 @@ def _boundary(text: str, start: int, length: int) -> bool:
 
 
 # -------------------------------------------------------------------------------------- choosing a match
-def _label_near(span: list[Word], words: list[Word], field: str) -> bool:
+def _label_near(span: list[Word], layer: TextLayer, page: int, field: str) -> bool:
     """A word of the field's name printed just before the value on its line (Total: 2,500.00)."""
     names = {_fold(p) for p in re.split(r"[_\W]+", field) if len(p) >= 3}
-    if not names:
+    first = layer.position(page, span[0])
+    if not names or first is None:
         return False
-    first = words.index(span[0])
+    words = layer.words(page)
     before = [w for w in words[max(0, first - 6) : first] if _same_line(w, span[0])]
     return any(any(n in w.fold or w.fold in n for n in names if w.fold) for w in before)
 
@@ -402,26 +509,37 @@ def cite_text_layer(
     anywhere on those pages (preferring one labelled with the field's name), array values in their row's cell."""
     out: dict[str, dict[str, Any]] = {}
     spans: dict[str, list[tuple[int, list[Word]]]] = {}
+    # leaves printing the same value on the same pages share one list of places (a table's quantity of 1
+    # is looked up once, and tables.judge_rows weighs its places once)
+    looked_up: dict[tuple[str, str, tuple[int, ...]], list[tuple[int, list[Word]]]] = {}
     for leaf in found:
         if leaf.kind == "boolean":
             out[leaf.path] = {"method": "none", "page": None, "bbox": None, "grounded": None, "reason": None,
                               "ocr_confidence": None}  # fmt: skip
             continue
-        spans[leaf.path] = []
-        for page in pages_of.get(leaf.path, []):
-            words = layer.words(page)
-            got = find(leaf, words)
-            if leaf.kind == "string" and not any(len(sp) > 1 for sp in got):
-                got += [sp for sp in find(leaf, layer.orders(page)[1]) if len(sp) > 1]
-            spans[leaf.path] += [(page, sp) for sp in got]
+        leaf_pages = tuple(pages_of.get(leaf.path, []))
+        key = (leaf.kind, repr(leaf.value), leaf_pages)
+        if key not in looked_up:
+            got_all: list[tuple[int, list[Word]]] = []
+            for page in leaf_pages:
+                got = layer.index(page).find(leaf)
+                if leaf.kind == "string" and not any(len(sp) > 1 for sp in got):
+                    got += [sp for sp in layer.index(page, 1).find(leaf) if len(sp) > 1]
+                got_all += [(page, sp) for sp in got]
+            if not got_all:  # OCR misreads depend on the pixels: a second reading of the page may show it
+                for page in leaf_pages:
+                    got_all += [(page, sp) for sp in find(leaf, layer.second_words(page))]
+            looked_up[key] = got_all
+        spans[leaf.path] = looked_up[key]
     by_array: dict[str, dict[str, list[Leaf]]] = {}
+    by_path = {leaf.path: leaf for leaf in found}
     for leaf in found:
         if leaf.path not in spans:
             continue
         if not leaf.array:
             best = max(
                 spans[leaf.path],
-                key=lambda c: 1.0 if _label_near(c[1], layer.words(c[0]), leaf.field) else 0.0,
+                key=lambda c: 1.0 if _label_near(c[1], layer, c[0], leaf.field) else 0.0,
                 default=None,
             )
             out[leaf.path] = _citation(leaf, layer, best, None if best else "not_found")
@@ -434,8 +552,7 @@ def cite_text_layer(
         columns = {p: tables.header_columns(lines[p], fields, _fold) for p in pages}
         ordered = sorted(rows.items(), key=lambda kv: [int(i) for i in re.findall(r"\[(\d+)\]", kv[0])])
         for path, (cand, reason) in tables.judge_rows(ordered, spans, columns, lines).items():
-            leaf = next(lf for ls in rows.values() for lf in ls if lf.path == path)
-            out[path] = _citation(leaf, layer, cand, reason)
+            out[path] = _citation(by_path[path], layer, cand, reason)
     for path, c in out.items():
         if c["grounded"] is False and c["page"] is None:
             c["method"] = not_found_method(layer, pages_of.get(path, []))

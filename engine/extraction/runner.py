@@ -305,10 +305,8 @@ def losses(raw: Any, kept: Any, node: TypeNode, path: str = "") -> list[tuple[st
     if node.kind == "object":
         if not isinstance(raw, dict):
             return [(path or "/", "not an object")]
-        from engine.extraction.schema import _prop_name
-
         for f in node.fields:
-            r = raw.get(f.name, raw.get(_prop_name(f.name)))
+            r = raw.get(f.name, raw.get(f.prop))
             out += losses(r, (kept or {}).get(f.name), f.type, f"{path}/{f.name}")
         return out
     if node.kind == "array":

@@ -7,9 +7,11 @@ or anyOf [X, {"type": "null"}]. Anything else raises SchemaError naming the JSON
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +35,22 @@ UNSUPPORTED = (
     "prefixItems",
     "unevaluatedProperties",
 )
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # what BAML's grammar takes as a field name
+# BAML's own type names: a field may not be named like its type (the pydantic generator's rule)
+_BAML_TYPES = {"string", "int", "float", "bool", "null"}
+# class names BAML reserves (its scalar types) or baml_src defines; a schema's object named so gets a suffix
+RESERVED_CLASS_NAMES = {
+    "Extraction",
+    "String",
+    "Int",
+    "Float",
+    "Bool",
+    "Null",
+    "Image",
+    "Audio",
+    "Pdf",
+    "Video",
+}
 
 
 @dataclass
@@ -53,6 +70,7 @@ class Field:
     required: bool  # must have a value (required and not nullable)
     description: str | None = None
     listed_required: bool = False  # named in the JSON Schema's `required` (may still be nullable)
+    prop: str = ""  # the BAML property name (an identifier BAML accepts; `name` is its @alias)
 
 
 @dataclass
@@ -60,6 +78,7 @@ class CompiledSchema:
     root: TypeNode
     schema: dict[str, Any]
     fingerprint: str  # sha256 of the canonical JSON of the schema
+    props_checked: bool = False  # property names tried against BAML's validator (settle_props)
 
     def classes(self) -> list[TypeNode]:
         seen: dict[str, TypeNode] = {}
@@ -208,6 +227,15 @@ class _Compiler:
             if not props:
                 raise SchemaError(f"{pointer}: an object needs 'properties'")
             required = set(s.get("required", []))
+            folded: dict[str, str] = {}
+            for key in props:
+                if (other := folded.setdefault(key.casefold(), key)) != key:
+                    # BAML's parser matches keys without case when it coerces: one of the two values would
+                    # be lost or given to the other field
+                    raise SchemaError(
+                        f"{pointer}/properties: {other!r} and {key!r} differ only in case, which the model's "
+                        "answer parser cannot tell apart; rename one of them"
+                    )
             missing = required - set(props)
             if missing:
                 raise SchemaError(f"{pointer}/required: {sorted(missing)} are not in properties")
@@ -282,12 +310,92 @@ def compile_schema(schema: dict[str, Any] | str) -> CompiledSchema:
             f"/{'/'.join(map(str, exc.path))}: not a valid JSON Schema ({exc.message})"
         ) from exc
     compiler = _Compiler(schema)
-    compiler.names.add("Extraction")
+    compiler.names.update(RESERVED_CLASS_NAMES)
     root, _ = compiler.node(schema, "#", schema.get("title") or "Extraction")
     if root.kind != "object":
         raise SchemaError("#: the root of an extraction schema must be an object")
     fingerprint = hashlib.sha256(canonical_json(schema).encode()).hexdigest()
-    return CompiledSchema(root, schema, fingerprint)
+    compiled = CompiledSchema(root, schema, fingerprint)
+    _name_props(compiled)
+    return compiled
+
+
+# ----------------------------------------------------------------------------------- property names
+def _ident(name: str) -> str:
+    """An identifier BAML's grammar takes for any property name: ASCII letters (accents folded), digits and
+    underscores, starting with a letter ("unit price" → unit_price, "größe" → grosse, "1st" → f_1st)."""
+    if _IDENT.match(name):
+        return name
+    folded = unicodedata.normalize("NFKD", name.replace("ß", "ss")).encode("ascii", "ignore").decode()
+    out = re.sub(r"[^A-Za-z0-9]+", "_", folded).strip("_")
+    return out if out[:1].isalpha() else f"f_{out}".rstrip("_")
+
+
+def _name_props(compiled: CompiledSchema, refused: frozenset[str] = frozenset()) -> None:
+    """Each field's BAML property name, unique within its class: the name itself when BAML can take it,
+    else an identifier made from it (the JSON name stays the @alias, so the model and the output see only the
+    name the schema gave). Never a BAML type or class name, nor a name in `refused` (names BAML's validator
+    rejected: keywords of BAML and of its generated clients, `ref`, `class`, `enum`, ...)."""
+    classes = compiled.classes()
+    taken_globally = {c.name for c in classes} | _BAML_TYPES
+    for cls in classes:
+        taken: set[str] = set()
+        plain = {f.name for f in cls.fields if _IDENT.match(f.name)}
+
+        def free(name: str, taken: set[str] = taken) -> bool:
+            return name not in taken and name not in taken_globally and name not in refused
+
+        for f in cls.fields:  # names BAML takes as they are keep them; the others go around them
+            f.prop = f.name if f.name in plain and free(f.name) else ""
+            taken.add(f.prop)
+        for f in cls.fields:
+            if f.prop:
+                continue
+            base = _ident(f.name)
+            cand, i = base, 1
+            while not free(cand) or cand in plain:  # a name the schema spells plainly is its field's
+                cand, i = (f"{base}_" if i == 1 else f"{base}_{i}"), i + 1
+            f.prop = cand
+            taken.add(cand)
+
+
+@functools.lru_cache(maxsize=4096)
+def _baml_refuses(prop: str) -> bool:
+    """Does BAML's validator refuse `prop` as a field name (a keyword of BAML or of a generated client)?"""
+    from baml_client.type_builder import TypeBuilder
+
+    try:
+        TypeBuilder().add_baml(f"class DocvisionNameProbe {{\n  {prop} string\n}}\n")
+    except Exception:  # baml_py raises its own error type; any refusal means: not this name
+        return True
+    return False
+
+
+def settle_props(compiled: CompiledSchema) -> None:
+    """Make every property name one BAML accepts: the rendered types are tried once (one validator run);
+    only when BAML refuses them is each name tried alone and the refused ones renamed (`ref` → ref_)."""
+    if compiled.props_checked:
+        return
+    from baml_client.type_builder import TypeBuilder
+
+    refused: set[str] = set()
+    for _ in range(4):  # a renamed property (ref_) is itself tried again
+        try:
+            TypeBuilder().add_baml(render_baml(compiled, numbers_as_text=True, check=False))
+        except Exception as exc:  # baml_py's error type; the message names the field BAML refused
+            problem = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            props = {f.prop for cls in compiled.classes() for f in cls.fields}
+            new = {p for p in props if _baml_refuses(p)} - refused
+            if not new:
+                break
+            refused |= new
+            _name_props(compiled, frozenset(refused))
+            continue
+        compiled.props_checked = True
+        return
+    raise SchemaError(
+        f"#: BAML cannot express the schema's types ({problem}); rename the property or class it names"
+    )
 
 
 # ------------------------------------------------------------------------------------------ BAML output
@@ -322,12 +430,13 @@ def _describe(f: Field, numbers_as_text: bool = False) -> str | None:
     return desc or None
 
 
-def _prop_name(name: str) -> str:
-    return name if _IDENT.match(name) else re.sub(r"\W", "_", name)
+def _baml_string(text: str) -> str:
+    """A BAML string literal (BAML reads JSON's escapes)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def render_baml(
-    compiled: CompiledSchema, *, numbers_as_text: bool = False, all_optional: bool = False
+    compiled: CompiledSchema, *, numbers_as_text: bool = False, all_optional: bool = False, check: bool = True
 ) -> str:
     """The compiled types as .baml text: what the model is asked for (`docvision schema show`), and what
     build_type_builder hands to BAML (the one source of the run-time types).
@@ -335,7 +444,9 @@ def render_baml(
     numbers_as_text: numbers are asked as strings, so BAML's coercion never rewrites `4.904,94` or `18,870`
     (engine.extraction.locale parses them, and says when a value is ambiguous). all_optional: every field may
     be null (a page-by-page call: a page that does not print a field answers null; required is checked after
-    the merge)."""
+    the merge). check: property names are first settled against BAML's validator (settle_props)."""
+    if check:
+        settle_props(compiled)
     lines = []
     for cls in compiled.classes():
         lines.append("dynamic class Extraction {" if cls is compiled.root else f"class {cls.name} {{")
@@ -344,11 +455,11 @@ def render_baml(
             if (all_optional or not f.required) and f.type.kind != "array":
                 t = f"({t})?" if f.type.kind == "enum" and len(f.type.values) > 1 else f"{t}?"
             attrs = ""
-            if _prop_name(f.name) != f.name:
-                attrs += f" @alias({json.dumps(f.name, ensure_ascii=False)})"
+            if f.prop != f.name:
+                attrs += f" @alias({_baml_string(f.name)})"
             if d := _describe(f, numbers_as_text):
-                attrs += f" @description({json.dumps(d, ensure_ascii=False)})"
-            lines.append(f"  {_prop_name(f.name)} {t}{attrs}")
+                attrs += f" @description({_baml_string(d)})"
+            lines.append(f"  {f.prop} {t}{attrs}")
         lines.append("}\n")
     return "\n".join(lines)
 

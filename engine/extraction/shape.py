@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.extraction.schema import CompiledSchema, TypeNode, _prop_name, canonical_json
+from engine.extraction.schema import CompiledSchema, TypeNode, canonical_json
 
 ARROW = {
     "string": pa.string(), "enum": pa.string(), "integer": pa.int64(), "number": pa.float64(),
@@ -34,7 +34,7 @@ def canonicalize(value: Any, node: TypeNode, *, from_model: bool = False) -> Any
         src = value if isinstance(value, dict) else {}
         out = {}
         for f in node.fields:
-            raw = src.get(_prop_name(f.name) if from_model else f.name, src.get(f.name))
+            raw = src.get(f.prop if from_model else f.name, src.get(f.name))
             out[f.name] = canonicalize(raw, f.type, from_model=from_model)
         return out
     if node.kind == "array":

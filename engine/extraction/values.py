@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.extraction.locale import LocaleEvidence, infer_locale, parse_date, parse_number
-from engine.extraction.schema import TypeNode, _prop_name
+from engine.extraction.schema import TypeNode
 
 
 @dataclass
@@ -75,7 +75,7 @@ def typed(
         rsrc = raw if isinstance(raw, dict) else {}
         out = {}
         for f in node.fields:
-            r = rsrc.get(f.name, rsrc.get(_prop_name(f.name)))
+            r = rsrc.get(f.name, rsrc.get(f.prop))
             out[f.name], ps = typed(src.get(f.name), r, f.type, evidence, f"{path}/{f.name}", printed)
             problems += ps
         return out, problems

@@ -181,3 +181,76 @@ def test_words_carry_their_direction_on_the_displayed_page(tmp_path: Path) -> No
         upright = read_layer(doc, [1])[1]["words"]
     assert {w[5] for w in rotated} == {270}  # horizontal text on a /Rotate 90 page runs downwards
     assert {w[5] for w in upright} == {0}
+
+
+# ------------------------------------------------------------------------------------------ long tables
+LONG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "lines": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "description": {"type": "string"},
+                    "quantity": {"type": "number"},
+                    "unit_price": {"type": "number"},
+                    "tax_rate": {"type": "number", "description": "VAT percent"},
+                    "amount": {"type": "number"},
+                },
+            },
+        }
+    },
+}
+
+
+def long_rows(n: int) -> list[dict[str, Any]]:
+    """Values repeating as on real invoices: 60 products, quantities 1-5, tax 7 or 20 (bench/cite_tables.py)."""
+    products = [f"{a} {b}" for a in ("Pump", "Valve", "Flange", "Gasket", "Hose", "Filter")
+                for b in ("DN25", "DN32", "DN40", "DN50", "DN65", "DN80", "steel", "brass", "PVC", "PTFE")]  # fmt: skip
+    out = []
+    for i in range(n):
+        qty, price = 1 + (i * 7) % 5, round(5 + (i * 37) % 60 * 1.25, 2)
+        out.append({"description": products[(i * 11) % 60], "quantity": qty, "unit_price": price,
+                    "tax_rate": 20 if i % 3 else 7, "amount": round(qty * price, 2)})  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_a_1300_row_table_is_cited_cell_by_cell(tmp_path: Path) -> None:
+    """1,300 rows over 29 pages, every cell cited in its own row (the old find()-per-value scan and the
+    quadratic line dedup did not finish 1,250 rows in 10 minutes; bench/results/cite-tables.json)."""
+    rows = long_rows(1300)
+    doc = pymupdf.open()
+    xs = [50, 260, 330, 420, 490]
+    where: dict[int, tuple[int, float]] = {}  # row → (page, baseline y)
+    for start in range(0, len(rows), 45):
+        page = doc.new_page(width=595, height=842)
+        for x, h in zip(xs, ["Description", "Qty", "Unit price", "Tax %", "Amount"], strict=True):
+            page.insert_text((x, 70), h, fontsize=9)
+        for r, line in enumerate(rows[start : start + 45]):
+            y = 90 + 16 * r
+            where[start + r] = (doc.page_count, y)
+            cells = [line["description"], str(line["quantity"]), f"{line['unit_price']:,.2f}",
+                     str(line["tax_rate"]), f"{line['amount']:,.2f}"]  # fmt: skip
+            for x, c in zip(xs, cells, strict=True):
+                page.insert_text((x, y), c, fontsize=9)
+    doc.save(tmp_path / "long.pdf")
+    moved = dict(rows[700], amount=rows[701]["amount"])  # a value taken from the next row
+    assert moved["amount"] != rows[700]["amount"]
+    data = {"lines": rows[:700] + [moved] + rows[701:]}
+    with pymupdf.open(tmp_path / "long.pdf") as d:
+        pages = list(range(1, d.page_count + 1))
+        layer = cite.TextLayer(read_layer(d, pages))
+    found = cite.leaves(data, compile_schema(LONG_SCHEMA))
+    cites = cite.cite_text_layer(found, layer, {lf.path: pages for lf in found})
+    assert len(cites) == 1300 * 5
+    bad = {p: c["reason"] for p, c in cites.items() if not c["grounded"]}
+    assert bad == {"$.lines[700].amount": "wrong_row"}
+    for i, (page, y) in where.items():  # each cell on its row's line of its row's page
+        for f in ("description", "quantity", "unit_price", "tax_rate", "amount"):
+            c = cites[f"$.lines[{i}].{f}"]
+            if i == 700 and f == "amount":
+                continue
+            assert c["page"] == page, (i, f)
+            assert c["bbox"][1] * 842 < y < c["bbox"][3] * 842 + 3, (i, f, c["bbox"], y)
