@@ -52,6 +52,10 @@ class Lazy(Generic[T]):
         """The port if it was built, else None (never builds it)."""
         return self._value if self._loaded else None
 
+    def set_unloaded(self) -> None:
+        """Forget the built port (after closing it): the next get() builds a new one."""
+        self._value, self._loaded = None, False
+
     def set(self, value: T) -> None:
         """Put a port in (a test's counting embedder around the real one)."""
         self._value, self._loaded = value, True
@@ -87,6 +91,14 @@ class Services:
     secrets: SecretReader
     # the boto3 S3 client that s3:// stores and the backfill use (untyped third-party; None: boto3's default)
     s3_client: Any = None
+
+    def close(self) -> None:
+        """Release what holds the process's resources: the embedded index's lock and files (a CLI command that
+        ends, or a test, may open the same path again in this process)."""
+        index = self.index.peek()
+        if index is not None:
+            index.close()
+            self.index.set_unloaded()
 
     def model_identity(self) -> tuple[str, int]:
         """(model id, embedding dim) without loading the model when it is baked (its manifest says both)."""

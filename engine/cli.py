@@ -116,7 +116,12 @@ def _service(args: argparse.Namespace) -> DocVision:
     from engine.service import bootstrap
 
     overrides = {"collection": args.collection} if getattr(args, "collection", None) else {}
-    return bootstrap(Settings(**overrides))
+    dv = bootstrap(Settings(**overrides))
+    _opened.append(dv)  # closed when the command ends (main): the embedded index's lock goes with it
+    return dv
+
+
+_opened: list[DocVision] = []
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -602,3 +607,6 @@ def main(argv: list[str] | None = None) -> int:
     except DocVisionError as exc:
         _report_error(exc)
         return 2
+    finally:
+        while _opened:
+            _opened.pop().services.close()
