@@ -39,8 +39,11 @@ def service() -> DocVision:
 
 
 def reset_service() -> None:
-    """Tests and the in-process runner: forget the container state (a new 'cold start')."""
+    """Tests and the in-process runner: forget the container state (a new 'cold start'). The old services are
+    closed first, so the embedded index's lock is free for the next container in this process."""
     global _service, _s3
+    if _service is not None:
+        _service.services.close()
     _service, _s3 = None, None
 
 

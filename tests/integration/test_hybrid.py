@@ -53,25 +53,25 @@ def test_text_and_hybrid_find_a_page_by_its_words(embedder, tmp_path: Path, back
     dv = service(embedder, tmp_path, backend)
     dv.ingest(with_blank_page(tmp_path / "doc.pdf"))
     assert dv.index.text_channel and dv.index.count() == 5
-    text = dv.search("terms and conditions", mode="text")["hits"]
+    text = dv.search("terms and conditions", mode="text").to_dict()["hits"]
     assert pages(text) == [2]  # only page two holds these words ("and" is a stop word)
-    assert pages(dv.search("Valves Pumps", mode="text")["hits"]) == [1]
-    hybrid = dv.search("terms and conditions", mode="hybrid")["hits"]
+    assert pages(dv.search("Valves Pumps", mode="text").to_dict()["hits"]) == [1]
+    hybrid = dv.search("terms and conditions", mode="hybrid").to_dict()["hits"]
     # RRF: the page both channels rank is ahead of every page only the (random-weight) visual plan ranks
     assert pages(hybrid)[0] == 2 and set(pages(hybrid)) == {1, 2, 3, 4, 5}
     # the blank page has no text vector: never a text hit, still found by the visual plan and by hybrid
-    assert 5 not in pages(dv.search("page", mode="text", top_k=10)["hits"])
-    assert 5 in pages(dv.search("page", mode="rerank")["hits"]) and 5 in pages(
-        dv.search("page", mode="hybrid")["hits"]
+    assert 5 not in pages(dv.search("page", mode="text", top_k=10).to_dict()["hits"])
+    assert 5 in pages(dv.search("page", mode="rerank").to_dict()["hits"]) and 5 in pages(
+        dv.search("page", mode="hybrid").to_dict()["hits"]
     )
     # only stop words: text finds nothing, hybrid is the visual plan alone
-    assert dv.search("and the of", mode="text")["hits"] == []
-    assert pages(dv.search("and the of", mode="hybrid")["hits"]) == pages(
-        dv.search("and the of", mode="rerank")["hits"]
+    assert dv.search("and the of", mode="text").to_dict()["hits"] == []
+    assert pages(dv.search("and the of", mode="hybrid").to_dict()["hits"]) == pages(
+        dv.search("and the of", mode="rerank").to_dict()["hits"]
     )
     # the text channel follows deletes: the IDF statistics and postings are the collection's
     dv.index.delete_document(dv.index.documents_for_source((tmp_path / "doc.pdf").resolve().as_uri()).pop())
-    assert dv.search("terms and conditions", mode="text")["hits"] == []
+    assert dv.search("terms and conditions", mode="text").to_dict()["hits"] == []
     dv.index.close()
 
 
@@ -87,13 +87,13 @@ def test_a_real_scan_gets_a_text_channel_from_ocr(embedder, tmp_path: Path, back
     on = service(embedder, tmp_path / "on", backend)
     on.ingest(tmp_path / "scan.tif")
     on.ingest(blank)
-    hits = on.search("quick brown dog jumped over the lazy fox", mode="text")["hits"]
+    hits = on.search("quick brown dog jumped over the lazy fox", mode="text").to_dict()["hits"]
     assert len(hits) == 1 and hits[0]["source_uri"].endswith("scan.tif")
-    assert on.search("lazy fox", mode="hybrid")["hits"][0]["source_uri"].endswith("scan.tif")
+    assert on.search("lazy fox", mode="hybrid").to_dict()["hits"][0]["source_uri"].endswith("scan.tif")
     on.index.close()
     off = service(embedder, tmp_path / "off", backend, index_ocr=False)
     off.ingest(tmp_path / "scan.tif")
-    assert off.search("quick brown dog", mode="text")["hits"] == []
+    assert off.search("quick brown dog", mode="text").to_dict()["hits"] == []
     off.index.close()
 
 
@@ -113,7 +113,7 @@ def test_a_collection_without_the_channel_refuses_text_modes(embedder, tmp_path:
         with pytest.raises(TextChannelMissing) as err:
             dv.search("anything", mode=mode)
         assert err.value.http_status == 409 and "DOCVISION_COLLECTION" in str(err.value)
-    assert dv.search("anything", mode="rerank")["hits"] == []
+    assert dv.search("anything", mode="rerank").to_dict()["hits"] == []
     index.close()
 
 
