@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tests.integration.hostile_cases_now import CASES, CPU_LIMIT_S, RSS_GROWTH_LIMIT_MB
+
 from tests.integration.test_handlers import aws, event, moto_url  # noqa: F401
 
 CAP = float(os.environ.get("HOSTILE_CPU_CAP_S", "20"))
