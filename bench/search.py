@@ -33,6 +33,10 @@ reopen of each in fresh processes, alternated. Writes bench/results/search-<n>-f
 builds the same pages unpooled and hierarchically pooled at index time (DOCVISION_TOKEN_POOL_FACTOR) and
 compares storage, and Qdrant's rerank on both (alternated), recall against exhaustive MaxSim over the
 unpooled pages. Writes bench/results/search-<n>-pooling.json.
+
+    python bench/search.py --scale [--sizes 10000 50000 100000] ...
+
+is bench/search_scale.py: one edge collection grown in stages, memory-bounded (see there).
 """
 
 from __future__ import annotations
@@ -606,6 +610,11 @@ def plans_main(args) -> None:
 
 
 def main() -> None:
+    if "--scale" in sys.argv[1:]:  # the staged scale benchmark (bench/search_scale.py), same arguments
+        from bench.search_scale import main as scale_main
+
+        scale_main([a for a in sys.argv[1:] if a != "--scale"])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--backends", nargs="+", default=["edge", "local"])

@@ -239,7 +239,7 @@ def cmd_index_check(args: argparse.Namespace) -> int:
         cur, rec = result.current, result.recommended
         out.print(f"{result.backend} collection {dv.settings.collection!r}: {result.pages} pages, plan {result.plan}, "
                   f"{result.queries} pseudo-queries, target recall@10 {result.target}")  # fmt: skip
-        out.print(f"  in use   prefetch {cur.prefetch_limit} / blocks {cur.block_limit}: recall@10 {cur.recall_at_10:.3f}, "
+        out.print(f"  in use   prefetch {cur.prefetch_limit} / blocks {cur.block_limit}: recall@10 {cur.recall_at_10:.3f} (same pages {cur.id_recall_at_10:.3f}), "
                   f"p50 {cur.p50_ms} ms, p95 {cur.p95_ms} ms (exhaustive p50 {result.exhaustive_p50_ms} ms)")  # fmt: skip
         if rec is not None:
             out.print(f"  smallest prefetch {rec.prefetch_limit} / blocks {rec.block_limit}: recall@10 {rec.recall_at_10:.3f}, "

@@ -4,7 +4,8 @@ Every plan parameter (FDE candidates, block candidates) was tuned on synthetic v
 user's documents may behave otherwise. ``check_index`` samples pseudo-queries from the collection itself — a
 few patch tokens of stored pages, each moved by noise so that the query is not a copy of one page — runs the
 production plan and exhaustive MaxSim (mode ``exact``) on the same queries, and reports recall@10 (the share
-of the exhaustive top 10 the plan returns) and p50/p95 latency. With ``search=True`` it then tries candidate
+of the exhaustive top 10 the plan returns, a page scoring as high as the exhaustive 10th counting as found:
+near-duplicate pages tie; the strict share of the same pages is reported beside it) and p50/p95 latency. With ``search=True`` it then tries candidate
 limits from small to large (FDE_GRID x BLOCK_GRID, cheapest first by candidates scored) and reports the
 smallest that reaches the target; the last candidate scores every page (recall 1 by construction), so a target
 is always reachable, at a cost the report shows. ``apply`` records those limits in the collection; later
@@ -31,13 +32,19 @@ FDE_GRID = (100, 200, 300, 500, 800, 1200, 2000, 4000)
 BLOCK_GRID = (20, 40, 60, 120, 240, 480)
 
 
+TIE = 1e-3  # relative: a hit whose MaxSim is within this of the exhaustive 10th score ties with the top 10
+
+
 @dataclass
 class PlanMeasure:
     prefetch_limit: int
     block_limit: int | None
-    recall_at_10: float
+    recall_at_10: float  # tie-aware: what the target is checked against
     p50_ms: float
     p95_ms: float
+    id_recall_at_10: float = (
+        0.0  # the exhaustive top 10's own pages found (pessimistic among near-duplicates)
+    )
 
 
 @dataclass
@@ -77,18 +84,26 @@ def pseudo_queries(pages: list[tuple[dict[str, Any], np.ndarray]], n: int, seed:
     return out
 
 
-def _measure(index: Any, qs: list[np.ndarray], exact: list[list[str]], prefetch: int, block: int | None,
-             reps: int = 1) -> PlanMeasure:  # fmt: skip
-    times, recalls = [], []
-    for q, want in zip(qs, exact, strict=True):
+def _measure(index: Any, qs: list[np.ndarray], exact: list[tuple[list[str], float]], prefetch: int,
+             block: int | None, reps: int = 1) -> PlanMeasure:  # fmt: skip
+    """Recall of the plan's top 10 against the exhaustive one. Tie-aware: the plan's last stage is MaxSim on the
+    same stored multivectors as the exhaustive search, so a hit scoring at least the exhaustive 10th score
+    (within TIE) is as good as the page it displaced; collections of near-duplicate pages (forms, templates,
+    re-scans) otherwise count a different copy of the same page as a miss."""
+    times, recalls, id_recalls = [], [], []
+    for q, (want, tenth) in zip(qs, exact, strict=True):
         for _ in range(reps):
             t = time.perf_counter()
             got = index.search(q, top_k=TOP_K, mode="rerank", prefetch_limit=prefetch, block_limit=block)
             times.append(time.perf_counter() - t)
-        recalls.append(len({h.point_id for h in got} & set(want)) / max(1, len(want)))
+        n = max(1, len(want))
+        id_recalls.append(len({h.point_id for h in got} & set(want)) / n)
+        floor = tenth - TIE * max(abs(tenth), 1e-9)
+        recalls.append(min(n, sum(1 for h in got if h.point_id in want or h.score >= floor)) / n)
     return PlanMeasure(prefetch, block, round(float(np.mean(recalls)), 4),
                        round(float(np.percentile(times, 50)) * 1000, 2),
-                       round(float(np.percentile(times, 95)) * 1000, 2))  # fmt: skip
+                       round(float(np.percentile(times, 95)) * 1000, 2),
+                       round(float(np.mean(id_recalls)), 4))  # fmt: skip
 
 
 def candidates(plan: str, pages: int) -> list[tuple[int, int | None]]:
@@ -115,7 +130,8 @@ def check_index(index: Any, *, queries: int = 50, target: float = 0.95, search: 
     exact, exact_times = [], []
     for q in qs:
         t = time.perf_counter()
-        exact.append([h.point_id for h in index.search(q, top_k=TOP_K, mode="exact")])
+        hits = index.search(q, top_k=TOP_K, mode="exact")
+        exact.append(([h.point_id for h in hits], hits[-1].score if hits else float("inf")))
         exact_times.append(time.perf_counter() - t)
     limits = index.search_limits()
     default = (FDE_CANDIDATES, BLOCK_CANDIDATES) if index.plan == FDE_PLAN else (ROWS_COLS_CANDIDATES, None)

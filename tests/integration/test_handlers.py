@@ -280,6 +280,11 @@ def test_search_score_embed_health_and_openapi(aws, tmp_path) -> None:
     assert status == 200 and res["queries"][0]["shape"][1] == 128
     status, res = api(event("health.json"))
     assert status == 200 and res["index"]["reachable"] and res["model"]["model_id"] == "tiny-random-colqwen2"
+    assert "recall_check" not in res
+    ev = event("health.json")
+    ev["queryStringParameters"] = {"deep": "1"}
+    status, res = api(ev)  # 4 pages: below DOCVISION_RECALL_CHECK_MIN_PAGES, so no check has run yet
+    assert status == 200 and res["recall_check"] is None and res["index"]["search_limits"] is None
     ev = event("health.json")
     ev["path"] = ev["resource"] = "/openapi.json"
     status, spec = api(ev)
