@@ -102,14 +102,18 @@ class Services:
 
     def model_identity(self) -> tuple[str, int]:
         """(model id, embedding dim) without loading the model when it is baked (its manifest says both)."""
-        if not self.embedder.loaded:
-            from engine.embedding.manifest import baked_identity
+        return model_identity(self.settings, self.embedder)
 
-            known = baked_identity(self.settings.model)
-            if known:
-                return known
-        embedder = self.embedder.get()
-        return embedder.model_id, embedder.dim
+
+def model_identity(settings: Settings, embedder: Lazy[Embedder]) -> tuple[str, int]:
+    if not embedder.loaded:
+        from engine.embedding.manifest import baked_identity
+
+        known = baked_identity(settings.model)
+        if known:
+            return known
+    model = embedder.get()
+    return model.model_id, model.dim
 
 
 def with_secrets(settings: Settings, secrets: SecretReader) -> Settings:
@@ -138,7 +142,8 @@ def build(
     s = settings or Settings()
     secrets = secrets or default_reader(s.secret_ttl_s)
     s = with_secrets(s, secrets)
-    services: Services
+    # The factories capture the Lazy ports they need, never `services`: no reference cycle, so a process that
+    # drops its Services (a CLI command) closes the embedded index at once, as before (its lock is per process).
 
     def make_embedder() -> Embedder:
         from engine.embedding import Embedder as ModelEmbedder
@@ -156,18 +161,18 @@ def build(
         from engine.embedding.storage import count_page_vectors, plan_storage
 
         explicit = s.token_pool_factor if "token_pool_factor" in s.model_fields_set else None
-        _, dim = services.model_identity()
-        vectors = None if services.embedder.loaded else baked_page_vectors(s.model)
+        _, dim = model_identity(s, embedder_port)
+        vectors = None if embedder_port.loaded else baked_page_vectors(s.model)
         if vectors is None:
-            processor = getattr(services.embedder.get(), "processor", None)
+            processor = getattr(embedder_port.get(), "processor", None)
             vectors = count_page_vectors(processor) if processor is not None else 0
         return plan_storage(vectors, dim, pool_factor=explicit, budget_bytes=s.page_bytes_budget)
 
     def make_index() -> PageIndex:
         from engine.index import open_index
 
-        model_id, dim = services.model_identity()
-        return open_index(model_id, dim, s, token_pool_factor=services.storage_plan.get().pool_factor)
+        model_id, dim = model_identity(s, embedder_port)
+        return open_index(model_id, dim, s, token_pool_factor=plan_port.get().pool_factor)
 
     def make_store() -> BlobStore:
         from engine.storage import open_store
@@ -177,23 +182,26 @@ def build(
     def make_jobs() -> JobStore:
         from engine.jobs import DynamoJobStore
 
-        return DynamoJobStore(s.jobs_table, outcomes=services.store.get())
+        return DynamoJobStore(s.jobs_table, outcomes=store_port.get())
 
     def make_membership() -> Membership:
         from engine.ingest import open_membership
 
-        return open_membership(services.index.get(), services.store.get(), s)
+        return open_membership(index_port.get(), store_port.get(), s)
 
-    services = Services(
+    embedder_port: Lazy[Embedder] = Lazy(make_embedder, embedder)
+    plan_port: Lazy[StoragePlan] = Lazy(make_storage_plan)
+    index_port: Lazy[PageIndex] = Lazy(make_index, index)
+    store_port: Lazy[BlobStore] = Lazy(make_store, store)
+    return Services(
         settings=s,
-        embedder=Lazy(make_embedder, embedder),
-        storage_plan=Lazy(make_storage_plan),
-        index=Lazy(make_index, index),
-        store=Lazy(make_store, store),
+        embedder=embedder_port,
+        storage_plan=plan_port,
+        index=index_port,
+        store=store_port,
         jobs=Lazy(make_jobs, jobs),
         membership=Lazy(make_membership),
         documents=DocumentStores(s3_client),
         secrets=secrets,
         s3_client=s3_client,
     )
-    return services

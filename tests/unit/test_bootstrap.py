@@ -115,3 +115,20 @@ def test_health_never_loads_the_model(tmp_path: Path) -> None:
     info = dv.health()
     assert info["model"]["loaded"] is False and not dv.services.embedder.loaded
     assert info["index"]["reachable"] is True and info["model"]["storage_plan"]["pool_factor"] == 1
+
+
+def test_dropping_the_services_frees_their_ports_at_once(tmp_path: Path) -> None:
+    """No reference cycle through the factories: a CLI command that drops its DocVision closes the embedded
+    index right away (its lock is per process: the next command of the same process opens it again)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        dv = DocVision(services=build(Settings(store=str(tmp_path / "s"))))
+        store = weakref.ref(dv.store)
+        assert store() is not None
+        del dv
+        assert store() is None  # freed by reference counting, before any garbage collection
+    finally:
+        gc.enable()
