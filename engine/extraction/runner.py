@@ -665,66 +665,77 @@ def extract_document(
         hooks = [h for h in (ocr_hook, scan_embedder(plan_, layer, service) if cite_values else None) if h]
         # the document's own conventions (decimal comma? day-first?) settle values like `1.234` or `03/04/2020`
         evidence = locale.infer_locale(w.text for p in plan_.pages for w in layer.words(p))
+        if ocr is not None:  # a value the first OCR reading does not show is looked for in a second one
+            layer.second_reader = ocr.second_reading
         try:
             answers, collector = ask(plan_, doc, compiled, settings, registry, store,
                                      (lambda f: [h(f) for h in hooks]) if hooks else None, evidence)  # fmt: skip
+            return _assemble(doc, compiled, settings, store, plan_, answers, collector, layer, ocr, service,
+                             key, csv, cite_values, evidence, client_desc, started, t_layer, timings)  # fmt: skip
         finally:
             if ocr is not None:
                 ocr.close()
-        t_assemble = time.monotonic()
-        merged = merge([(a.pages, a.data) for a in answers], compiled.root)
-        data = canonicalize(merged.data, compiled.root)
-        validator = _validator(compiled.schema)
-        if final := schema_errors(validator, compiled.root, data):
-            where = f"failures/{doc.document_id}/{key[:16]}/merged.json"
-            store.put(where, dumps({"merged": data, "errors": final}).encode(), "application/json")
-            raise ExtractionFailed(f"the merged result violates the schema ({final[0][0]}: {final[0][1]}); see {store.url(where)}",
-                                   document=doc.name, raw_answer_location=store.url(where))  # fmt: skip
-        flags = _flags(answers, data, compiled)
-        t_cite = time.monotonic()
-        citations = locate(data, compiled, layer, merged.leaf_pages, plan_, service) if cite_values else []
-        grounding = cite.grounding(citations)
-        arrays = array_coverage(data, citations, layer, plan_.pages) if cite_values else {}
-        t_cited = time.monotonic()
-        tables = shape(data, compiled, doc.document_id)
-        tables["citations"] = cite.citations_table(citations, doc.document_id)
-        outputs = write(store, plan_.base, tables, csv)
-        rejected = [r for a in answers for r in a.rejected]
-        attempts = sum(a.attempts for a in answers)
-        quality = quality_report(data, compiled, valid=True, errors=[], attempts=attempts, calls=len(plan_.calls),
-                                 conflicts=merged.conflicts, grounding=grounding, rejected=len(rejected),
-                                 citations=citations, flags=flags, arrays=arrays)  # fmt: skip
-        field_sources: dict[str, list[int]] = {}
-        for c in citations:
-            top = re.match(r"\$\.([^.\[]+)", c["path"])
-            if top and c["page"]:
-                field_sources.setdefault(top.group(1), [])
-                if c["page"] not in field_sources[top.group(1)]:
-                    field_sources[top.group(1)].append(c["page"])
-        usage = {"input_tokens": sum((c.usage.input_tokens or 0) for c in collector.logs),
-                 "output_tokens": sum((c.usage.output_tokens or 0) for c in collector.logs)}  # fmt: skip
-        result = {
-            "data": data,
-            "provenance": {
-                "document_id": doc.document_id, "source": doc.uri or doc.name, "source_type": doc.type.value, "page_count": doc.page_count,
-                "pages_used": plan_.pages, "page_selection": plan_.selection, "calls": [{"pages": c} for c in plan_.calls],
-                "call_mode": plan_.mode, "field_sources": {k: sorted(v) for k, v in field_sources.items()},
-                "citations": [{k: v for k, v in c.items() if k != "row"} for c in citations],
-                "value_sources": {p: {"pages": v} for p, v in merged.leaf_pages.items()},
-                "values_as_printed": sorted({p for a in answers for p in a.as_printed}), "flags": flags,
-                "locale": evidence.as_dict(),
-                "merge_conflicts": merged.conflicts, "duplicates_dropped": merged.duplicates_dropped, "rejected_answers": rejected,
-                "client": client_desc, "prompt_version": settings.prompt_version, "settings": output_settings(settings, cite_values),
-                "schema_fingerprint": compiled.fingerprint, "cache_key": key, "attempts": attempts, "retries": attempts - len(plan_.calls),
-                "usage": usage, "seconds": round(time.monotonic() - started, 2), "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "tables": tables_json_summary(tables), "outputs": outputs,
-            },
-        }  # fmt: skip
-        if timings is not None:
-            timings.update(text_layer_s=t_layer, citations_s=t_cited - t_cite, assemble_s=time.monotonic() - t_assemble,
-                           pages=len(plan_.pages), ocr_s=ocr.seconds if ocr else 0.0,
-                           ocr_images=ocr.images if ocr else 0)  # fmt: skip
-        # quality and tables first, result.json last: its presence is what marks a complete (cacheable) result
-        store.put(f"{plan_.base}/quality.json", dumps(quality).encode(), "application/json")
-        store.put(f"{plan_.base}/result.json", dumps(result).encode(), "application/json")
-        return ExtractionOutput(key, False, result, quality, outputs)
+
+
+def _assemble(doc: Any, compiled: CompiledSchema, settings: Settings, store: Any, plan_: Plan, answers: list[Answer],
+              collector: Any, layer: cite.TextLayer, ocr: Any, service: Any, key: str, csv: bool, cite_values: bool,
+              evidence: locale.LocaleEvidence, client_desc: str, started: float, t_layer: float,
+              timings: dict[str, float] | None) -> ExtractionOutput:  # fmt: skip
+    """Merge, validate, cite and write one document's answers (OCR still open for second readings)."""
+    t_assemble = time.monotonic()
+    merged = merge([(a.pages, a.data) for a in answers], compiled.root)
+    data = canonicalize(merged.data, compiled.root)
+    validator = _validator(compiled.schema)
+    if final := schema_errors(validator, compiled.root, data):
+        where = f"failures/{doc.document_id}/{key[:16]}/merged.json"
+        store.put(where, dumps({"merged": data, "errors": final}).encode(), "application/json")
+        raise ExtractionFailed(f"the merged result violates the schema ({final[0][0]}: {final[0][1]}); see {store.url(where)}",
+                               document=doc.name, raw_answer_location=store.url(where))  # fmt: skip
+    flags = _flags(answers, data, compiled)
+    t_cite = time.monotonic()
+    citations = locate(data, compiled, layer, merged.leaf_pages, plan_, service) if cite_values else []
+    grounding = cite.grounding(citations)
+    arrays = array_coverage(data, citations, layer, plan_.pages) if cite_values else {}
+    t_cited = time.monotonic()
+    tables = shape(data, compiled, doc.document_id)
+    tables["citations"] = cite.citations_table(citations, doc.document_id)
+    outputs = write(store, plan_.base, tables, csv)
+    rejected = [r for a in answers for r in a.rejected]
+    attempts = sum(a.attempts for a in answers)
+    quality = quality_report(data, compiled, valid=True, errors=[], attempts=attempts, calls=len(plan_.calls),
+                             conflicts=merged.conflicts, grounding=grounding, rejected=len(rejected),
+                             citations=citations, flags=flags, arrays=arrays)  # fmt: skip
+    field_sources: dict[str, list[int]] = {}
+    for c in citations:
+        top = re.match(r"\$\.([^.\[]+)", c["path"])
+        if top and c["page"]:
+            field_sources.setdefault(top.group(1), [])
+            if c["page"] not in field_sources[top.group(1)]:
+                field_sources[top.group(1)].append(c["page"])
+    usage = {"input_tokens": sum((c.usage.input_tokens or 0) for c in collector.logs),
+             "output_tokens": sum((c.usage.output_tokens or 0) for c in collector.logs)}  # fmt: skip
+    result = {
+        "data": data,
+        "provenance": {
+            "document_id": doc.document_id, "source": doc.uri or doc.name, "source_type": doc.type.value, "page_count": doc.page_count,
+            "pages_used": plan_.pages, "page_selection": plan_.selection, "calls": [{"pages": c} for c in plan_.calls],
+            "call_mode": plan_.mode, "field_sources": {k: sorted(v) for k, v in field_sources.items()},
+            "citations": [{k: v for k, v in c.items() if k != "row"} for c in citations],
+            "value_sources": {p: {"pages": v} for p, v in merged.leaf_pages.items()},
+            "values_as_printed": sorted({p for a in answers for p in a.as_printed}), "flags": flags,
+            "locale": evidence.as_dict(),
+            "merge_conflicts": merged.conflicts, "duplicates_dropped": merged.duplicates_dropped, "rejected_answers": rejected,
+            "client": client_desc, "prompt_version": settings.prompt_version, "settings": output_settings(settings, cite_values),
+            "schema_fingerprint": compiled.fingerprint, "cache_key": key, "attempts": attempts, "retries": attempts - len(plan_.calls),
+            "usage": usage, "seconds": round(time.monotonic() - started, 2), "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tables": tables_json_summary(tables), "outputs": outputs,
+        },
+    }  # fmt: skip
+    if timings is not None:
+        timings.update(text_layer_s=t_layer, citations_s=t_cited - t_cite, assemble_s=time.monotonic() - t_assemble,
+                       pages=len(plan_.pages), ocr_s=ocr.seconds if ocr else 0.0,
+                       ocr_images=ocr.images if ocr else 0)  # fmt: skip
+    # quality and tables first, result.json last: its presence is what marks a complete (cacheable) result
+    store.put(f"{plan_.base}/quality.json", dumps(quality).encode(), "application/json")
+    store.put(f"{plan_.base}/result.json", dumps(result).encode(), "application/json")
+    return ExtractionOutput(key, False, result, quality, outputs)
