@@ -8,7 +8,7 @@ real embedded ones or fakes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -17,7 +17,7 @@ from engine.index import PageIndex
 from engine.jobs import JobStore
 from engine.storage import BlobStore
 
-__all__ = ["BlobStore", "Embedder", "JobStore", "PageIndex"]
+__all__ = ["BlobStore", "Embedder", "JobStore", "PageIndex", "PageRetriever", "PageVectors"]
 
 
 class Embedder(Protocol):
@@ -31,3 +31,24 @@ class Embedder(Protocol):
     def batch_size_for(self, visual_tokens: int, reserve_mb: int = 768) -> int: ...
     def visual_tokens(self, width: int, height: int) -> int: ...
     def describe(self) -> dict[str, Any]: ...
+
+
+class PageVectors(NamedTuple):
+    """One page's late-interaction vectors: (tokens, dim), its patch grid (rows, cols) and where patches start."""
+
+    vectors: np.ndarray
+    grid: tuple[int, int] | None
+    patch_offset: int
+
+
+class PageRetriever(Protocol):
+    """What extraction needs from retrieval (engine.extraction.plan / .provenance): pages ranked for queries,
+    and one page's vectors. Implemented over the service's index and embedder by
+    engine.extraction.retrieval.ServiceRetriever."""
+
+    def indexed_pages(self, document_id: str) -> int: ...  # how many of its pages the index holds
+    def rank_indexed(self, document_id: str, query: str, top_k: int) -> list[tuple[int, float]]: ...
+    def stored_vectors(self, document_id: str, page_number: int) -> PageVectors | None: ...
+    def embed_page(self, image: Image.Image) -> PageVectors: ...  # in memory, never written to the index
+    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+    def score(self, queries: Sequence[np.ndarray], pages: Sequence[np.ndarray]) -> np.ndarray: ...
