@@ -9,7 +9,7 @@ and must start without it (tests/integration/test_cold_start.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from engine.embedding.vectors import PageEmbedding
     from engine.ingest import IngestResult
 
-__all__ = ["BlobStore", "Embedder", "IngestService", "JobStore", "PageIndex"]
+__all__ = ["BlobStore", "Embedder", "IngestService", "JobStore", "PageIndex", "PageRetriever", "PageVectors"]
 
 
 class Embedder(Protocol):
@@ -57,3 +57,24 @@ class IngestService(Protocol):
         source_uri: str | None = ...,
         on_progress: Callable[[int, int], None] | None = ...,
     ) -> IngestResult: ...
+
+
+class PageVectors(NamedTuple):
+    """One page's late-interaction vectors: (tokens, dim), its patch grid (rows, cols) and where patches start."""
+
+    vectors: np.ndarray
+    grid: tuple[int, int] | None
+    patch_offset: int
+
+
+class PageRetriever(Protocol):
+    """What extraction needs from retrieval (engine.extraction.plan / .provenance): pages ranked for queries,
+    and one page's vectors. Implemented over the service's index and embedder by
+    engine.extraction.retrieval.ServiceRetriever."""
+
+    def indexed_pages(self, document_id: str) -> int: ...  # how many of its pages the index holds
+    def rank_indexed(self, document_id: str, query: str, top_k: int) -> list[tuple[int, float]]: ...
+    def stored_vectors(self, document_id: str, page_number: int) -> PageVectors | None: ...
+    def embed_page(self, image: Image.Image) -> PageVectors: ...  # in memory, never written to the index
+    def embed_queries(self, texts: Sequence[str]) -> list[np.ndarray]: ...
+    def score(self, queries: Sequence[np.ndarray], pages: Sequence[np.ndarray]) -> np.ndarray: ...

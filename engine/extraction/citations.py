@@ -526,7 +526,9 @@ def cite_text_layer(
                 if leaf.kind == "string" and not any(len(sp) > 1 for sp in got):
                     got += [sp for sp in layer.index(page, 1).find(leaf) if len(sp) > 1]
                 got_all += [(page, sp) for sp in got]
-            if not got_all:  # OCR misreads depend on the pixels: a second reading of the page may show it
+            if not got_all or all(_low_confidence(sp) for _, sp in got_all):
+                # OCR misreads depend on the pixels: a second reading of the page may show the value (or show
+                # it read with confidence, where the first reading only guessed it)
                 for page in leaf_pages:
                     got_all += [(page, sp) for sp in find(leaf, layer.second_words(page))]
             looked_up[key] = got_all
@@ -539,7 +541,7 @@ def cite_text_layer(
         if not leaf.array:
             best = max(
                 spans[leaf.path],
-                key=lambda c: 1.0 if _label_near(c[1], layer, c[0], leaf.field) else 0.0,
+                key=lambda c: (_label_near(c[1], layer, c[0], leaf.field), not _low_confidence(c[1])),
                 default=None,
             )
             out[leaf.path] = _citation(leaf, layer, best, None if best else "not_found")
@@ -557,6 +559,10 @@ def cite_text_layer(
         if c["grounded"] is False and c["page"] is None:
             c["method"] = not_found_method(layer, pages_of.get(path, []))
     return out
+
+
+def _low_confidence(span: list[Word]) -> bool:
+    return any(w.source == "ocr" and w.conf is not None and w.conf < LOW_OCR_CONFIDENCE for w in span)
 
 
 def _citation(

@@ -129,29 +129,92 @@ def layer_isolated(
         return {int(k): v for k, v in json.loads(done.stdout).items()}
 
 
-def ocr_frames(settings: Any, layer: Any) -> tuple[Any, Any]:
-    """(frame hook, OCR worker) reading pages without a text layer, and image regions of pages with one, into
-    `layer` (engine.extraction.citations.TextLayer) as OCR words; (None, None) when OCR is off or not installed."""
-    from engine.documents.ocr import OcrWorker, usable_languages
+KEEP_OCR_PIXELS = 64_000_000  # grey page images kept for second readings (one byte a pixel: 64 MB at most)
 
-    languages = usable_languages(getattr(settings, "ocr_languages", "")) if settings.ocr_languages else ""
-    if not languages:
-        return None, None
-    worker = OcrWorker(settings, languages)
 
-    def on_frame(frame: Any) -> None:
-        p = frame.page_number
+class PageOcr:
+    """OCR over a document's frames into a TextLayer, and a second reading on demand.
+
+    `on_frame` reads pages without a text layer, and image regions of pages with one, into the layer as OCR
+    words; it keeps the images it read (grey, KEEP_OCR_PIXELS in all; later pages past that keep none) so that
+    `second_reading(page)` can read them again at another scale when a value is not among the first reading's
+    words (engine.extraction.citations). `seconds` / `images`: OCR's cost."""
+
+    def __init__(self, settings: Any, layer: Any, languages: str) -> None:
+        from engine.documents.ocr import OcrWorker
+
+        self.settings, self.layer = settings, layer
+        self.worker = OcrWorker(settings, languages)
+        self._kept: dict[int, list[tuple[Any, int, list[float] | None]]] = {}
+        self._kept_pixels = 0
+        self._second: dict[int, list[list[Any]]] = {}
+
+    @property
+    def seconds(self) -> float:
+        return self.worker.seconds
+
+    @property
+    def images(self) -> int:
+        return self.worker.images
+
+    def on_frame(self, frame: Any) -> None:
+        p, layer = frame.page_number, self.layer
         if not layer.has_text_layer(p):
             regions: list[Any] = [None]
         else:  # an image the text layer already covers (a searchable scan's invisible text) is not read twice
             regions = [r for r in layer.images(p) if layer.text_words_in(p, r) < COVERED_WORDS]
+        dpi = int(getattr(frame, "dpi", 0) or self.settings.dpi)
+        size = (frame.image.width * 72 / dpi, frame.image.height * 72 / dpi)
         for region in regions:
-            dpi = int(getattr(frame, "dpi", 0) or settings.dpi)
-            words = worker.words(frame.image, dpi, region)
+            words = self.worker.words(frame.image, dpi, region)
             if words:
-                layer.add_ocr(p, words, (frame.image.width * 72 / dpi, frame.image.height * 72 / dpi))
+                layer.add_ocr(p, words, size)
+                self._keep(p, frame.image, dpi, region)
 
-    return on_frame, worker
+    def _keep(self, page: int, image: Any, dpi: int, region: list[float] | None) -> None:
+        if region is not None:
+            w, h = image.size
+            image = image.crop(
+                (int(region[0] * w), int(region[1] * h), int(region[2] * w), int(region[3] * h))
+            )
+        if self._kept_pixels + image.width * image.height > KEEP_OCR_PIXELS:
+            return
+        self._kept_pixels += image.width * image.height
+        self._kept.setdefault(page, []).append((image.convert("L"), dpi, region))
+
+    def second_reading(self, page: int) -> list[list[Any]]:
+        """The page's OCR'd images read again (another scale and resampling): words as the first reading's
+        (fractions of the page); [] when the page kept no image or OCR failed. Read once per page."""
+        if page not in self._second:
+            words: list[list[Any]] = []
+            for image, dpi, region in self._kept.get(page, []):
+                got = self.worker.words(image, dpi, None, second=True)
+                if got and region is not None:  # the crop's fractions → the page's
+                    x0, y0, x1, y1 = region
+                    got = [
+                        [x0 + w[0] * (x1 - x0), y0 + w[1] * (y1 - y0), x0 + w[2] * (x1 - x0),
+                         y0 + w[3] * (y1 - y0), *w[4:]]
+                        for w in got
+                    ]  # fmt: skip
+                words += got or []
+            self._second[page] = words
+        return self._second[page]
+
+    def close(self) -> None:
+        self.worker.close()
+        self._kept.clear()
+
+
+def ocr_frames(settings: Any, layer: Any) -> tuple[Any, PageOcr | None]:
+    """(frame hook, PageOcr) reading pages without a text layer, and image regions of pages with one, into
+    `layer` (engine.extraction.citations.TextLayer) as OCR words; (None, None) when OCR is off or not installed."""
+    from engine.documents.ocr import usable_languages
+
+    languages = usable_languages(getattr(settings, "ocr_languages", "")) if settings.ocr_languages else ""
+    if not languages:
+        return None, None
+    ocr = PageOcr(settings, layer, languages)
+    return ocr.on_frame, ocr
 
 
 def page_count_isolated(pdf_bytes: bytes, settings: Any) -> int | None:

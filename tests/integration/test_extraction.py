@@ -326,3 +326,43 @@ def test_prompts_stay_out_of_logs_by_default() -> None:
     import engine.extraction.clients  # noqa: F401  (sets the default)
 
     assert os.environ.get("BAML_LOG") == "error"
+
+
+class RankedRetriever:
+    """A PageRetriever (engine.ports) answering from a fixed ranking: the seam extraction depends on."""
+
+    def __init__(self, pages: list[int]) -> None:
+        self.pages = pages
+        self.asked: list[str] = []
+
+    def indexed_pages(self, document_id: str) -> int:
+        return 4
+
+    def rank_indexed(self, document_id: str, query: str, top_k: int) -> list[tuple[int, float]]:
+        self.asked.append(query)
+        return [(p, 1.0 - i / 10) for i, p in enumerate(self.pages[:top_k])]
+
+    def stored_vectors(self, document_id: str, page_number: int) -> None:
+        return None
+
+    def embed_page(self, image):  # type: ignore[no-untyped-def]
+        raise AssertionError("an indexed document is ranked from its points, never embedded again")
+
+    def embed_queries(self, texts):  # type: ignore[no-untyped-def]
+        raise AssertionError("not needed for a text-layer document")
+
+    def score(self, queries, pages):  # type: ignore[no-untyped-def]
+        raise AssertionError("not needed for an indexed document")
+
+
+def test_any_page_retriever_picks_the_pages(pdf: Path, store: LocalStore) -> None:
+    """extract_document(retriever=...) needs no service: the pages the retriever ranks are the pages asked."""
+    retriever = RankedRetriever([4, 2, 1, 3])
+    with ScriptedLLM([{"content": json.dumps(manifest())}]) as llm:
+        s = Settings(llm_base_url=llm.base_url, llm_model="test-vlm", page_budget=2)
+        out = extract_document(pdf, SCHEMA, settings=s, store=store, retriever=retriever)
+        (req,) = llm.requests
+    prov = out.result["provenance"]
+    assert prov["pages_used"] == [2, 4] and len(llm.images_in(req)) == 2
+    assert prov["page_selection"]["ranked_from"] == "indexed points"
+    assert len(retriever.asked) == len(compile_schema(SCHEMA).root.fields)  # one query per top-level field
