@@ -278,7 +278,9 @@ def open_table(settings: Any, store: Any) -> MembershipTable:
         return DynamoTable(settings.membership_table)
     root = getattr(store, "root", None)
     if isinstance(root, Path):
-        return SqliteTable(root / "membership.sqlite3")
+        return SqliteTable(
+            root.parent / f"{root.name}.membership.sqlite3"
+        )  # beside it: the store holds pages only
     raise ConfigError(
         f"the store {getattr(store, 'uri', store)!r} is not a local folder, so membership needs a DynamoDB "
         "table: set DOCVISION_MEMBERSHIP_TABLE (the template's MembershipTable)"
