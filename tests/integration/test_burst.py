@@ -312,8 +312,10 @@ def test_warm_container_hygiene_over_110_invocations(aws, tmp_path, monkeypatch)
     assert after["children"] <= before["children"]  # the spare render worker (and moto's server), no more
     assert after["tmp_files"] == before["tmp_files"] == []  # scratch, frames, LibreOffice profiles all gone
     assert after["shm_files"] == 0  # no page pixels left in /dev/shm
-    # RSS: the embedded index keeps every stored page's vectors (110 documents, ~220 pages of the tiny
-    # model's ~100 x 128 floats: well under 50 MB) and glibc keeps freed arenas; a leak of one page frame
-    # (72 DPI letter ~ 1.5 MB) or one render worker per document would pass 150 MB over 110 documents.
-    assert after["rss_mb"] - before["rss_mb"] < 150, samples
-    assert max(samples[5:]) - min(samples[5:]) < 100, samples  # flat in the second half, not climbing
+    # RSS: measured on the 2-core dev host (2026-12-08): 978.6 -> 1000.2 MB over 110 documents, climbing a
+    # steady ~1.5 MB per 10: the embedded index keeps every stored page's vectors in memory (~220 pages x (the
+    # tiny model's ~80 x 128 float32 tokens + a 2560-d FDE + pooled blocks) ~ 15 MB) plus allocator slack.
+    # 60 MB is that growth with room for allocator noise; a render worker or LibreOffice left running per
+    # document shows in `children`, a scratch folder in `tmp_files`, an unclosed pipe or file in `fds`.
+    assert after["rss_mb"] - before["rss_mb"] < 60, samples
+    assert max(samples) - min(samples) < 40, samples  # no step: growth is the index, page by page
