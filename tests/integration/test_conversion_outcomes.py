@@ -129,9 +129,12 @@ def _spreadsheet_bomb() -> bytes:
 
 
 def test_a_spreadsheet_that_exhausts_the_converters_memory_says_so(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: conversion_failed, "source file could not be loaded ... may be corrupt or password-protected"."""
+    import engine.documents.office as office
+
+    monkeypatch.setattr(office, "PROGRESS_EVERY_S", 1.0)  # LibreOffice's start alone takes longer
     settings = Settings(dpi=36, work_dir=tmp_path, render_memory_mb=800, conversion_timeout_s=240)
     caplog.set_level("INFO", logger="engine.documents.office")
     with pytest.raises(DocVisionError) as info:
