@@ -255,8 +255,12 @@ class Function:
         p = subprocess.run(["docker", "logs", self.name], capture_output=True, text=True)
         return p.stdout + p.stderr
 
+    # the emulator's bind-mount target: Docker creates it (and so "changes" /var) before the function starts
+    MOUNT_POINTS = frozenset({"C /var", "A /var/rapid", "A /var/rapid/aws-lambda-rie"})
+
     def diff(self) -> list[str]:
-        return [line for line in sh("docker", "diff", self.name).stdout.splitlines() if line.strip()]
+        lines = sh("docker", "diff", self.name).stdout.splitlines()
+        return [line for line in lines if line.strip() and line.strip() not in self.MOUNT_POINTS]
 
     def stop(self) -> None:
         self._stop.set()
@@ -461,7 +465,8 @@ def run_backfill(gpu_image: str, world: World, tmp: Path) -> dict[str, Any]:
     keys = [f"raw/backfill/doc{i}.pdf" for i in range(4)]
     for i, key in enumerate(keys):
         world.put(key, unique_pdf(tmp, f"backfill-{i}"))
-    env = {k: v for k, v in world.env().items() if k.startswith(("AWS_", "DOCVISION_STORE"))}
+    env = {k: v for k, v in world.env().items()
+           if k.startswith(("AWS_", "DOCVISION_STORE", "MEMBERSHIP_TABLE")) and not k.startswith("AWS_LAMBDA_")}  # fmt: skip
     args = ["docker", "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp:rw,exec,mode=1777",
             "--shm-size", "1g", "-e", "DOCVISION_COMPUTE=auto", "-e", "DOCVISION_INDEX_PATH=/tmp/qdrant"]  # fmt: skip
     for k, v in env.items():
@@ -527,6 +532,11 @@ def summarize(values: list[float]) -> dict[str, Any]:
             "runs": [round(v, 3) for v in values]}  # fmt: skip
 
 
+def save(out: Path, report: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
@@ -552,13 +562,14 @@ def main() -> int:
             "peak_memory_mib": {k: round(v / 2**20) for k, v in part1["peak_memory_bytes"].items()},
             "checks": part1["checks"],
         }  # fmt: skip
+        save(args.out, report)  # each part's results are kept even if a later part fails
         if args.gpu_image:
             report["gpu_image_backfill"] = run_backfill(args.gpu_image, world, tmp)
+            save(args.out, report)
         if not args.skip_sam:
             report["sam"] = run_sam(world, llm, tmp, build)
     report["image_test_s"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    save(args.out, report)
     log(f"wrote {args.out.relative_to(REPO)} ({report['image_test_s']} s)")
     return 0
 
