@@ -69,7 +69,7 @@ for stage in build app; do
   DOCKER_BUILDKIT=0 docker build -q --network host -f Dockerfile.lambda --target "$stage" -t "docvision-cache:$stage" \
     --build-arg LAMBDA_BASE="$LAMBDA_BASE" --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
     --build-arg ALLOW_CUDA_TORCH="$ALLOW_CUDA_TORCH" --build-arg MODEL_SOURCE="$MODEL_SOURCE" \
-    --build-arg MODEL_REVISION="$MODEL_REVISION" . >/dev/null
+    --build-arg MODEL_REVISION="$MODEL_REVISION" . >/dev/null 2>&1
 done
 new=$(docker image inspect -f '{{.Id}}' "$IMAGE")
 if [ -n "$old" ] && [ "$old" != "$new" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
