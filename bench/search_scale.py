@@ -30,7 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import peak_rss_mb, write_result  # noqa: E402
-from bench.search import DIM, GRID, OFFSET, TOKENS, page_layout, page_vectors_structured, queries  # noqa: E402
+from bench.search import (  # noqa: E402
+    DIM,
+    GRID,
+    OFFSET,
+    page_vectors_structured,
+    queries,
+)
 
 T8, T4 = "colqwen_t8", "colqwen_t4"
 

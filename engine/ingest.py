@@ -181,7 +181,9 @@ def ingest_document(
         if documents is None:
             raise TypeError("S3Object sources need documents= (bucket → blob store)")
         try:
-            data = documents(source.bucket).get(source.key, version_id=source.version_id, max_bytes=s.max_bytes)
+            data = documents(source.bucket).get(
+                source.key, version_id=source.version_id, max_bytes=s.max_bytes
+            )
         except NotFound:
             members.abandon(version)  # a pass of this version that ran before the object went: its claim goes
             raise
@@ -270,7 +272,9 @@ def _source_uri(source: DocumentInput, name: str | None) -> str:
     return name or f"sha256:{hashlib.sha256(source).hexdigest()}"
 
 
-def _not_started(document_id: str, name: str, uri: str, started: float, *, deferred: bool = False) -> IngestResult:
+def _not_started(
+    document_id: str, name: str, uri: str, started: float, *, deferred: bool = False
+) -> IngestResult:
     return IngestResult(document_id, name, uri, "", 0, 0, 0, False, 1, time.monotonic() - started,
                         conversion_deferred=deferred)  # fmt: skip
 

@@ -427,16 +427,19 @@ _CLOSES = {"]": "[", "}": "{"}
 def _structure_problem(text: str) -> str | None:
     """Why the JSON text's arrays/objects are refused (too deep, too many, unbalanced), or None."""
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    if len(brackets) > 2 * MAX_JSON_CONTAINERS:
-        return f"the JSON body has more than {MAX_JSON_CONTAINERS:,} arrays and objects"
+    too_many = len(brackets) > 2 * MAX_JSON_CONTAINERS
     stack: list[str] = []
-    for c in brackets:
+    for c in brackets[
+        : 2 * MAX_JSON_CONTAINERS + 1
+    ]:  # depth first (the more useful answer), bounded either way
         if c in "[{":
             stack.append(c)
             if len(stack) > MAX_JSON_DEPTH:
                 return f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"
         elif not stack or stack.pop() != _CLOSES[c]:
             return "the body is not valid JSON: its brackets do not match"
+    if too_many:
+        return f"the JSON body has more than {MAX_JSON_CONTAINERS:,} arrays and objects"
     return "the body is not valid JSON: its brackets do not match" if stack else None
 
 

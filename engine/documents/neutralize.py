@@ -309,6 +309,16 @@ def _outside_package(value: bytes) -> bool:
     return bool(re.match(rb"^[a-z][a-z0-9+.-]*:", v)) or v.startswith((b"/", b"\\", b"..")) or b"/../" in v
 
 
+def _outside_package_rel(value: bytes) -> bool:
+    """A relationship target Office resolves outside the ZIP: a URI scheme, a network path or a backslash path.
+
+    Unlike an ODF href, an internal OPC target is a part name: ``/xl/worksheets/sheet1.xml`` (package-absolute,
+    as openpyxl writes it) and ``../media/image1.png`` (relative to the source part) both stay inside the ZIP.
+    """
+    v = xml_unescape(value).strip().lower()
+    return bool(re.match(rb"^[a-z][a-z0-9+.-]*:", v)) or v.startswith((b"//", b"\\")) or b"\\" in v
+
+
 def _clean_attr(m: re.Match[bytes]) -> bytes:
     """An href-like attribute: outside the package → empty; a data: URI → cleaned (or empty); else unchanged."""
     value = xml_unescape(m.group(3)).strip()
@@ -491,7 +501,7 @@ def _clean_rels(data: bytes) -> bytes:
         return f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{_REL_NS}"/>'.encode()
     for rel in list(root):
         mode = rel.get("TargetMode", "").strip().lower()
-        if mode == "external" or _outside_package(rel.get("Target", "").encode()):
+        if mode == "external" or _outside_package_rel(rel.get("Target", "").encode()):
             root.remove(rel)
     return serialize_xml(root, _REL_NS)
 

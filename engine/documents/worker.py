@@ -293,7 +293,13 @@ class RenderWorker:
         _open_dirs.update((self._tmp, self._frames_dir))
         path = Path(self._tmp) / "document"
         path.write_bytes(data)
-        self._open_cmd = {"op": "open", "path": str(path), "type": type_, "name": name, "limits": limits}
+        self._open_cmd: dict[str, Any] = {
+            "op": "open",
+            "path": str(path),
+            "type": type_,
+            "name": name,
+            "limits": limits,
+        }
         if check_content:
             self._open_cmd["check_content"] = True
         self._limits = (memory_mb, int(document_timeout_s) + 1)

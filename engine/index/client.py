@@ -96,7 +96,9 @@ class ClientIndex(PayloadQueries):
                 vectors[name] = models.VectorParams(size=self.dim, distance=models.Distance.COSINE,
                                                     multivector_config=maxsim)  # fmt: skip
         # the text channel: BM25 term weights per page (engine/index/text.py), IDF applied by Qdrant
-        sparse = {TEXT: models.SparseVectorParams(modifier=models.Modifier.IDF)} if self.text_channel else None
+        sparse = (
+            {TEXT: models.SparseVectorParams(modifier=models.Modifier.IDF)} if self.text_channel else None
+        )
         self.client.create_collection(self.collection, vectors_config=vectors, sparse_vectors_config=sparse)
         kinds = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
         for field, kind in PAYLOAD_INDEXES.items():

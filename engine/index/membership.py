@@ -134,7 +134,9 @@ class SqliteTable:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._conn() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS items (pk TEXT, sk TEXT, rev INTEGER, body TEXT, PRIMARY KEY (pk, sk))")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS items (pk TEXT, sk TEXT, rev INTEGER, body TEXT, PRIMARY KEY (pk, sk))"
+            )
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -149,9 +151,14 @@ class SqliteTable:
         return (json.loads(row[0]), row[1]) if row else None
 
     def query(self, pk: str, prefix: str) -> list[tuple[str, Item, int]]:
-        rows = self._conn().execute(
-            "SELECT sk, body, rev FROM items WHERE pk=? AND substr(sk, 1, ?)=? ORDER BY sk", (pk, len(prefix), prefix)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT sk, body, rev FROM items WHERE pk=? AND substr(sk, 1, ?)=? ORDER BY sk",
+                (pk, len(prefix), prefix),
+            )
+            .fetchall()
+        )
         return [(sk, json.loads(body), rev) for sk, body, rev in rows]
 
     def transact(self, writes: list[Write]) -> None:
@@ -187,7 +194,9 @@ class DynamoTable:
         self.client = client or boto3.client("dynamodb")
 
     def get(self, pk: str, sk: str) -> tuple[Item, int] | None:
-        out = self.client.get_item(TableName=self.name, Key=self._key(pk, sk), ConsistentRead=True).get("Item")
+        out = self.client.get_item(TableName=self.name, Key=self._key(pk, sk), ConsistentRead=True).get(
+            "Item"
+        )
         return (json.loads(out["body"]["S"]), int(out["rev"]["N"])) if out else None
 
     def query(self, pk: str, prefix: str) -> list[tuple[str, Item, int]]:
@@ -199,7 +208,9 @@ class DynamoTable:
         }  # fmt: skip
         while True:
             page = self.client.query(**kwargs)
-            rows += [(i["sk"]["S"], json.loads(i["body"]["S"]), int(i["rev"]["N"])) for i in page.get("Items", [])]
+            rows += [
+                (i["sk"]["S"], json.loads(i["body"]["S"]), int(i["rev"]["N"])) for i in page.get("Items", [])
+            ]
             if "LastEvaluatedKey" not in page:
                 return rows
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -216,20 +227,32 @@ class DynamoTable:
             cond: dict[str, Any] = (
                 {"ConditionExpression": "attribute_not_exists(pk)"}
                 if w.expect == 0
-                else {"ConditionExpression": "rev = :rev", "ExpressionAttributeValues": {":rev": {"N": str(w.expect)}}}
+                else {
+                    "ConditionExpression": "rev = :rev",
+                    "ExpressionAttributeValues": {":rev": {"N": str(w.expect)}},
+                }
             )
             if w.check:
-                items.append({"ConditionCheck": {"TableName": self.name, "Key": self._key(w.pk, w.sk), **cond}})
+                items.append(
+                    {"ConditionCheck": {"TableName": self.name, "Key": self._key(w.pk, w.sk), **cond}}
+                )
             elif w.item is None:
                 items.append({"Delete": {"TableName": self.name, "Key": self._key(w.pk, w.sk), **cond}})
             else:
-                item = {**self._key(w.pk, w.sk), "rev": {"N": str(w.expect + 1)}, "body": {"S": json.dumps(w.item)}}
+                item = {
+                    **self._key(w.pk, w.sk),
+                    "rev": {"N": str(w.expect + 1)},
+                    "body": {"S": json.dumps(w.item)},
+                }
                 items.append({"Put": {"TableName": self.name, "Item": item, **cond}})
         try:
             self.client.transact_write_items(TransactItems=items)
         except ClientError as exc:
             # a failed condition, or another transaction on the same items in flight: both mean "read again"
-            if exc.response.get("Error", {}).get("Code") in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+            if exc.response.get("Error", {}).get("Code") in (
+                "TransactionCanceledException",
+                "ConditionalCheckFailedException",
+            ):
                 raise Conflict(str(exc)) from exc
             raise
 
@@ -240,7 +263,9 @@ def open_table(settings: Any, store: Any) -> MembershipTable:
         return DynamoTable(settings.membership_table)
     root = getattr(store, "root", None)
     if isinstance(root, Path):
-        return SqliteTable(root / "membership.sqlite3")
+        return SqliteTable(
+            root.parent / f"{root.name}.membership.sqlite3"
+        )  # beside it: the store holds pages only
     raise ConfigError(
         f"the store {getattr(store, 'uri', store)!r} is not a local folder, so membership needs a DynamoDB "
         "table: set DOCVISION_MEMBERSHIP_TABLE (the template's MembershipTable)"
@@ -346,7 +371,11 @@ class Membership:
             mine = self.table.get(pk, f"ver#{name}")
             if mine is None or self.gone(v.uri, v.version_id):
                 # deleted for good meanwhile (or our expired record was retired): give the claim up
-                return False, (self._drop_all([(SourceRecord(**mine[0]), mine[1])]) if mine else self._collect(document_id))
+                return False, (
+                    self._drop_all([(SourceRecord(**mine[0]), mine[1])])
+                    if mine
+                    else self._collect(document_id)
+                )
             head, head_rev = self._head(v.uri)
             cur = self.current(v.uri)
             rec = SourceRecord(**mine[0])
@@ -402,7 +431,11 @@ class Membership:
         was_current, purged = False, []
         for attempt in _attempts():
             head, head_rev = self._head(uri)
-            done = [(r, rev) for r, rev in self._records(uri) if r.version_id == version_id and r.state == "complete"]
+            done = [
+                (r, rev)
+                for r, rev in self._records(uri)
+                if r.version_id == version_id and r.state == "complete"
+            ]
             if not done:
                 break
             (r, rev) = done[0]
@@ -471,7 +504,10 @@ class Membership:
         """Purge the document if no version record holds it (and nobody is purging it already)."""
         for attempt in _attempts():
             doc = self.table.get(f"doc#{document_id}", "head")
-            if doc is not None and (int(doc[0]["claims"]) > 0 or (doc[0]["state"] == "deleting" and doc[0]["lease_until"] > time.time())):
+            if doc is not None and (
+                int(doc[0]["claims"]) > 0
+                or (doc[0]["state"] == "deleting" and doc[0]["lease_until"] > time.time())
+            ):
                 return []
             try:
                 self._purge(document_id, doc)
@@ -488,7 +524,9 @@ class Membership:
         self.table.transact([Write(pk, "head", mark, doc[1] if doc else 0)])
         rev = (doc[1] if doc else 0) + 1
         self.purge(document_id)
-        with contextlib.suppress(Conflict):  # our lease ran out and another purger took over: it drops the head
+        with contextlib.suppress(
+            Conflict
+        ):  # our lease ran out and another purger took over: it drops the head
             self.table.transact([Write(pk, "head", None, rev)])
 
 

@@ -89,7 +89,9 @@ def pdf_page_texts(pdf_bytes: bytes | None, settings: Any, name: str = "") -> Pa
         try:
             found = words_isolated(pdf_bytes, pages, settings, name)
         except Exception as exc:  # the text channel never fails an ingest
-            log.warning("text layer of %s unreadable (%s): pages indexed without text", name, type(exc).__name__)
+            log.warning(
+                "text layer of %s unreadable (%s): pages indexed without text", name, type(exc).__name__
+            )
             return {}
         return {n: words_text(words) for n, words in found.items()}
 

@@ -89,7 +89,10 @@ def test_deep_json_and_ref_bombs(aws) -> None:  # noqa: F811
 
 
 def test_bad_bucket_and_version_ids(aws) -> None:  # noqa: F811
-    for ref in ({"key": "raw/a.pdf", "bucket": "Bad_Bucket!"}, {"key": "raw/a.pdf", "version_id": "../../etc"}):
+    for ref in (
+        {"key": "raw/a.pdf", "bucket": "Bad_Bucket!"},
+        {"key": "raw/a.pdf", "version_id": "../../etc"},
+    ):
         status, out = _post("extract.json", {"document": ref, "schema_name": "shipping_manifest"})
         assert status == 400 and out["error"]["code"] == "bad_request", out
     status, out = _post("extract.json", {"document": {"key": "raw/a.pdf", "bucket": "no-such-bucket-12"},

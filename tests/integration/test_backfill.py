@@ -280,7 +280,9 @@ def test_the_shard_record_costs_linear_bytes(tmp_path) -> None:
     """Before: the whole record after every document, n²/2 entries written (1,000 documents: ~500x the record)."""
     small, small_record = _record_bytes(tmp_path, 500)
     large, large_record = _record_bytes(tmp_path, 1000)
-    assert large <= 5 * large_record and small <= 5 * small_record  # every entry written a bounded number of times
+    assert (
+        large <= 5 * large_record and small <= 5 * small_record
+    )  # every entry written a bounded number of times
     assert large < 2.5 * small  # doubling the shard about doubles the bytes
 
 

@@ -182,7 +182,9 @@ def test_a_dropped_row_is_retried_with_the_error_then_reported(pdf: Path, tmp_pa
         out = run(llm, pdf, tmp_path)
         assert len(llm.requests) == 2
         retry_prompt = llm.prompt_text(llm.requests[1])
-    assert "previous answer for these pages was rejected" in retry_prompt and "$.lines[1].amount" in retry_prompt
+    assert (
+        "previous answer for these pages was rejected" in retry_prompt and "$.lines[1].amount" in retry_prompt
+    )
     assert len(out.result["data"]["lines"]) == 3
     (rejected,) = out.result["provenance"]["rejected_answers"]
     assert rejected["errors"][0][0] == "/lines/1/amount" and out.quality["rejected_answers"] == 1

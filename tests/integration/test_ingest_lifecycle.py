@@ -334,7 +334,9 @@ def test_every_job_failure_is_recorded(aws, tmp_path, monkeypatch) -> None:
     assert job["status"] == "failed" and job["error"]["code"] != "job_timeout", job
 
     # an AWS error (the bucket does not exist)
-    job_id, (payload,) = _async_job(monkeypatch, {"document": {"bucket": "no-such-bucket", "key": "raw/x.pdf"}})
+    job_id, (payload,) = _async_job(
+        monkeypatch, {"document": {"bucket": "no-such-bucket", "key": "raw/x.pdf"}}
+    )
     invoke("api", payload)
     job = _job(job_id)
     assert job["status"] == "failed" and job["error"]["code"] in ("aws_error", "not_found"), job

@@ -127,6 +127,9 @@ def test_both_handlers_run_from_the_image_tree_in_a_lambda_like_sandbox(
     for name, key in (("idem", "id"), ("jobs", "job_id")):
         clients["dynamodb"].create_table(TableName=name, KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")  # fmt: skip
+    clients["dynamodb"].create_table(TableName="membership", BillingMode="PAY_PER_REQUEST",  # the template's
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}])  # fmt: skip
 
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     env = {
@@ -143,7 +146,8 @@ def test_both_handlers_run_from_the_image_tree_in_a_lambda_like_sandbox(
         "DOCVISION_MODEL": str(task / "model"), "DOCVISION_STORE": f"s3://{BUCKET}/derived",
         "DOCVISION_INDEX_PATH": "/tmp/qdrant", "DOCVISION_WORK_DIR": "/tmp", "DOCVISION_SOFFICE": "soffice",
         "DOCVISION_SCHEMAS_DIR": str(task / "schemas"), "DOCUMENTS_BUCKET": BUCKET, "IDEMPOTENCY_TABLE": "idem",
-        "JOBS_TABLE": "jobs", "INGEST_QUEUE_URL": queue, "INGEST_DLQ_URL": dlq, "DOCVISION_LAZY_VISION": "true",
+        "JOBS_TABLE": "jobs", "MEMBERSHIP_TABLE": "membership", "INGEST_QUEUE_URL": queue, "INGEST_DLQ_URL": dlq,
+        "DOCVISION_LAZY_VISION": "true",
         "DOCVISION_VERIFY_WEIGHTS": "size",
     }  # fmt: skip
     sandbox = ["bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",

@@ -174,4 +174,6 @@ def test_a_sideways_scan_is_read_and_its_rows_checked(tmp_path: Path) -> None:
     x0, y0, x1, y1 = cites["$.invoice_number"]["bbox"]
     assert y1 - y0 > x1 - x0  # the box stands on the displayed page, as the text does
     # Position 4 prints 22.50; 15.00 is on Position 3's line
-    assert cites["$.lines[1].price"]["grounded"] is False and cites["$.lines[1].price"]["reason"] == "wrong_row"
+    assert (
+        cites["$.lines[1].price"]["grounded"] is False and cites["$.lines[1].price"]["reason"] == "wrong_row"
+    )

@@ -74,6 +74,31 @@ def test_entity_encoded_external_relationship_is_dropped() -> None:
     assert b"rId1" not in out and b'Target="media/image1.png"' in out and out.count(b"<Relationships") == 1
 
 
+def test_internal_part_names_stay_and_outside_targets_go() -> None:
+    """Package-absolute (/xl/…, as openpyxl writes) and ../ part names are inside the ZIP; schemes, UNC paths go."""
+    keep = ["/xl/worksheets/sheet1.xml", "../media/image1.png", "worksheets/sheet2.xml"]
+    drop = [
+        "file:///etc/passwd",
+        "//host/share/x.png",
+        "\\\\host\\share\\x.png",
+        "C:/x.png",
+        "http://127.0.0.1/x",
+    ]
+    rels = (
+        b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        + b"".join(
+            b'<Relationship Id="k%d" Type="t" Target="%s"/>' % (i, t.encode()) for i, t in enumerate(keep)
+        )
+        + b"".join(
+            b'<Relationship Id="d%d" Type="t" Target="%s"/>' % (i, t.encode()) for i, t in enumerate(drop)
+        )
+        + (b"</Relationships>")
+    )
+    out = _clean_rels(rels)
+    assert all(b'Target="%s"' % t.encode() in out for t in keep)
+    assert not any(b'Id="d%d"' % i in out for i in range(len(drop)))
+
+
 def test_field_split_over_runs_and_entities_is_blanked() -> None:
     xml = (
         b'<w:p><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText> INCLUDE</w:instrText></w:r>'

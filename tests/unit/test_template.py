@@ -157,12 +157,20 @@ def test_batch_backfill_is_off_by_default_and_runs_one_shard_per_array_child() -
     assert container["LinuxParameters"]["SharedMemorySize"] << 20 >= 2 * 3 * Settings().max_page_pixels
     statements = RES["BatchJobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     actions = {a for st in statements for a in st["Action"]}
-    assert actions == {
+    assert {a for a in actions if a.startswith("s3:")} == {
         "s3:ListBucket",
         "s3:GetObject",
         "s3:GetObjectVersion",
         "s3:PutObject",
     }  # no deletes, no *
+    # DynamoDB only on the membership table (its claims), item-level actions only
+    (dynamo,) = [st for st in statements if any(a.startswith("dynamodb:") for a in st["Action"])]
+    assert dynamo["Resource"] == {"Fn::GetAtt": ["MembershipTable", "Arn"]} and "*" not in str(
+        dynamo["Action"]
+    )
+    assert actions - {a for a in actions if a.startswith(("s3:", "dynamodb:"))} == set()
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["MEMBERSHIP_TABLE"] == {"Ref": "MembershipTable"}
     (put,) = [st for st in statements if st["Action"] == ["s3:PutObject"]]
     assert put["Resource"]["Fn::Sub"].endswith("/derived/*")
 
