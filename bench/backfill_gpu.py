@@ -145,8 +145,6 @@ class Docs:  # a torch Dataset of documents: each item = one document's pages, p
 
 
 def run_today(emb, paths: list[Path], batch: int) -> dict:
-    import torch
-
     n = 0
     shapes: set = set()
     pending: list = []
@@ -198,8 +196,6 @@ def _same(x):
 
 
 def run_by_shape(emb, loader, batch: int) -> dict:
-    import torch
-
     from engine.embedding.gpu_preprocess import process_pages
 
     buckets: dict[tuple[int, int], list] = {}

@@ -5,13 +5,18 @@
     # the device host (16-core Xeon with AMX + H100), one call:
     python bench/models_cost.py --label device --cells 16,6,2,16:noamx,6:noamx,2:noamx,gpu
 
-Device recipe (not run yet: no device machine was lent in the session that wrote this). The device has no
-colpali-engine and no network: carry its wheel (``pip download --no-deps colpali-engine==0.3.18 -d .whl``) and
-start the command with ``python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
-export PYTHONPATH=/tmp/site``. One 600-s call cannot hold the whole ladder (building the random 4B model and
-the fp32 references alone take minutes), so: call 1 ``--prepare`` then ``--cells 16,6,gpu``; call 2, on the
-same warm machine (ignored build outputs under bench/work stay), ``--cells 2,16:noamx,6:noamx,2:noamx`` with
-``--models "colqwen2@768,512,384"`` for the AMX-off rows. Check with ``--tiny`` here first.
+Device recipe: ``bench/device/sync.sh`` copies this tree and the wheels it needs (openvino trimmed to its CPU
+plugin, nncf, pydot, openvino-telemetry, colpali-engine; ``.whl/``, not committed) into the ignored folder
+``.cpu-device`` of the checkout the device tool sends; ``bash .cpu-device/bench/device/run.sh info prepare2 l16 l6n``
+(carry ``.cpu-device``) builds and exports there (builds live in ``$BENCH_WORK``, /tmp on the device: a carried
+folder is replaced at every call) and runs the cells. Not run yet: no device machine could be started in the
+session that wrote this (7 tries). Check with ``--tiny`` here first.
+
+``--backends torch,openvino`` adds the OpenVINO backend (ColQwen2 only; exported at ``--prepare`` into the model
+directory, as ``models.bake --backend openvino`` does); ``--cells "6+2+2:noamx,16"``: cells joined by ``+`` run at
+the same time on disjoint CPUs (one per physical core first; ``concurrent_with`` in each row says so);
+``--profile-cells``: those cells also profile one page (top kernels by self time: torch profiler / OpenVINO
+per-node counters, with the GFLOP arithmetic of the page and the achieved rate).
 
 Models (``--models``): ``colqwen2`` (Qwen2-VL-2B architecture, models/configs/colqwen2-2b.json),
 ``colqwen3.5`` (Qwen3.5-0.8B, models/configs/colqwen3.5-0.8b.json), ``colqwen3`` (Qwen3-VL-4B,

@@ -14,6 +14,10 @@ for step in "$@"; do
     prepare2) timeout ${TP2:-330} python3 bench/models_cost.py --prepare --models "colqwen2@768,512,384" --backends torch,openvino 2>&1 | quiet | tail -15 ;;
     ladder16) timeout ${T16:-400} python3 bench/models_cost.py --label device-16 --cells "16,6:noamx" --backends torch,openvino \
         --models "colqwen2@768,512,384" --profile-cells "16,6:noamx" --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -40 ;;
+    l16) timeout ${T16:-150} python3 bench/models_cost.py --label device-16 --cells 16 --backends torch,openvino \
+        --models "colqwen2@768,512,384" --profile-cells 16 --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -20 ;;
+    l6n) timeout ${T6:-170} python3 bench/models_cost.py --label device-6noamx --cells 6:noamx --backends torch,openvino \
+        --models "colqwen2@768" --profile-cells 6:noamx --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -20 ;;
     ladder_small) timeout ${TS:-560} python3 bench/models_cost.py --label device-small --cells "${SMALL_CELLS:-6+2+2:noamx,16:noamx}" --backends torch,openvino \
         --models "colqwen2@768,512,384" --reps 3 2>&1 | quiet | grep -E "^rep|^\{|error|Error|Traceback|exit" | tail -60 ;;
     prepare_more) timeout ${TP:-400} python3 bench/models_cost.py --prepare --models "colqwen3.5 colqwen3" 2>&1 | quiet | tail -8 ;;
